@@ -1,0 +1,309 @@
+//! The kernel/user ABI of coroner: every type that crosses the ring buffer or is handed to the
+//! programs as a global is defined here, once, `#[repr(C)]`, and size-checked at compile time.
+//! The programs (`src/main.rs`, BPF target only) and the agent (host) both use this library.
+#![no_std]
+
+/// `TASK_COMM_LEN` in the kernel: fixed by the user ABI (`prctl(PR_SET_NAME)`), not by layout.
+pub const COMM_LEN: usize = 16;
+/// Bytes of a failed exec's path that are kept (longer paths are cut and flagged).
+pub const PATH_LEN: usize = 256;
+/// How many memory cgroups, from the victim's up towards the root, an OOM event samples.
+pub const MEMCG_CHAIN_LEN: usize = 8;
+/// Kernel stack frames kept of an OOM kill (to tell a memcg OOM from a global one).
+pub const OOM_STACK_DEPTH: usize = 32;
+
+/// What an event is; the first field of every event.
+pub mod kind {
+    pub const EXIT: u32 = 1;
+    pub const SIGNAL: u32 = 2;
+    pub const OOM: u32 = 3;
+    pub const EXEC_FAILURE: u32 = 4;
+}
+
+/// Slots of the per-CPU counter array `COUNTERS`. Losses are counted where they happen (the
+/// kernel) so that user space can surface every one; the rest say what the filters saved.
+pub mod counter {
+    /// Ring buffer full: an exit event was dropped.
+    pub const LOST_EXIT: u32 = 0;
+    pub const LOST_SIGNAL: u32 = 1;
+    pub const LOST_OOM: u32 = 2;
+    pub const LOST_EXEC_FAILURE: u32 = 3;
+    /// A process exit that needed no record (outside containers, or a child's plain `exit()`).
+    pub const EXIT_FILTERED: u32 = 4;
+    /// A signal that cannot kill its target (SIGCHLD and friends, or one with a handler).
+    pub const SIGNAL_FILTERED: u32 = 5;
+    /// A failed exec whose path could not be kept because the per-thread stash was full.
+    pub const EXEC_STASH_FULL: u32 = 6;
+    /// Events that reached the ring buffer, all kinds.
+    pub const EMITTED: u32 = 7;
+    pub const COUNT: u32 = 8;
+}
+
+/// `OomEvent::flags`
+pub mod oom_flags {
+    /// The victim's mm was readable: the rss fields hold the counters at the kill.
+    pub const RSS_FROM_MM: u32 = 1;
+    /// `stack` holds `stack_bytes / 8` kernel return addresses of the killing path.
+    pub const STACK: u32 = 2;
+}
+
+/// `ExitEvent::flags`
+pub mod exit_flags {
+    /// The parent is in another memory cgroup: in a container, this is its main process.
+    pub const PARENT_OUTSIDE: u32 = 1;
+}
+
+/// Leads every event; `ktime_ns` is `CLOCK_BOOTTIME`, which keeps counting across suspend.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventHeader {
+    pub kind: u32,
+    pub cpu: u32,
+    pub ktime_ns: u64,
+}
+
+/// A thread group's last thread has exited (`sched_process_exit` with the group dead).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExitEvent {
+    pub header: EventHeader,
+    pub pid: u32,
+    pub tgid: u32,
+    pub parent_tgid: u32,
+    /// `task->exit_code` as the kernel keeps it: `code << 8`, or the signal, `| 0x80` on a core.
+    pub exit_code: u32,
+    pub memcg_id: u64,
+    pub parent_memcg_id: u64,
+    /// `task->start_boottime`: with the pid, names one process even when pids are reused.
+    pub start_boottime_ns: u64,
+    /// `signal->maxrss`, in pages: the group's peak RSS, final at this point.
+    pub maxrss_pages: u64,
+    pub flags: u32,
+    pub _pad: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// A signal that can kill its target was generated (`signal_generate`). `current` is the sender.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SignalEvent {
+    pub header: EventHeader,
+    pub sig: u32,
+    /// `si_code`: `SI_USER`(0), `SI_KERNEL`(0x80), `SI_TKILL`(-6), fault codes > 0, …
+    pub code: i32,
+    /// `TRACE_SIGNAL_*`: 0 delivered, 1 ignored, 2 already pending, 3 overflow, 4 lose info.
+    pub result: u32,
+    /// Non-zero when sent to the whole thread group.
+    pub group: u32,
+    pub sender_pid: u32,
+    pub sender_tgid: u32,
+    pub target_pid: u32,
+    pub target_tgid: u32,
+    pub sender_memcg_id: u64,
+    pub target_memcg_id: u64,
+    pub target_start_boottime_ns: u64,
+    pub sender_comm: [u8; COMM_LEN],
+    pub target_comm: [u8; COMM_LEN],
+}
+
+/// One memory cgroup on the way from an OOM victim's up to the root, sampled at the kill.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemcgSample {
+    pub id: u64,
+    pub usage_pages: u64,
+    /// `PAGE_COUNTER_MAX` (or more) means no limit.
+    pub max_pages: u64,
+}
+
+/// The OOM killer chose a victim (`mark_victim`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OomEvent {
+    pub header: EventHeader,
+    pub victim_pid: u32,
+    pub victim_tgid: u32,
+    /// The task whose allocation failed (`current`), often the victim itself.
+    pub trigger_pid: u32,
+    pub trigger_tgid: u32,
+    pub victim_memcg_id: u64,
+    pub victim_start_boottime_ns: u64,
+    pub anon_rss_pages: u64,
+    pub file_rss_pages: u64,
+    pub shmem_rss_pages: u64,
+    pub oom_score_adj: i32,
+    pub flags: u32,
+    pub memcg_chain_len: u32,
+    pub stack_bytes: u32,
+    pub victim_comm: [u8; COMM_LEN],
+    pub trigger_comm: [u8; COMM_LEN],
+    pub memcg_chain: [MemcgSample; MEMCG_CHAIN_LEN],
+    pub stack: [u64; OOM_STACK_DEPTH],
+}
+
+/// An `execve`/`execveat` returned an error.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecFailureEvent {
+    pub header: EventHeader,
+    pub pid: u32,
+    pub tgid: u32,
+    /// Positive errno (`ENOENT` = 2).
+    pub errno: i32,
+    /// Bytes of `path` that hold the path (without the NUL); `PATH_LEN` or more: cut.
+    pub path_len: u32,
+    pub memcg_id: u64,
+    pub comm: [u8; COMM_LEN],
+    pub path: [u8; PATH_LEN],
+}
+
+/// Where the programs find what they read, resolved by user space from the running kernel's
+/// BTF (and tracefs formats) at load time: no kernel struct offset is ever compiled in.
+/// Offsets are bytes from the start of the named struct; chains are spelled out by user space.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelLayout {
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    pub task_comm: u32,
+    pub task_exit_code: u32,
+    pub task_real_parent: u32,
+    pub task_signal: u32,
+    pub task_cgroups: u32,
+    pub task_start_boottime: u32,
+    pub task_mm: u32,
+    pub task_sighand: u32,
+    pub signal_maxrss: u32,
+    /// `signal_struct.live` (an `atomic_t`): 0 once the last thread is exiting.
+    pub signal_live: u32,
+    pub signal_oom_score_adj: u32,
+    /// `css_set.subsys[memory_cgrp_id]`, the index already applied.
+    pub css_set_memory_css: u32,
+    pub css_cgroup: u32,
+    pub css_parent: u32,
+    pub cgroup_kn: u32,
+    pub kernfs_node_id: u32,
+    /// `mem_cgroup.memory.usage`: the page counter, from the css (its first member).
+    pub memcg_usage: u32,
+    pub memcg_max: u32,
+    /// `mm_struct` RSS counter `i` is at `mm_rss_base + i * mm_rss_stride` (6.2+: an array of
+    /// `percpu_counter`, read at `.count`; before: `mm_rss_stat.count[]`).
+    pub mm_rss_base: u32,
+    pub mm_rss_stride: u32,
+    pub mm_file_pages_index: u32,
+    pub mm_anon_pages_index: u32,
+    pub mm_shmem_pages_index: u32,
+    /// `sighand_struct.action[0].sa.sa_handler`; entry `sig - 1` is `sighand_k_sigaction_size` on.
+    pub sighand_handler: u32,
+    pub sighand_k_sigaction_size: u32,
+    /// tracefs field offsets of `syscalls/sys_enter_execve{,at}` `filename` and `sys_exit_*` `ret`.
+    pub execve_enter_filename: u32,
+    pub execveat_enter_filename: u32,
+    pub exec_exit_ret: u32,
+    /// Bit `sig - 1` set: `sig` kills by default and is worth telling user space about.
+    pub fatal_signals: u64,
+    /// `layout_flags::*`
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// `KernelLayout::flags`
+pub mod layout_flags {
+    /// The kernel has a memory controller (`memory_cgrp_id` exists).
+    pub const MEMCG: u32 = 1;
+    /// OOM victims' mm counters can be read (`mm_rss_*` are valid).
+    pub const MM_RSS: u32 = 2;
+    /// `task->signal->live` is readable: group-death is decided in the kernel.
+    pub const SIGNAL_LIVE: u32 = 4;
+}
+
+/// Names the programs, maps and globals have in the object, shared so neither side can drift.
+pub mod names {
+    pub const LAYOUT: &str = "LAYOUT";
+    pub const EVENTS: &str = "EVENTS";
+    pub const COUNTERS: &str = "COUNTERS";
+    /// memcg ids user space found to be outside any container: the programs drop their events.
+    pub const HOST_MEMCGS: &str = "HOST_MEMCGS";
+    pub const EXEC_STASH: &str = "EXEC_STASH";
+    pub const PROCESS_EXIT: &str = "process_exit";
+    pub const SIGNAL_GENERATE: &str = "signal_generate";
+    pub const MARK_VICTIM: &str = "mark_victim";
+    pub const EXECVE_ENTER: &str = "execve_enter";
+    pub const EXECVEAT_ENTER: &str = "execveat_enter";
+    pub const EXECVE_EXIT: &str = "execve_exit";
+    pub const EXECVEAT_EXIT: &str = "execveat_exit";
+}
+
+/// Ring buffer size: 4 MiB holds ~40k exit events, several seconds of a fork storm.
+pub const EVENTS_BYTES: u32 = 4 << 20;
+pub const HOST_MEMCGS_ENTRIES: u32 = 16_384;
+pub const EXEC_STASH_ENTRIES: u32 = 8_192;
+
+const _: () = {
+    assert!(core::mem::size_of::<EventHeader>() == 16);
+    assert!(core::mem::size_of::<ExitEvent>() == 88);
+    assert!(core::mem::size_of::<SignalEvent>() == 104);
+    assert!(core::mem::size_of::<MemcgSample>() == 24);
+    assert!(core::mem::size_of::<OomEvent>() == 120 + 24 * MEMCG_CHAIN_LEN + 8 * OOM_STACK_DEPTH);
+    assert!(core::mem::size_of::<ExecFailureEvent>() == 56 + PATH_LEN);
+    assert!(core::mem::size_of::<KernelLayout>() == 4 * 30 + 16);
+    // RingBuf::output and reserve want events aligned to at most 8 bytes.
+    assert!(core::mem::align_of::<OomEvent>() <= 8);
+    assert!(core::mem::align_of::<ExecFailureEvent>() <= 8);
+};
+
+/// The kernel's view of a decoded event, for user space.
+#[derive(Clone, Copy, Debug)]
+pub enum KernelEvent {
+    Exit(ExitEvent),
+    Signal(SignalEvent),
+    Oom(OomEvent),
+    ExecFailure(ExecFailureEvent),
+}
+
+/// Why a ring-buffer record could not be decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    TooShort { kind: u32, len: usize },
+    UnknownKind(u32),
+}
+
+impl KernelEvent {
+    /// Decodes one ring-buffer record. Never trusts the length: a short or unknown record is an
+    /// error, not undefined behaviour.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        fn read<T: Copy>(bytes: &[u8], kind: u32) -> Result<T, DecodeError> {
+            if bytes.len() < core::mem::size_of::<T>() {
+                return Err(DecodeError::TooShort {
+                    kind,
+                    len: bytes.len(),
+                });
+            }
+            // SAFETY: the length is checked above, every ABI type is plain old data made only
+            // of integers and byte arrays (any bit pattern is valid), and read_unaligned makes
+            // no alignment demand on the buffer.
+            Ok(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+        }
+        let Some(head) = bytes.get(..4) else {
+            return Err(DecodeError::TooShort {
+                kind: 0,
+                len: bytes.len(),
+            });
+        };
+        let k = u32::from_ne_bytes([head[0], head[1], head[2], head[3]]);
+        match k {
+            kind::EXIT => read(bytes, k).map(Self::Exit),
+            kind::SIGNAL => read(bytes, k).map(Self::Signal),
+            kind::OOM => read(bytes, k).map(Self::Oom),
+            kind::EXEC_FAILURE => read(bytes, k).map(Self::ExecFailure),
+            other => Err(DecodeError::UnknownKind(other)),
+        }
+    }
+}
+
+/// The part of a fixed-size, NUL-padded kernel string that holds text.
+#[must_use]
+pub fn c_str_bytes(bytes: &[u8]) -> &[u8] {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    &bytes[..end]
+}

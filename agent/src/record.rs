@@ -1,0 +1,184 @@
+//! The termination record: coroner's public contract (shared/RECORD.md). Field names and
+//! verdict strings are fixed; fields may be added, never renamed or dropped.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// One death, as written to `--events-json`, `/v1/terminations`, metrics and Events.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TerminationRecord {
+    /// When the process exited.
+    #[serde(with = "time::serde::rfc3339")]
+    pub time: OffsetDateTime,
+    pub node: String,
+    /// tgid, in the root PID namespace.
+    pub pid: u32,
+    pub ppid: u32,
+    pub comm: String,
+    pub main_process: bool,
+    /// Memory cgroup path relative to its hierarchy root.
+    pub cgroup: String,
+    pub pod_uid: Option<String>,
+    pub container_id: Option<String>,
+    pub namespace: Option<String>,
+    pub pod: Option<String>,
+    pub container: Option<String>,
+    pub owner_kind: Option<String>,
+    pub owner_name: Option<String>,
+    /// 0–255 when the process called exit; `None` when a signal killed it.
+    pub exit_code: Option<u8>,
+    pub signal: Option<u8>,
+    pub core_dumped: bool,
+    pub reason: Reason,
+    pub sender: Option<Sender>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub sigterm_time: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub sigkill_time: Option<OffsetDateTime>,
+    pub grace_seconds: Option<f64>,
+    pub oom: Option<OomKill>,
+    pub peak_rss_bytes: u64,
+    pub container_memory_peak_bytes: Option<u64>,
+    pub container_memory_limit_bytes: Option<u64>,
+    pub exec_failure: Option<ExecFailure>,
+    /// What the kubelet reports: the exit code, or 128 + the signal.
+    pub exit_status: u16,
+}
+
+/// The verdict: why the process died.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Reason {
+    Completed,
+    Error,
+    CommandNotFound,
+    NotExecutable,
+    #[serde(rename = "OOMKilled")]
+    OomKilled,
+    GracePeriodExpired,
+    Killed,
+    Terminated,
+    Crashed,
+    Signaled,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 10] = [
+        Reason::Completed,
+        Reason::Error,
+        Reason::CommandNotFound,
+        Reason::NotExecutable,
+        Reason::OomKilled,
+        Reason::GracePeriodExpired,
+        Reason::Killed,
+        Reason::Terminated,
+        Reason::Crashed,
+        Reason::Signaled,
+    ];
+
+    /// The string of the contract, as in JSON and metric labels.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Reason::Completed => "Completed",
+            Reason::Error => "Error",
+            Reason::CommandNotFound => "CommandNotFound",
+            Reason::NotExecutable => "NotExecutable",
+            Reason::OomKilled => "OOMKilled",
+            Reason::GracePeriodExpired => "GracePeriodExpired",
+            Reason::Killed => "Killed",
+            Reason::Terminated => "Terminated",
+            Reason::Crashed => "Crashed",
+            Reason::Signaled => "Signaled",
+        }
+    }
+
+    /// Whether a person should look at it (a Warning Event, not Normal).
+    #[must_use]
+    pub const fn is_abnormal(self) -> bool {
+        !matches!(self, Reason::Completed)
+    }
+}
+
+/// Who sent the fatal signal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sender {
+    pub pid: u32,
+    pub comm: String,
+    /// The sender's memory cgroup path; empty for the kernel.
+    pub cgroup: String,
+    pub kind: SenderKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SenderKind {
+    /// The kernel: the OOM killer, or a fault (SIGSEGV, SIGBUS, …) it raised.
+    Kernel,
+    #[serde(rename = "self")]
+    SelfSent,
+    SameContainer,
+    OtherContainer,
+    /// A process outside every container: the runtime, kubelet, an operator's shell.
+    Host,
+}
+
+impl SenderKind {
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SenderKind::Kernel => "kernel",
+            SenderKind::SelfSent => "self",
+            SenderKind::SameContainer => "same_container",
+            SenderKind::OtherContainer => "other_container",
+            SenderKind::Host => "host",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OomScope {
+    /// A memory cgroup hit its limit.
+    Memcg,
+    /// The node ran out of memory; no cgroup limit was involved.
+    Global,
+}
+
+impl OomScope {
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            OomScope::Memcg => "memcg",
+            OomScope::Global => "global",
+        }
+    }
+}
+
+/// An OOM kill, as the kernel saw it at the moment it chose the victim.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OomKill {
+    pub scope: OomScope,
+    /// anon + file + shmem at the kill.
+    pub victim_rss_bytes: u64,
+    pub anon_rss_bytes: u64,
+    pub file_rss_bytes: u64,
+    pub shmem_rss_bytes: u64,
+    /// The limit of the memory cgroup that hit it; `None` for a global OOM.
+    pub memory_limit_bytes: Option<u64>,
+    /// The memory cgroup that hit its limit (the container's, the pod's, or an ancestor's).
+    pub limit_cgroup: Option<String>,
+    /// The task whose allocation could not be satisfied.
+    pub trigger_pid: u32,
+    pub trigger_comm: String,
+    pub oom_score_adj: i32,
+}
+
+/// The last failed `execve` in the container before the death.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecFailure {
+    pub path: String,
+    /// Symbolic errno, e.g. `ENOENT`.
+    pub errno: String,
+    /// The process whose exec failed (often a child: shells fork before exec).
+    pub pid: u32,
+}
