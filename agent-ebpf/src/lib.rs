@@ -204,7 +204,47 @@ pub struct KernelLayout {
     pub fatal_signals: u64,
     /// `layout_flags::*`
     pub flags: u32,
-    pub _pad: u32,
+    /// `kernel_siginfo.si_code` (inside an anonymous struct, hence resolved, not assumed).
+    pub siginfo_code: u32,
+}
+
+impl KernelLayout {
+    /// All offsets zero and no features: what the object holds until the loader overrides it.
+    pub const ZERO: Self = Self {
+        task_pid: 0,
+        task_tgid: 0,
+        task_comm: 0,
+        task_exit_code: 0,
+        task_real_parent: 0,
+        task_signal: 0,
+        task_cgroups: 0,
+        task_start_boottime: 0,
+        task_mm: 0,
+        task_sighand: 0,
+        signal_maxrss: 0,
+        signal_live: 0,
+        signal_oom_score_adj: 0,
+        css_set_memory_css: 0,
+        css_cgroup: 0,
+        css_parent: 0,
+        cgroup_kn: 0,
+        kernfs_node_id: 0,
+        memcg_usage: 0,
+        memcg_max: 0,
+        mm_rss_base: 0,
+        mm_rss_stride: 0,
+        mm_file_pages_index: 0,
+        mm_anon_pages_index: 0,
+        mm_shmem_pages_index: 0,
+        sighand_handler: 0,
+        sighand_k_sigaction_size: 0,
+        execve_enter_filename: 0,
+        execveat_enter_filename: 0,
+        exec_exit_ret: 0,
+        fatal_signals: 0,
+        flags: 0,
+        siginfo_code: 0,
+    };
 }
 
 /// `KernelLayout::flags`
@@ -215,6 +255,8 @@ pub mod layout_flags {
     pub const MM_RSS: u32 = 2;
     /// `task->signal->live` is readable: group-death is decided in the kernel.
     pub const SIGNAL_LIVE: u32 = 4;
+    /// The exec-failure tracepoints' field offsets were found in tracefs.
+    pub const EXEC_TRACEPOINTS: u32 = 8;
 }
 
 /// Names the programs, maps and globals have in the object, shared so neither side can drift.

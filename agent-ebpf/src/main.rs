@@ -1,11 +1,397 @@
+//! coroner's kernel programs. They read kernel structs only at offsets user space resolved from
+//! the running kernel's BTF (`LAYOUT`), filter in the kernel so that only deaths worth a record
+//! cross to user space, and count every event they could not hand over.
 #![no_std]
 #![no_main]
 
-use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
+mod read;
+
+use agent_ebpf::{
+    COMM_LEN, EVENTS_BYTES, EXEC_STASH_ENTRIES, EventHeader, ExecFailureEvent, ExitEvent,
+    HOST_MEMCGS_ENTRIES, KernelLayout, OOM_STACK_DEPTH, OomEvent, SignalEvent, counter, exit_flags,
+    kind, layout_flags, oom_flags,
+};
+use aya_ebpf::{
+    EbpfContext, Global,
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_smp_processor_id, bpf_get_stack,
+        bpf_ktime_get_boot_ns, bpf_probe_read_user_str_bytes,
+    },
+    macros::{btf_tracepoint, map, tracepoint},
+    maps::{LruHashMap, PerCpuArray, RingBuf},
+    programs::{BtfTracePointContext, TracePointContext},
+};
+use read::{Task, field};
+
+#[unsafe(no_mangle)]
+static LAYOUT: Global<KernelLayout> = Global::new(KernelLayout::ZERO);
+
+#[map(name = "EVENTS")]
+static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+#[map(name = "COUNTERS")]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// Memory cgroups user space found to be outside every container. Their exits, signals and
+/// execs stop here; a cgroup's first event still goes up so that user space can classify it.
+#[map(name = "HOST_MEMCGS")]
+static HOST_MEMCGS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(HOST_MEMCGS_ENTRIES, 0);
+
+/// `execve` filename pointers between syscall entry and exit, by thread. LRU: a successful
+/// exec of a multi-threaded process changes the thread id and leaves its entry behind.
+#[map(name = "EXEC_STASH")]
+static EXEC_STASH: LruHashMap<u64, u64> = LruHashMap::with_max_entries(EXEC_STASH_ENTRIES, 0);
+
+const SIGKILL: u32 = 9;
+const SIGTERM: u32 = 15;
+/// `SIG_DFL`: the default action; anything else is a handler or `SIG_IGN`.
+const SIG_DFL: u64 = 0;
+const SI_USER: i32 = 0;
+const SI_KERNEL: i32 = 0x80;
+/// `SEND_SIG_NOINFO` / `SEND_SIG_PRIV`: special `kernel_siginfo` pointer values.
+const SEND_SIG_NOINFO: u64 = 0;
+const SEND_SIG_PRIV: u64 = 1;
+
+#[inline(always)]
+fn count(slot: u32) {
+    if let Some(p) = COUNTERS.get_ptr_mut(slot) {
+        // SAFETY: a per-CPU slot, only this CPU writes it while the program runs.
+        unsafe { *p += 1 };
+    }
+}
+
+#[inline(always)]
+fn header(event_kind: u32) -> EventHeader {
+    // SAFETY: both helpers are always callable from tracing programs.
+    unsafe {
+        EventHeader {
+            kind: event_kind,
+            cpu: bpf_get_smp_processor_id(),
+            ktime_ns: bpf_ktime_get_boot_ns(),
+        }
+    }
+}
+
+#[inline(always)]
+fn is_host_memcg(memcg_id: u64) -> bool {
+    // SAFETY: the value is only tested for presence.
+    unsafe { HOST_MEMCGS.get(&memcg_id).is_some() }
+}
+
+// ---- process exit ------------------------------------------------------------------------
 
 #[btf_tracepoint(function = "sched_process_exit")]
-pub fn process_exit(_ctx: BtfTracePointContext) -> i32 {
+pub fn process_exit(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_process_exit(&ctx);
     0
+}
+
+fn try_process_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
+    let layout = LAYOUT.load();
+    let task = Task(ctx.arg::<*const u8>(0));
+    let signal: *const u8 = task.read(layout.task_signal)?;
+    if layout.flags & layout_flags::SIGNAL_LIVE != 0 {
+        // A thread, not the group: the group dies with its last thread, when `live` is 0.
+        let live: i32 = field(signal, layout.signal_live)?;
+        if live != 0 {
+            return Ok(());
+        }
+    }
+    let exit_code: u32 = task.read(layout.task_exit_code)?;
+    let memcg_id = task.memcg_id(&layout);
+    if is_host_memcg(memcg_id) {
+        count(counter::EXIT_FILTERED);
+        return Ok(());
+    }
+    let parent = Task(task.read(layout.task_real_parent)?);
+    let parent_memcg_id = parent.memcg_id(&layout);
+    let parent_outside = parent_memcg_id != memcg_id;
+    // A child's plain exit() inside its container needs no record: only main processes and
+    // deaths by signal do.
+    if !parent_outside && exit_code & 0x7f == 0 {
+        count(counter::EXIT_FILTERED);
+        return Ok(());
+    }
+    let Some(mut entry) = EVENTS.reserve::<ExitEvent>(0) else {
+        count(counter::LOST_EXIT);
+        return Ok(());
+    };
+    let event = ExitEvent {
+        header: header(kind::EXIT),
+        pid: task.read(layout.task_pid).unwrap_or(0),
+        tgid: task.read(layout.task_tgid).unwrap_or(0),
+        parent_tgid: parent.read(layout.task_tgid).unwrap_or(0),
+        exit_code,
+        memcg_id,
+        parent_memcg_id,
+        start_boottime_ns: task.read(layout.task_start_boottime).unwrap_or(0),
+        maxrss_pages: field(signal, layout.signal_maxrss).unwrap_or(0),
+        flags: if parent_outside {
+            exit_flags::PARENT_OUTSIDE
+        } else {
+            0
+        },
+        _pad: 0,
+        comm: task
+            .read::<[u8; COMM_LEN]>(layout.task_comm)
+            .unwrap_or([0; COMM_LEN]),
+    };
+    entry.write(event);
+    entry.submit(0);
+    count(counter::EMITTED);
+    Ok(())
+}
+
+// ---- fatal signals -----------------------------------------------------------------------
+
+#[btf_tracepoint(function = "signal_generate")]
+pub fn signal_generate(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_signal_generate(&ctx);
+    0
+}
+
+fn try_signal_generate(ctx: &BtfTracePointContext) -> Result<(), i64> {
+    let layout = LAYOUT.load();
+    let sig = ctx.arg::<u64>(0) as u32;
+    if sig == 0 || sig > 64 || layout.fatal_signals & (1u64 << (sig - 1)) == 0 {
+        count(counter::SIGNAL_FILTERED);
+        return Ok(());
+    }
+    let target = Task(ctx.arg::<*const u8>(2));
+    // A handled signal does not kill; SIGTERM is kept anyway because its time starts the
+    // grace period a later SIGKILL may end.
+    if sig != SIGKILL && sig != SIGTERM {
+        let sighand: *const u8 = target.read(layout.task_sighand)?;
+        let slot = layout.sighand_handler + (sig - 1) * layout.sighand_k_sigaction_size;
+        let handler: u64 = field(sighand, slot)?;
+        if handler != SIG_DFL {
+            count(counter::SIGNAL_FILTERED);
+            return Ok(());
+        }
+    }
+    let target_memcg_id = target.memcg_id(&layout);
+    if is_host_memcg(target_memcg_id) {
+        count(counter::SIGNAL_FILTERED);
+        return Ok(());
+    }
+    let info = ctx.arg::<u64>(1);
+    let code = match info {
+        SEND_SIG_NOINFO => SI_USER,
+        SEND_SIG_PRIV => SI_KERNEL,
+        _ => field::<i32>(info as *const u8, layout.siginfo_code).unwrap_or(SI_USER),
+    };
+    // SAFETY: always callable from tracing programs; the task it returns is only read.
+    let sender = Task(unsafe { bpf_get_current_task() } as *const u8);
+    let Some(mut entry) = EVENTS.reserve::<SignalEvent>(0) else {
+        count(counter::LOST_SIGNAL);
+        return Ok(());
+    };
+    let sender_ids = bpf_get_current_pid_tgid();
+    let event = SignalEvent {
+        header: header(kind::SIGNAL),
+        sig,
+        code,
+        result: ctx.arg::<u64>(4) as u32,
+        group: ctx.arg::<u64>(3) as u32,
+        sender_pid: sender_ids as u32,
+        sender_tgid: (sender_ids >> 32) as u32,
+        target_pid: target.read(layout.task_pid).unwrap_or(0),
+        target_tgid: target.read(layout.task_tgid).unwrap_or(0),
+        sender_memcg_id: sender.memcg_id(&layout),
+        target_memcg_id,
+        target_start_boottime_ns: target.read(layout.task_start_boottime).unwrap_or(0),
+        sender_comm: sender
+            .read::<[u8; COMM_LEN]>(layout.task_comm)
+            .unwrap_or([0; COMM_LEN]),
+        target_comm: target
+            .read::<[u8; COMM_LEN]>(layout.task_comm)
+            .unwrap_or([0; COMM_LEN]),
+    };
+    entry.write(event);
+    entry.submit(0);
+    count(counter::EMITTED);
+    Ok(())
+}
+
+// ---- OOM kills ---------------------------------------------------------------------------
+
+/// `mark_victim(struct task_struct *, uid_t)`: kernels since ≈6.8, and backports (Debian 6.1).
+#[btf_tracepoint(function = "mark_victim")]
+pub fn mark_victim(ctx: BtfTracePointContext) -> i32 {
+    let victim = Task(ctx.arg::<*const u8>(0));
+    let _ = try_mark_victim(&ctx, victim, 0);
+    0
+}
+
+/// `mark_victim(int pid)`: older kernels. Only the pid is known; the memcg chain is sampled
+/// from the allocating task, whose limit-hitting memcg is an ancestor of the victim's.
+#[btf_tracepoint(function = "mark_victim")]
+pub fn mark_victim_pid(ctx: BtfTracePointContext) -> i32 {
+    let pid = ctx.arg::<u64>(0) as u32;
+    let _ = try_mark_victim(&ctx, Task(core::ptr::null()), pid);
+    0
+}
+
+fn try_mark_victim(ctx: &BtfTracePointContext, victim: Task, victim_pid: u32) -> Result<(), i64> {
+    let layout = LAYOUT.load();
+    // SAFETY: always callable from tracing programs; the task it returns is only read.
+    let trigger = Task(unsafe { bpf_get_current_task() } as *const u8);
+    let Some(mut entry) = EVENTS.reserve::<OomEvent>(0) else {
+        count(counter::LOST_OOM);
+        return Ok(());
+    };
+    let trigger_ids = bpf_get_current_pid_tgid();
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` points at a reserved, exclusively owned ring-buffer slot of the right size;
+    // every field is written below before submit.
+    unsafe {
+        (*ev).header = header(kind::OOM);
+        (*ev).trigger_pid = trigger_ids as u32;
+        (*ev).trigger_tgid = (trigger_ids >> 32) as u32;
+        (*ev).trigger_comm = trigger.read(layout.task_comm).unwrap_or([0; COMM_LEN]);
+        (*ev).flags = 0;
+        (*ev).anon_rss_pages = 0;
+        (*ev).file_rss_pages = 0;
+        (*ev).shmem_rss_pages = 0;
+        (*ev).oom_score_adj = 0;
+        (*ev).victim_start_boottime_ns = 0;
+        (*ev).victim_comm = [0; COMM_LEN];
+        (*ev).victim_pid = victim_pid;
+        (*ev).victim_tgid = victim_pid;
+        let chain_from = if victim.is_null() {
+            (*ev).victim_memcg_id = 0;
+            trigger
+        } else {
+            (*ev).victim_pid = victim.read(layout.task_pid).unwrap_or(0);
+            (*ev).victim_tgid = victim.read(layout.task_tgid).unwrap_or(0);
+            (*ev).victim_comm = victim.read(layout.task_comm).unwrap_or([0; COMM_LEN]);
+            (*ev).victim_start_boottime_ns = victim.read(layout.task_start_boottime).unwrap_or(0);
+            (*ev).victim_memcg_id = victim.memcg_id(&layout);
+            if let Ok(signal) = victim.read::<*const u8>(layout.task_signal) {
+                (*ev).oom_score_adj =
+                    i32::from(field::<i16>(signal, layout.signal_oom_score_adj).unwrap_or(0));
+            }
+            if layout.flags & layout_flags::MM_RSS != 0 {
+                if let Ok(mm) = victim.read::<*const u8>(layout.task_mm) {
+                    if !mm.is_null() {
+                        let rss = |index: u32| -> u64 {
+                            let at = layout.mm_rss_base + index * layout.mm_rss_stride;
+                            field::<i64>(mm, at).unwrap_or(0).max(0) as u64
+                        };
+                        (*ev).anon_rss_pages = rss(layout.mm_anon_pages_index);
+                        (*ev).file_rss_pages = rss(layout.mm_file_pages_index);
+                        (*ev).shmem_rss_pages = rss(layout.mm_shmem_pages_index);
+                        (*ev).flags |= oom_flags::RSS_FROM_MM;
+                    }
+                }
+            }
+            victim
+        };
+        (*ev).memcg_chain_len = read::memcg_chain(chain_from, &layout, &mut (*ev).memcg_chain);
+        let stack_bytes = bpf_get_stack(
+            ctx.as_ptr(),
+            (*ev).stack.as_mut_ptr().cast(),
+            (OOM_STACK_DEPTH * 8) as u32,
+            0,
+        );
+        if stack_bytes > 0 {
+            (*ev).stack_bytes = stack_bytes as u32;
+            (*ev).flags |= oom_flags::STACK;
+        } else {
+            (*ev).stack_bytes = 0;
+        }
+    }
+    entry.submit(0);
+    count(counter::EMITTED);
+    Ok(())
+}
+
+// ---- failed execs ------------------------------------------------------------------------
+
+#[tracepoint(category = "syscalls", name = "sys_enter_execve")]
+pub fn execve_enter(ctx: TracePointContext) -> u32 {
+    let layout = LAYOUT.load();
+    stash_exec_path(&ctx, &layout, layout.execve_enter_filename);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_execveat")]
+pub fn execveat_enter(ctx: TracePointContext) -> u32 {
+    let layout = LAYOUT.load();
+    stash_exec_path(&ctx, &layout, layout.execveat_enter_filename);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_execve")]
+pub fn execve_exit(ctx: TracePointContext) -> u32 {
+    let _ = try_exec_exit(&ctx);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_execveat")]
+pub fn execveat_exit(ctx: TracePointContext) -> u32 {
+    let _ = try_exec_exit(&ctx);
+    0
+}
+
+fn stash_exec_path(ctx: &TracePointContext, layout: &KernelLayout, filename_at: u32) {
+    // SAFETY: always callable from tracing programs; the task it returns is only read.
+    let task = Task(unsafe { bpf_get_current_task() } as *const u8);
+    if is_host_memcg(task.memcg_id(layout)) {
+        return;
+    }
+    // SAFETY: the offset comes from this tracepoint's tracefs format.
+    let Ok(filename) = (unsafe { ctx.read_at::<u64>(filename_at as usize) }) else {
+        return;
+    };
+    if EXEC_STASH
+        .insert(&bpf_get_current_pid_tgid(), &filename, 0)
+        .is_err()
+    {
+        count(counter::EXEC_STASH_FULL);
+    }
+}
+
+fn try_exec_exit(ctx: &TracePointContext) -> Result<(), i64> {
+    let layout = LAYOUT.load();
+    let thread = bpf_get_current_pid_tgid();
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(filename) = (unsafe { EXEC_STASH.get(&thread) }).copied() else {
+        return Ok(());
+    };
+    let _ = EXEC_STASH.remove(&thread);
+    // SAFETY: the offset comes from this tracepoint's tracefs format.
+    let ret: i64 = unsafe { ctx.read_at(layout.exec_exit_ret as usize) }.map_err(i64::from)?;
+    if ret >= 0 {
+        return Ok(());
+    }
+    // SAFETY: always callable from tracing programs; the task it returns is only read.
+    let task = Task(unsafe { bpf_get_current_task() } as *const u8);
+    let Some(mut entry) = EVENTS.reserve::<ExecFailureEvent>(0) else {
+        count(counter::LOST_EXEC_FAILURE);
+        return Ok(());
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` points at a reserved, exclusively owned ring-buffer slot; every field is
+    // written before submit. The path is a user pointer of the failed exec's caller, still
+    // mapped: a failed exec keeps the old mm.
+    unsafe {
+        (*ev).header = header(kind::EXEC_FAILURE);
+        (*ev).pid = thread as u32;
+        (*ev).tgid = (thread >> 32) as u32;
+        (*ev).errno = (-ret) as i32;
+        (*ev).memcg_id = task.memcg_id(&layout);
+        (*ev).comm = task.read(layout.task_comm).unwrap_or([0; COMM_LEN]);
+        (*ev).path = [0; agent_ebpf::PATH_LEN];
+        (*ev).path_len = match bpf_probe_read_user_str_bytes(filename as *const u8, &mut (*ev).path)
+        {
+            Ok(path) => path.len() as u32,
+            Err(_) => 0,
+        };
+    }
+    entry.submit(0);
+    count(counter::EMITTED);
+    Ok(())
 }
 
 #[cfg(not(test))]

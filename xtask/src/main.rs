@@ -1,1 +1,123 @@
-fn main() {}
+//! `cargo xtask build | run | test | bench`: the project's commands. Each installs what a
+//! fresh machine lacks (the nightly's rust-src, bpf-linker against the toolchain's own LLVM,
+//! tracefs, Prometheus) idempotently, so a second run costs nothing.
+
+mod prereq;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "coroner's build, run, test and bench commands")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build the eBPF object and `target/release/coroner`.
+    Build,
+    /// Build, then run the agent on this node (standalone without a cluster).
+    Run {
+        /// Extra arguments for `coroner` (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// The whole suite: unit, kernel integration and end-to-end tests (needs root).
+    Test {
+        /// Only tests whose name contains this.
+        filter: Option<String>,
+    },
+    /// The benchmark: overhead, loss, footprint and latency (needs root).
+    Bench,
+    /// Install the build prerequisites only.
+    Setup,
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("spawning {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+/// A `cargo` command with the bpf-linker this project installed on PATH.
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    cmd.env("PATH", prereq::path_with_tools());
+    cmd
+}
+
+fn build() -> Result<PathBuf> {
+    prereq::ensure_build_tools()?;
+    run(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "coroner",
+        "--bin",
+        "coroner",
+    ]))?;
+    let binary = workspace_root().join("target/release/coroner");
+    println!("built {}", binary.display());
+    Ok(binary)
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Setup => prereq::ensure_build_tools(),
+        Cmd::Build => build().map(drop),
+        Cmd::Run { args } => {
+            let binary = build()?;
+            prereq::require_root("running the agent")?;
+            let mut cmd = Command::new(binary);
+            if args.is_empty() {
+                cmd.args(["--kube", "auto", "--listen", "127.0.0.1:9750", "--print"]);
+            }
+            run(cmd.args(args))
+        }
+        Cmd::Test { filter } => {
+            let binary = build()?;
+            prereq::require_root("the kernel tests")?;
+            prereq::ensure_test_tools()?;
+            let mut cmd = cargo();
+            cmd.args(["test", "--release", "--workspace", "--no-fail-fast"]);
+            cmd.env("CORONER_BIN", &binary);
+            if let Some(filter) = filter {
+                cmd.arg(filter);
+            }
+            // Kernel tests share one machine's cgroups and kill real processes: one binary's
+            // tests at a time is cargo's default; within one, they pick their own cgroup names.
+            run(&mut cmd)
+        }
+        Cmd::Bench => {
+            let binary = build()?;
+            prereq::require_root("the benchmark")?;
+            run(cargo()
+                .args([
+                    "run",
+                    "--release",
+                    "--package",
+                    "coroner-tests",
+                    "--bin",
+                    "coroner-bench",
+                    "--",
+                ])
+                .arg(&binary))
+        }
+    }
+}

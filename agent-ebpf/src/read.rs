@@ -1,0 +1,89 @@
+//! Reading kernel memory at offsets resolved from BTF by user space.
+
+use agent_ebpf::{KernelLayout, MEMCG_CHAIN_LEN, MemcgSample};
+use aya_ebpf::helpers::bpf_probe_read_kernel;
+
+/// Reads a `T` at `base + offset`. A null base is an error, not a fault.
+#[inline(always)]
+pub fn field<T>(base: *const u8, offset: u32) -> Result<T, i64> {
+    if base.is_null() {
+        return Err(-1);
+    }
+    // SAFETY: bpf_probe_read_kernel validates the address; a bad one returns an error.
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize).cast::<T>()) }
+        .map_err(i64::from)
+}
+
+/// A `struct task_struct *`.
+#[derive(Clone, Copy)]
+pub struct Task(pub *const u8);
+
+impl Task {
+    #[inline(always)]
+    pub fn is_null(self) -> bool {
+        self.0.is_null()
+    }
+
+    #[inline(always)]
+    pub fn read<T>(self, offset: u32) -> Result<T, i64> {
+        field(self.0, offset)
+    }
+
+    /// `task->cgroups->subsys[memory_cgrp_id]`: the task's memory cgroup css, or null.
+    #[inline(always)]
+    fn memory_css(self, layout: &KernelLayout) -> *const u8 {
+        let Ok(css_set) = self.read::<*const u8>(layout.task_cgroups) else {
+            return core::ptr::null();
+        };
+        field::<*const u8>(css_set, layout.css_set_memory_css).unwrap_or(core::ptr::null())
+    }
+
+    /// The memory cgroup's kernfs id (= the cgroup directory's inode), 0 when unknown.
+    #[inline(always)]
+    pub fn memcg_id(self, layout: &KernelLayout) -> u64 {
+        if layout.flags & agent_ebpf::layout_flags::MEMCG == 0 {
+            return 0;
+        }
+        css_id(self.memory_css(layout), layout)
+    }
+}
+
+#[inline(always)]
+fn css_id(css: *const u8, layout: &KernelLayout) -> u64 {
+    let Ok(cgroup) = field::<*const u8>(css, layout.css_cgroup) else {
+        return 0;
+    };
+    let Ok(kn) = field::<*const u8>(cgroup, layout.cgroup_kn) else {
+        return 0;
+    };
+    field::<u64>(kn, layout.kernfs_node_id).unwrap_or(0)
+}
+
+/// Samples the memory cgroup of `task` and its ancestors: id, usage and limit, as the OOM
+/// killer saw them. Returns how many were filled.
+#[inline(always)]
+pub fn memcg_chain(
+    task: Task,
+    layout: &KernelLayout,
+    chain: &mut [MemcgSample; MEMCG_CHAIN_LEN],
+) -> u32 {
+    if layout.flags & agent_ebpf::layout_flags::MEMCG == 0 {
+        return 0;
+    }
+    // Zeroed whole, with a constant size: a loop clearing "the rest" would become a
+    // variable-length memset the verifier cannot bound.
+    *chain = [MemcgSample::default(); MEMCG_CHAIN_LEN];
+    let mut css = task.memory_css(layout);
+    let mut filled = 0u32;
+    for sample in chain.iter_mut() {
+        if css.is_null() {
+            break;
+        }
+        sample.id = css_id(css, layout);
+        sample.usage_pages = field::<i64>(css, layout.memcg_usage).unwrap_or(0).max(0) as u64;
+        sample.max_pages = field::<u64>(css, layout.memcg_max).unwrap_or(u64::MAX);
+        filled += 1;
+        css = field::<*const u8>(css, layout.css_parent).unwrap_or(core::ptr::null());
+    }
+    filled
+}

@@ -1,0 +1,279 @@
+//! Loading and attaching the kernel programs: BTF offsets → globals, and which probes this
+//! kernel supports, decided at start-up and logged once.
+
+pub mod btf;
+pub mod layout;
+
+use std::path::{Path, PathBuf};
+
+use agent_ebpf::{KernelLayout, names};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, TracePoint},
+};
+use tracing::{info, warn};
+
+use self::layout::OomVictimArg;
+
+/// The kernel programs, compiled for the BPF target by build.rs.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/coroner-probes"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(transparent)]
+    Btf(#[from] btf::BtfError),
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("program `{name}`: {source}")]
+    Program {
+        name: &'static str,
+        source: aya::programs::ProgramError,
+    },
+    #[error("map `{0}` missing from the object")]
+    MissingMap(&'static str),
+    #[error("map `{name}`: {source}")]
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
+    #[error("required probe `{0}` could not be attached on this kernel")]
+    Required(&'static str),
+}
+
+/// `KernelLayout` as a loader global: aya needs `Pod`, which the shared no_std type cannot
+/// implement without depending on aya.
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+struct LayoutGlobal(KernelLayout);
+// SAFETY: `KernelLayout` is `#[repr(C)]`, made only of integers, with no padding (its size is
+// checked at compile time in agent-ebpf).
+unsafe impl aya::Pod for LayoutGlobal {}
+
+/// How one probe fared on this kernel.
+#[derive(Clone, Debug)]
+pub struct ProbeStatus {
+    pub name: &'static str,
+    /// `tp_btf/…` or `tracepoint/…`: what it is attached to.
+    pub attach: String,
+    pub attached: bool,
+    /// Why it is not attached (the kernel lacks it, or attaching failed).
+    pub reason: Option<String>,
+}
+
+/// The loaded programs and the maps user space talks to.
+pub struct Probes {
+    /// Kept alive: dropping it detaches every program.
+    _ebpf: Ebpf,
+    pub events: RingBuf<MapData>,
+    pub counters: PerCpuArray<MapData, u64>,
+    pub host_memcgs: BpfHashMap<MapData, u64, u8>,
+    pub status: Vec<ProbeStatus>,
+    pub layout: KernelLayout,
+}
+
+/// Where tracefs is, mounting it when it is not (the exec-failure probes need it).
+fn tracefs() -> PathBuf {
+    for dir in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
+        if Path::new(dir).join("events").is_dir() {
+            return PathBuf::from(dir);
+        }
+    }
+    let dir = PathBuf::from("/sys/kernel/tracing");
+    let target = c"/sys/kernel/tracing";
+    // SAFETY: plain mount(2) with NUL-terminated strings; failure is reported, not fatal.
+    let rc = unsafe {
+        libc::mount(
+            c"tracefs".as_ptr(),
+            target.as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc == 0 {
+        info!("mounted tracefs at {}", dir.display());
+    } else {
+        warn!(
+            "tracefs is not mounted and mounting it failed ({}): failed execs will not be seen",
+            std::io::Error::last_os_error()
+        );
+    }
+    dir
+}
+
+/// Raises RLIMIT_MEMLOCK for kernels before 5.11 (BPF memory charged to it); newer kernels
+/// charge the memory cgroup instead, so failing here is only a warning.
+fn raise_memlock() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit with a valid struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const unlimited) } != 0 {
+        warn!(
+            "setrlimit(RLIMIT_MEMLOCK) failed ({}); fine on kernels ≥ 5.11",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+impl Probes {
+    /// Resolves the layout, loads the object and attaches every probe this kernel supports.
+    /// Exit and signal probes are required; the rest degrade with a logged reason.
+    pub fn load() -> Result<Self, ProbeError> {
+        raise_memlock();
+        let started = std::time::Instant::now();
+        let resolved = {
+            let btf = btf::Btf::from_sys()?;
+            layout::resolve(&btf, &tracefs())?
+        };
+        info!(
+            elapsed_ms = started.elapsed().as_millis(),
+            "kernel layout resolved from BTF"
+        );
+        for gap in &resolved.missing {
+            warn!("this kernel lacks {gap}");
+        }
+        let global = LayoutGlobal(resolved.layout);
+        let mut ebpf = EbpfLoader::new()
+            .override_global(names::LAYOUT, &global, true)
+            .load(OBJECT)?;
+        let kernel_btf = aya::Btf::from_sys_fs().map_err(|e| {
+            ProbeError::Btf(btf::BtfError::Read {
+                path: "/sys/kernel/btf/vmlinux".into(),
+                source: std::io::Error::other(e.to_string()),
+            })
+        })?;
+
+        let mut status = Vec::new();
+        let mut attach_btf = |ebpf: &mut Ebpf, name: &'static str, tracepoint: &str| {
+            let result = (|| -> Result<(), aya::programs::ProgramError> {
+                let program: &mut BtfTracePoint = ebpf
+                    .program_mut(name)
+                    .ok_or(aya::programs::ProgramError::UnexpectedProgramType)?
+                    .try_into()?;
+                program.load(tracepoint, &kernel_btf)?;
+                program.attach()?;
+                Ok(())
+            })();
+            status.push(ProbeStatus {
+                name,
+                attach: format!("tp_btf/{tracepoint}"),
+                attached: result.is_ok(),
+                reason: result.err().map(|e| format!("{e}: {}", error_chain(&e))),
+            });
+        };
+        attach_btf(&mut ebpf, names::PROCESS_EXIT, "sched_process_exit");
+        attach_btf(&mut ebpf, names::SIGNAL_GENERATE, "signal_generate");
+        match resolved.oom_victim_arg {
+            Some(OomVictimArg::Task) => attach_btf(&mut ebpf, names::MARK_VICTIM, "mark_victim"),
+            Some(OomVictimArg::Pid) => attach_btf(&mut ebpf, "mark_victim_pid", "mark_victim"),
+            None => status.push(ProbeStatus {
+                name: names::MARK_VICTIM,
+                attach: "tp_btf/mark_victim".into(),
+                attached: false,
+                reason: Some("this kernel has no oom/mark_victim tracepoint".into()),
+            }),
+        }
+        let exec_ok = resolved.layout.flags & agent_ebpf::layout_flags::EXEC_TRACEPOINTS != 0;
+        for (name, event) in [
+            (names::EXECVE_ENTER, "sys_enter_execve"),
+            (names::EXECVEAT_ENTER, "sys_enter_execveat"),
+            (names::EXECVE_EXIT, "sys_exit_execve"),
+            (names::EXECVEAT_EXIT, "sys_exit_execveat"),
+        ] {
+            let result = if exec_ok {
+                (|| -> Result<(), aya::programs::ProgramError> {
+                    let program: &mut TracePoint = ebpf
+                        .program_mut(name)
+                        .ok_or(aya::programs::ProgramError::UnexpectedProgramType)?
+                        .try_into()?;
+                    program.load()?;
+                    program.attach("syscalls", event)?;
+                    Ok(())
+                })()
+                .map_err(|e| format!("{e}: {}", error_chain(&e)))
+            } else {
+                Err("tracefs or the syscall tracepoints are not available".into())
+            };
+            status.push(ProbeStatus {
+                name,
+                attach: format!("tracepoint/syscalls/{event}"),
+                attached: result.is_ok(),
+                reason: result.err(),
+            });
+        }
+        for probe in &status {
+            match &probe.reason {
+                None => info!(probe = probe.name, attach = %probe.attach, "attached"),
+                Some(why) => {
+                    warn!(probe = probe.name, attach = %probe.attach, "not attached: {why}")
+                }
+            }
+        }
+        for required in [names::PROCESS_EXIT, names::SIGNAL_GENERATE] {
+            if !status.iter().any(|p| p.name == required && p.attached) {
+                return Err(ProbeError::Required(required));
+            }
+        }
+
+        let take = |ebpf: &mut Ebpf, name: &'static str| {
+            ebpf.take_map(name).ok_or(ProbeError::MissingMap(name))
+        };
+        let map_err = |name: &'static str| move |source| ProbeError::Map { name, source };
+        let events =
+            RingBuf::try_from(take(&mut ebpf, names::EVENTS)?).map_err(map_err(names::EVENTS))?;
+        let counters = PerCpuArray::try_from(take(&mut ebpf, names::COUNTERS)?)
+            .map_err(map_err(names::COUNTERS))?;
+        let host_memcgs = BpfHashMap::try_from(take(&mut ebpf, names::HOST_MEMCGS)?)
+            .map_err(map_err(names::HOST_MEMCGS))?;
+        Ok(Probes {
+            _ebpf: ebpf,
+            events,
+            counters,
+            host_memcgs,
+            status,
+            layout: resolved.layout,
+        })
+    }
+
+    /// Sums a per-CPU counter slot (`agent_ebpf::counter::*`).
+    pub fn counter(&self, slot: u32) -> u64 {
+        self.counters
+            .get(&slot, 0)
+            .map_or(0, |values| values.iter().sum())
+    }
+
+    /// Whether every probe this kernel supports is attached (what `/healthz` reports).
+    pub fn readiness(&self) -> Result<(), String> {
+        let failed: Vec<String> = self
+            .status
+            .iter()
+            .filter(|p| !p.attached)
+            .map(|p| {
+                format!(
+                    "{} ({})",
+                    p.name,
+                    p.reason.as_deref().unwrap_or("not attached")
+                )
+            })
+            .collect();
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("probes not attached: {}", failed.join(", ")))
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = String::new();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(&s.to_string());
+        out.push_str("; ");
+        source = s.source();
+    }
+    out
+}

@@ -1,0 +1,182 @@
+//! Prerequisites a fresh machine lacks, installed once and cached under
+//! `~/.cache/coroner` (bpf-linker) or by the system's package manager.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::run;
+
+/// bpf-linker must match the LLVM of the toolchain that compiles the programs; 0.13.0 with
+/// LLVM 22 is the pair verified on these machines (shared/PLATFORM.md).
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const HOST_TOOLCHAIN: &str = "1.95.0";
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from)
+}
+
+fn cache_dir() -> PathBuf {
+    home().join(".cache/coroner")
+}
+
+/// Where this project installs bpf-linker: a root of its own, so nothing else is touched.
+fn tools_root() -> PathBuf {
+    cache_dir().join("tools")
+}
+
+/// PATH with the project's tools first.
+pub fn path_with_tools() -> OsString {
+    let mut paths = vec![tools_root().join("bin"), home().join(".cargo/bin")];
+    if let Some(path) = std::env::var_os("PATH") {
+        paths.extend(std::env::split_paths(&path));
+    }
+    std::env::join_paths(paths).expect("PATH entries are valid")
+}
+
+fn quiet(cmd: &mut Command) -> bool {
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+pub fn ensure_build_tools() -> Result<()> {
+    ensure_nightly_rust_src()?;
+    ensure_bpf_linker()
+}
+
+fn ensure_nightly_rust_src() -> Result<()> {
+    let installed = Command::new("rustup")
+        .args(["component", "list", "--installed", "--toolchain", "nightly"])
+        .output()
+        .context("rustup is needed to build the eBPF programs")?;
+    if !installed.status.success() {
+        eprintln!("xtask: installing the nightly toolchain (the eBPF programs need it)");
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
+        ]))?;
+        return Ok(());
+    }
+    if !String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|l| l.starts_with("rust-src"))
+    {
+        eprintln!("xtask: adding rust-src to the nightly toolchain");
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
+    }
+    Ok(())
+}
+
+fn ensure_bpf_linker() -> Result<()> {
+    let linker = tools_root().join("bin/bpf-linker");
+    if quiet(Command::new(&linker).arg("--version")) {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: building bpf-linker {BPF_LINKER_VERSION} against the toolchain's LLVM (≈1 min, once)"
+    );
+    // The toolchain ships libLLVM; bpf-linker links against it via an LLVM_PREFIX holding
+    // `lib/libLLVM.so`. The file in the sysroot is a linker script, hence both links.
+    let sysroot = Command::new("rustc")
+        .args([&format!("+{HOST_TOOLCHAIN}"), "--print", "sysroot"])
+        .output()?;
+    let sysroot = PathBuf::from(String::from_utf8(sysroot.stdout)?.trim());
+    let lib = std::fs::read_dir(sysroot.join("lib"))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libLLVM.so") || n.starts_with("libLLVM-"))
+        })
+        .context("the host toolchain ships no libLLVM")?;
+    let prefix = cache_dir().join("llvm");
+    let prefix_lib = prefix.join("lib");
+    std::fs::create_dir_all(&prefix_lib)?;
+    for name in [
+        OsString::from("libLLVM.so"),
+        lib.file_name().unwrap_or_default().to_owned(),
+    ] {
+        let link = prefix_lib.join(name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&lib, &link)
+            .with_context(|| format!("linking {}", link.display()))?;
+    }
+    run(Command::new("cargo")
+        .args([
+            &format!("+{HOST_TOOLCHAIN}"),
+            "install",
+            "bpf-linker",
+            "--locked",
+            "--version",
+            BPF_LINKER_VERSION,
+        ])
+        .args(["--no-default-features", "--features", "llvm-22", "--root"])
+        .arg(tools_root())
+        .env("LLVM_PREFIX", &prefix))?;
+    if !quiet(Command::new(&linker).arg("--version")) {
+        bail!(
+            "bpf-linker was built but does not run: {}",
+            linker.display()
+        );
+    }
+    Ok(())
+}
+
+pub fn require_root(what: &str) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc_geteuid() } != 0 {
+        bail!("{what} needs root (CAP_BPF, CAP_PERFMON and cgroup writes): run as root");
+    }
+    Ok(())
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+fn apt_install(packages: &[&str]) -> Result<()> {
+    eprintln!(
+        "xtask: installing {} from Debian's packages",
+        packages.join(", ")
+    );
+    let noninteractive = [("DEBIAN_FRONTEND", "noninteractive")];
+    run(Command::new("apt-get")
+        .arg("update")
+        .arg("-qq")
+        .envs(noninteractive))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq"])
+        .args(packages)
+        .envs(noninteractive))
+}
+
+/// What the end-to-end tests drive: Prometheus/promtool (real ones), tracefs.
+pub fn ensure_test_tools() -> Result<()> {
+    if !Path::new("/usr/bin/prometheus").exists() || !Path::new("/usr/bin/promtool").exists() {
+        apt_install(&["prometheus"])?;
+    }
+    if !Path::new("/sys/kernel/tracing/events").is_dir() {
+        let _ = std::fs::create_dir_all("/sys/kernel/tracing");
+        if !quiet(Command::new("mount").args(["-t", "tracefs", "tracefs", "/sys/kernel/tracing"])) {
+            eprintln!("xtask: could not mount tracefs; exec-failure tests will fail");
+        }
+    }
+    Ok(())
+}
