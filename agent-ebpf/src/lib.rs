@@ -206,6 +206,10 @@ pub struct KernelLayout {
     pub flags: u32,
     /// `kernel_siginfo.si_code` (inside an anonymous struct, hence resolved, not assumed).
     pub siginfo_code: u32,
+    /// `task_struct.group_leader`: a process's start time is its leader's, whichever of its
+    /// threads an event is about.
+    pub task_group_leader: u32,
+    pub _reserved: u32,
 }
 
 impl KernelLayout {
@@ -244,6 +248,8 @@ impl KernelLayout {
         fatal_signals: 0,
         flags: 0,
         siginfo_code: 0,
+        task_group_leader: 0,
+        _reserved: 0,
     };
 }
 
@@ -288,7 +294,7 @@ const _: () = {
     assert!(core::mem::size_of::<MemcgSample>() == 24);
     assert!(core::mem::size_of::<OomEvent>() == 120 + 24 * MEMCG_CHAIN_LEN + 8 * OOM_STACK_DEPTH);
     assert!(core::mem::size_of::<ExecFailureEvent>() == 56 + PATH_LEN);
-    assert!(core::mem::size_of::<KernelLayout>() == 4 * 30 + 16);
+    assert!(core::mem::size_of::<KernelLayout>() == 4 * 30 + 16 + 8);
     // RingBuf::output and reserve want events aligned to at most 8 bytes.
     assert!(core::mem::align_of::<OomEvent>() <= 8);
     assert!(core::mem::align_of::<ExecFailureEvent>() <= 8);

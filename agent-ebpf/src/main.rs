@@ -124,7 +124,7 @@ fn try_process_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
         exit_code,
         memcg_id,
         parent_memcg_id,
-        start_boottime_ns: task.read(layout.task_start_boottime).unwrap_or(0),
+        start_boottime_ns: task.process_start(&layout),
         maxrss_pages: field(signal, layout.signal_maxrss).unwrap_or(0),
         flags: if parent_outside {
             exit_flags::PARENT_OUTSIDE
@@ -199,7 +199,7 @@ fn try_signal_generate(ctx: &BtfTracePointContext) -> Result<(), i64> {
         target_tgid: target.read(layout.task_tgid).unwrap_or(0),
         sender_memcg_id: sender.memcg_id(&layout),
         target_memcg_id,
-        target_start_boottime_ns: target.read(layout.task_start_boottime).unwrap_or(0),
+        target_start_boottime_ns: target.process_start(&layout),
         sender_comm: sender
             .read::<[u8; COMM_LEN]>(layout.task_comm)
             .unwrap_or([0; COMM_LEN]),
@@ -265,7 +265,7 @@ fn try_mark_victim(ctx: &BtfTracePointContext, victim: Task, victim_pid: u32) ->
             (*ev).victim_pid = victim.read(layout.task_pid).unwrap_or(0);
             (*ev).victim_tgid = victim.read(layout.task_tgid).unwrap_or(0);
             (*ev).victim_comm = victim.read(layout.task_comm).unwrap_or([0; COMM_LEN]);
-            (*ev).victim_start_boottime_ns = victim.read(layout.task_start_boottime).unwrap_or(0);
+            (*ev).victim_start_boottime_ns = victim.process_start(&layout);
             (*ev).victim_memcg_id = victim.memcg_id(&layout);
             if let Ok(signal) = victim.read::<*const u8>(layout.task_signal) {
                 (*ev).oom_score_adj =

@@ -29,6 +29,14 @@ impl Task {
         field(self.0, offset)
     }
 
+    /// The process's start time: its group leader's `start_boottime`, the same for every
+    /// thread, so that events about any thread of a process name the same process.
+    #[inline(always)]
+    pub fn process_start(self, layout: &KernelLayout) -> u64 {
+        let leader = self.read::<*const u8>(layout.task_group_leader).unwrap_or(self.0);
+        field(leader, layout.task_start_boottime).unwrap_or(0)
+    }
+
     /// `task->cgroups->subsys[memory_cgrp_id]`: the task's memory cgroup css, or null.
     #[inline(always)]
     fn memory_css(self, layout: &KernelLayout) -> *const u8 {

@@ -1,5 +1,21 @@
 //! Container identity: memory cgroup id → path → (pod uid, container id).
 //! cgroup v1 and v2, cgroupfs and systemd drivers, containerd / CRI-O / docker.
+//!
+//! [`MemoryHierarchy::detect`] finds the memory hierarchy, [`CgroupResolver`] turns the
+//! kernel's memcg ids into [`CgroupInfo`], [`classify`] tells containers from pods and host
+//! cgroups by path alone.
+
+mod hierarchy;
+mod layout;
+mod resolver;
+mod walk;
+
+pub use hierarchy::{CgroupError, CgroupVersion, ContainerMemory, MemoryHierarchy};
+pub use layout::{CgroupClass, classify, parse_container};
+pub use resolver::{
+    CgroupResolver, MAX_CACHED_CGROUPS, MAX_UNKNOWN_IDS, MAX_WARNED_PREFIXES, MIN_WALK_INTERVAL,
+    NEGATIVE_TTL, ResolverLimits, ResolverStats,
+};
 
 /// Which container runtime named the cgroup.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

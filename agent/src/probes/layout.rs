@@ -154,6 +154,8 @@ pub fn resolve(btf: &Btf, tracefs: &Path) -> Result<Resolved, BtfError> {
         fatal_signals: fatal_signal_mask(),
         flags,
         siginfo_code: off(btf, "kernel_siginfo", "si_code")?,
+        task_group_leader: off(btf, "task_struct", "group_leader")?,
+        _reserved: 0,
     };
     Ok(Resolved {
         layout,

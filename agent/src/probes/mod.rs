@@ -65,9 +65,11 @@ pub struct ProbeStatus {
 pub struct Probes {
     /// Kept alive: dropping it detaches every program.
     _ebpf: Ebpf,
-    pub events: RingBuf<MapData>,
+    /// Taken once by the event reader (`take_events`).
+    events: Option<RingBuf<MapData>>,
     pub counters: PerCpuArray<MapData, u64>,
-    pub host_memcgs: BpfHashMap<MapData, u64, u8>,
+    /// Taken by the cgroup lookup, which marks host memcgs in it.
+    pub host_memcgs: Option<BpfHashMap<MapData, u64, u8>>,
     pub status: Vec<ProbeStatus>,
     pub layout: KernelLayout,
 }
@@ -230,12 +232,18 @@ impl Probes {
             .map_err(map_err(names::HOST_MEMCGS))?;
         Ok(Probes {
             _ebpf: ebpf,
-            events,
+            events: Some(events),
             counters,
-            host_memcgs,
+            host_memcgs: Some(host_memcgs),
             status,
             layout: resolved.layout,
         })
+    }
+
+    /// The ring buffer, for the one reader that consumes it. The programs stay attached as
+    /// long as `self` lives.
+    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.events.take()
     }
 
     /// Sums a per-CPU counter slot (`agent_ebpf::counter::*`).
@@ -277,3 +285,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,135 @@
+//! The correlator's knobs and counters.
+
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use super::clock::BootClock;
+
+/// How many entries each table may hold. Every table is bounded; what a full one does is
+/// counted in [`TableEvictions`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caps {
+    /// Processes with a signal history (sent a SIGTERM or a fatal signal, not yet dead).
+    pub signal_histories: usize,
+    /// Exits waiting out the reorder hold. A full table finalises its oldest exit early.
+    pub pending_exits: usize,
+    /// OOM victims waiting for their exit. A full table turns its oldest into a record early.
+    pub oom_victims: usize,
+    /// Memory cgroups with remembered exec failures.
+    pub exec_failure_memcgs: usize,
+    /// Deaths already handled, to drop duplicates and late events.
+    pub finished: usize,
+}
+
+impl Default for Caps {
+    fn default() -> Self {
+        Self {
+            signal_histories: 16_384,
+            pending_exits: 16_384,
+            oom_victims: 4_096,
+            exec_failure_memcgs: 4_096,
+            finished: 65_536,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct CorrelatorConfig {
+    /// `node` of every record.
+    pub node: String,
+    /// Bytes per page, the unit of the kernel's RSS and memcg counters.
+    pub page_size: u64,
+    /// Boot time → wall clock; refresh with [`super::Correlator::set_clock`].
+    pub clock: BootClock,
+    /// How long after its kernel timestamp an exit waits for events that were generated
+    /// before it on another CPU but consumed after it. The ring buffer is read in reservation
+    /// order, and an event's timestamp is taken microseconds before its reservation, so a
+    /// millisecond covers the reordering with a wide margin while keeping records within the
+    /// latency budget (p99 ≤ 1 ms past the hold).
+    pub hold: Duration,
+    /// How long an OOM victim's exit is awaited before the kill becomes a record without it.
+    /// A killed task normally exits within milliseconds; one stuck in uninterruptible sleep
+    /// can take much longer, and its exit, if it comes later, is then dropped as a duplicate.
+    pub oom_exit_wait: Duration,
+    /// How long a signal history is kept untouched: longer than any grace period worth
+    /// timing (`terminationGracePeriodSeconds` is 30 s by default, rarely over an hour).
+    pub signal_ttl: Duration,
+    pub caps: Caps,
+}
+
+impl CorrelatorConfig {
+    /// Defaults for everything but what must come from the machine.
+    #[must_use]
+    pub fn new(node: impl Into<String>, page_size: u64, clock: BootClock) -> Self {
+        Self {
+            node: node.into(),
+            page_size,
+            clock,
+            hold: Duration::from_millis(1),
+            oom_exit_wait: Duration::from_secs(30),
+            signal_ttl: Duration::from_hours(2),
+            caps: Caps::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("page size {0} is not a power of two")]
+    PageSize(u64),
+    #[error("the cap of table `{0}` is zero")]
+    ZeroCap(&'static str),
+}
+
+pub(super) fn cap(value: usize, table: &'static str) -> Result<NonZeroUsize, ConfigError> {
+    NonZeroUsize::new(value).ok_or(ConfigError::ZeroCap(table))
+}
+
+/// Entries a table lost to its cap (not to their natural end).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableEvictions {
+    pub signal_histories: u64,
+    /// Exits finalised before their hold was over (their record may miss a straggler).
+    pub pending_exits: u64,
+    /// OOM victims turned into records before their exit could arrive.
+    pub oom_victims: u64,
+    pub exec_failure_memcgs: u64,
+    /// Finished deaths forgotten: a duplicate of one of them would not be recognised.
+    pub finished: u64,
+}
+
+/// Counters for metrics: everything the correlator decided not to record, and why.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CorrelatorStats {
+    pub records: u64,
+    /// Deaths of processes whose memory cgroup is not a container's.
+    pub deaths_outside_containers: u64,
+    /// Deaths in containers that need no record (a child's plain `exit()`).
+    pub deaths_without_record: u64,
+    /// Memory cgroup ids the lookup could not resolve; a death in one is not recorded.
+    pub unresolved_memcgs: u64,
+    /// Records made from an OOM kill whose exit never came (`ppid` 0 marks them).
+    pub oom_records_without_exit: u64,
+    /// OOM kills outside containers, or whose victim's cgroup stayed unknown with no exit.
+    pub oom_kills_not_recorded: u64,
+    /// A second exit or OOM event for a process already handled.
+    pub duplicates: u64,
+    /// A signal or OOM event older than its process's exit, arriving after the record was
+    /// final: it was generated more than `hold` before it was consumed.
+    pub late_events: u64,
+    /// Events with impossible values (a signal number over 64, an errno ≤ 0).
+    pub malformed_events: u64,
+    /// Signal histories dropped at their TTL (normal: processes that survived a SIGTERM).
+    pub signal_histories_expired: u64,
+    pub evictions: TableEvictions,
+}
+
+/// How full each table is now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableSizes {
+    pub signal_histories: usize,
+    pub pending_exits: usize,
+    pub oom_victims: usize,
+    pub exec_failure_memcgs: usize,
+    pub finished: usize,
+}

@@ -1,0 +1,5 @@
+mod fixtures;
+mod json;
+mod oom;
+mod state;
+mod verdicts;

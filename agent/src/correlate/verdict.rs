@@ -1,0 +1,186 @@
+//! The verdict and the sender's kind: pure rules, no state, from shared/RECORD.md.
+//!
+//! Where RECORD.md leaves a case open, these rules decide it (and the tests pin them):
+//! - A SIGKILL that is not an OOM kill is `Killed` whoever sent it (a process, itself, or the
+//!   kernel, e.g. a PID namespace torn down after its init died); it is `GracePeriodExpired`
+//!   only when another process had sent a SIGTERM first and the SIGKILL was not raised by the
+//!   kernel.
+//! - SIGTERM/SIGINT/SIGHUP/SIGQUIT are `Terminated` unless the process sent them to itself
+//!   (`Signaled`); a tty's SIGINT/SIGHUP (raised by the kernel for a person) and a sender we
+//!   never saw count as "another process".
+//! - An OOM victim that did not die of SIGKILL was already exiting when the OOM killer chose
+//!   it (the kernel marks such a task a victim without killing it): the verdict follows how it
+//!   really died, and the record still carries the `oom` object.
+
+use crate::record::{Reason, SenderKind};
+
+/// `si_code` values that mean "raised by the kernel on nobody's behalf": the task that is
+/// `current` when they are generated is whoever happened to run (a timer interrupt, an I/O
+/// completion), not a sender. `si_code > 0` (faults, `SI_KERNEL`) is the kernel too.
+const SI_TIMER: i32 = -2;
+const SI_ASYNCIO: i32 = -4;
+const SI_SIGIO: i32 = -5;
+const SI_DETHREAD: i32 = -7;
+
+/// Signal numbers as the running kernel's architecture has them (libc is built for it).
+pub mod sig {
+    #![expect(
+        clippy::cast_possible_truncation,
+        reason = "signal numbers are below 65"
+    )]
+    pub const SIGHUP: u8 = libc::SIGHUP as u8;
+    pub const SIGINT: u8 = libc::SIGINT as u8;
+    pub const SIGQUIT: u8 = libc::SIGQUIT as u8;
+    pub const SIGILL: u8 = libc::SIGILL as u8;
+    pub const SIGTRAP: u8 = libc::SIGTRAP as u8;
+    pub const SIGABRT: u8 = libc::SIGABRT as u8;
+    pub const SIGBUS: u8 = libc::SIGBUS as u8;
+    pub const SIGFPE: u8 = libc::SIGFPE as u8;
+    pub const SIGKILL: u8 = libc::SIGKILL as u8;
+    pub const SIGSEGV: u8 = libc::SIGSEGV as u8;
+    pub const SIGTERM: u8 = libc::SIGTERM as u8;
+    pub const SIGSYS: u8 = libc::SIGSYS as u8;
+}
+
+/// How a process ended, decoded from the kernel's `task->exit_code`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Death {
+    /// It called `exit()` (or returned from `main`) with this status.
+    Exited(u8),
+    /// A signal killed it.
+    Signaled { signal: u8, core_dumped: bool },
+}
+
+impl Death {
+    /// `task->exit_code` is `status << 8` after `exit()`, or the signal (`| 0x80` with a core).
+    #[must_use]
+    pub const fn from_exit_code(raw: u32) -> Self {
+        let signal = (raw & 0x7f) as u8;
+        if signal == 0 {
+            Death::Exited(((raw >> 8) & 0xff) as u8)
+        } else {
+            Death::Signaled {
+                signal,
+                core_dumped: raw & 0x80 != 0,
+            }
+        }
+    }
+
+    /// What the kubelet reports: the exit code, or 128 + the signal.
+    #[must_use]
+    pub const fn exit_status(self) -> u16 {
+        match self {
+            Death::Exited(code) => code as u16,
+            Death::Signaled { signal, .. } => 128 + signal as u16,
+        }
+    }
+
+    #[must_use]
+    pub const fn signal(self) -> Option<u8> {
+        match self {
+            Death::Exited(_) => None,
+            Death::Signaled { signal, .. } => Some(signal),
+        }
+    }
+}
+
+/// Whether a signal with this `si_code` was raised by the kernel rather than sent by a
+/// process (`kill`, `tgkill`, `sigqueue`, `mq_notify`: codes 0, -1, -3, -6 and any other
+/// negative code user space may put in `rt_sigqueueinfo`).
+#[must_use]
+pub const fn kernel_raised(si_code: i32) -> bool {
+    si_code > 0 || matches!(si_code, SI_TIMER | SI_ASYNCIO | SI_SIGIO | SI_DETHREAD)
+}
+
+/// Where the sender's memory cgroup is, relative to the victim's container.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SenderPlace {
+    VictimContainer,
+    OtherContainer,
+    /// Outside every container, or a memcg that could not be resolved.
+    Outside,
+}
+
+/// `sender.kind` of a signal: the kernel first (a fault raised in the victim's own context is
+/// still the kernel's doing), then the victim itself, then by where the sender lives.
+#[must_use]
+pub const fn sender_kind(
+    si_code: i32,
+    sender_tgid: u32,
+    victim_tgid: u32,
+    place: SenderPlace,
+) -> SenderKind {
+    if kernel_raised(si_code) {
+        SenderKind::Kernel
+    } else if sender_tgid == victim_tgid {
+        SenderKind::SelfSent
+    } else {
+        match place {
+            SenderPlace::VictimContainer => SenderKind::SameContainer,
+            SenderPlace::OtherContainer => SenderKind::OtherContainer,
+            SenderPlace::Outside => SenderKind::Host,
+        }
+    }
+}
+
+/// Everything the verdict depends on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VerdictInput {
+    pub death: Death,
+    /// The OOM killer chose this process.
+    pub oom_victim: bool,
+    /// The kind of whoever sent the fatal signal; `None` when no such signal was seen.
+    pub fatal_sender: Option<SenderKind>,
+    /// Another process sent a SIGTERM before the fatal SIGKILL.
+    pub sigterm_before_kill: bool,
+    /// errno of the last failed exec in the container during this process's life.
+    pub exec_errno: Option<i32>,
+}
+
+const CRASH_SIGNALS: [u8; 7] = [
+    sig::SIGSEGV,
+    sig::SIGBUS,
+    sig::SIGILL,
+    sig::SIGFPE,
+    sig::SIGABRT,
+    sig::SIGSYS,
+    sig::SIGTRAP,
+];
+const TERMINATION_SIGNALS: [u8; 4] = [sig::SIGTERM, sig::SIGINT, sig::SIGHUP, sig::SIGQUIT];
+
+#[must_use]
+pub fn reason(input: VerdictInput) -> Reason {
+    match input.death {
+        Death::Exited(0) => Reason::Completed,
+        Death::Exited(127) => Reason::CommandNotFound,
+        Death::Exited(126) => Reason::NotExecutable,
+        Death::Exited(_) => match input.exec_errno {
+            Some(libc::ENOENT) => Reason::CommandNotFound,
+            Some(libc::EACCES | libc::ENOEXEC) => Reason::NotExecutable,
+            _ => Reason::Error,
+        },
+        Death::Signaled { signal, .. } => {
+            if signal == sig::SIGKILL {
+                if input.oom_victim {
+                    Reason::OomKilled
+                } else if input.sigterm_before_kill
+                    && input.fatal_sender != Some(SenderKind::Kernel)
+                {
+                    Reason::GracePeriodExpired
+                } else {
+                    Reason::Killed
+                }
+            } else if TERMINATION_SIGNALS.contains(&signal) {
+                if input.fatal_sender == Some(SenderKind::SelfSent) {
+                    Reason::Signaled
+                } else {
+                    Reason::Terminated
+                }
+            } else if CRASH_SIGNALS.contains(&signal) {
+                Reason::Crashed
+            } else {
+                Reason::Signaled
+            }
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! `--events-json`: one termination record per line, on stdout or appended to a file.
+//!
+//! Each record is serialised first and written with one `write_all` of the whole line, then
+//! flushed: a signal between two records never leaves half a line for the log pipeline.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+use crate::record::TerminationRecord;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("cannot open {path} for --events-json")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot serialise the termination record")]
+    Serialize(#[from] serde_json::Error),
+    #[error("cannot write the termination record to {target}")]
+    Write {
+        target: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+enum Sink {
+    Stdout,
+    File(File),
+}
+
+/// The `--events-json` output.
+pub struct JsonLines {
+    sink: Sink,
+    /// What was asked for (`-` or the path), for errors and logs.
+    target: String,
+}
+
+impl std::fmt::Debug for JsonLines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JsonLines")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JsonLines {
+    /// `-` is stdout; anything else is a file opened for appending, created when missing.
+    pub fn open(spec: &str) -> Result<Self, ExportError> {
+        let sink = if spec == "-" {
+            Sink::Stdout
+        } else {
+            // O_APPEND: every write lands at the end even if another writer (or a log shipper
+            // truncating the file) moved it, and a whole-line write is never interleaved.
+            let file = OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(spec)
+                .map_err(|source| ExportError::Open {
+                    path: PathBuf::from(spec),
+                    source,
+                })?;
+            Sink::File(file)
+        };
+        Ok(Self {
+            sink,
+            target: spec.to_owned(),
+        })
+    }
+
+    /// Where records go: `-` or the path.
+    #[must_use]
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Writes `record` as one line and flushes it. The caller counts a failure as a loss at
+    /// stage `json`.
+    pub fn write(&mut self, record: &TerminationRecord) -> Result<(), ExportError> {
+        let mut line = serde_json::to_vec(record)?;
+        line.push(b'\n');
+        let written = match &mut self.sink {
+            Sink::Stdout => {
+                // The lock keeps other threads' prints out of the middle of the line.
+                let mut out = io::stdout().lock();
+                out.write_all(&line).and_then(|()| out.flush())
+            }
+            Sink::File(file) => file.write_all(&line).and_then(|()| file.flush()),
+        };
+        written.map_err(|source| ExportError::Write {
+            target: self.target.clone(),
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::BufRead;
+
+    use super::*;
+    use crate::export::recent::tests::record;
+    use crate::record::{ExecFailure, Reason};
+
+    fn temp_path(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("coroner-json-lines-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join(name);
+        let _ = std::fs::remove_file(&path);
+        path
+    }
+
+    fn lines(path: &std::path::Path) -> Vec<TerminationRecord> {
+        let file = File::open(path).expect("open output");
+        io::BufReader::new(file)
+            .lines()
+            .map(|l| serde_json::from_str(&l.expect("read line")).expect("every line parses"))
+            .collect()
+    }
+
+    #[test]
+    fn writes_one_parsable_line_per_record_and_appends_on_reopen() {
+        let path = temp_path("append.jsonl");
+        let spec = path.to_str().expect("utf-8 temp path");
+        let mut first = record(Some("ns"), Some("web"), 10);
+        first.reason = Reason::CommandNotFound;
+        first.exec_failure = Some(ExecFailure {
+            path: "/bin/nope \"quoted\"\nnewline".into(),
+            errno: "ENOENT".into(),
+            pid: 11,
+        });
+        {
+            let mut out = JsonLines::open(spec).expect("open creates the file");
+            out.write(&first).expect("write");
+            out.write(&record(None, None, 20)).expect("write");
+        }
+        // Reopening must append, not truncate.
+        let mut out = JsonLines::open(spec).expect("reopen");
+        out.write(&record(Some("ns"), Some("db"), 30))
+            .expect("write");
+
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(text.ends_with('\n'), "the last line is whole");
+        assert_eq!(text.lines().count(), 3);
+        let records = lines(&path);
+        assert_eq!(
+            records.iter().map(|r| r.pid).collect::<Vec<_>>(),
+            [10, 20, 30]
+        );
+        assert_eq!(records[0], first);
+        let raw: serde_json::Value =
+            serde_json::from_str(text.lines().next().expect("a line")).expect("json");
+        assert_eq!(raw["reason"], "CommandNotFound");
+        assert_eq!(raw["exec_failure"]["errno"], "ENOENT");
+        assert!(raw["namespace"].is_string());
+        let second: serde_json::Value =
+            serde_json::from_str(text.lines().nth(1).expect("a line")).expect("json");
+        assert!(
+            second["namespace"].is_null(),
+            "unknown metadata is null in JSON"
+        );
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn an_unopenable_path_is_an_error_not_a_panic() {
+        let err = JsonLines::open("/proc/definitely/not/here.jsonl").expect_err("must fail");
+        assert!(matches!(err, ExportError::Open { .. }));
+        assert!(err.to_string().contains("/proc/definitely/not/here.jsonl"));
+    }
+
+    #[test]
+    fn a_failing_write_is_reported() {
+        // /dev/full accepts the open and fails every write with ENOSPC.
+        let mut out = JsonLines::open("/dev/full").expect("open /dev/full");
+        let err = out
+            .write(&record(Some("ns"), Some("p"), 1))
+            .expect_err("ENOSPC");
+        assert!(matches!(err, ExportError::Write { .. }));
+    }
+
+    #[test]
+    fn stdout_is_dash() {
+        let out = JsonLines::open("-").expect("stdout");
+        assert_eq!(out.target(), "-");
+        assert!(matches!(out.sink, Sink::Stdout));
+    }
+}

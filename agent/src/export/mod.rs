@@ -1,0 +1,14 @@
+//! What leaves the agent: Prometheus metrics, the HTTP server, JSON lines.
+//!
+//! Every death goes through [`Metrics::observe`], [`RecentRecords::push`] and, when
+//! `--events-json` is set, [`JsonLines::write`]; the HTTP server ([`serve`]) reads the first two.
+
+pub mod http;
+pub mod json_lines;
+pub mod metrics;
+pub mod recent;
+
+pub use http::{HttpLimits, HttpState, Readiness, serve, serve_with_limits};
+pub use json_lines::{ExportError, JsonLines};
+pub use metrics::{EventKind, FilteredKind, KernelCounters, LossStage, Metrics, MetricsConfig};
+pub use recent::{RecentFilter, RecentRecords};

@@ -1,0 +1,354 @@
+//! The handle the agent keeps: connection, lookups, Events.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::config::{Kubeconfig, KubeConfigOptions, KubeconfigError};
+use kube::{Client, Config};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::events::{self, Command, log_unlabelled, pod_reference};
+use super::index::{Found, IndexLimits, PodFacts};
+use super::message::event_note;
+use super::owner::OwnerResolver;
+use super::series::Death;
+use super::shared::Shared;
+use super::stats::bump;
+use super::{KubeMode, KubeOptions, KubeStats, LabelOutcome, Labelled, MAX_LABEL_WAIT, PodMetadata};
+use crate::record::TerminationRecord;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    #[error("--kube on, but no Kubernetes config: {0}")]
+    NoConfig(String),
+    #[error("kubeconfig {path}: {source}")]
+    Kubeconfig {
+        path: String,
+        #[source]
+        source: KubeconfigError,
+    },
+    #[error("Kubernetes client: {0}")]
+    Client(#[from] kube::Error),
+}
+
+/// Reads the config per `mode` and starts watching; `Ok(None)` is standalone. Does not wait
+/// for the API server: one that is down now is retried with backoff. Must run in a Tokio
+/// runtime.
+pub async fn connect(
+    mode: KubeMode,
+    options: KubeOptions,
+) -> Result<Option<KubeClient>, KubeError> {
+    if mode == KubeMode::Off {
+        info!("--kube off: records carry no pod metadata");
+        return Ok(None);
+    }
+    match load_config(options.kubeconfig.as_deref()).await {
+        Ok((config, source)) => {
+            info!(source, server = %config.cluster_url, node = %options.node_name, "Kubernetes API");
+            KubeClient::start(config, options).map(Some)
+        }
+        Err(e) if mode == KubeMode::Auto => {
+            warn!("no Kubernetes config, running standalone (no pod names, no Events): {e}");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// An explicit kubeconfig, then `KUBECONFIG`, then in-cluster, then `~/.kube/config`: what an
+/// operator names wins over what the environment happens to have.
+async fn load_config(explicit: Option<&Path>) -> Result<(Config, &'static str), KubeError> {
+    let defaults = KubeConfigOptions::default();
+    if let Some(path) = explicit {
+        let kubeconfig_error = |source| KubeError::Kubeconfig {
+            path: path.display().to_string(),
+            source,
+        };
+        let kubeconfig = Kubeconfig::read_from(path).map_err(kubeconfig_error)?;
+        let config = Config::from_custom_kubeconfig(kubeconfig, &defaults)
+            .await
+            .map_err(kubeconfig_error)?;
+        return Ok((config, "kubeconfig"));
+    }
+    if std::env::var_os("KUBECONFIG").is_some_and(|v| !v.is_empty()) {
+        let config = Config::from_kubeconfig(&defaults)
+            .await
+            .map_err(|source| KubeError::Kubeconfig {
+                path: "$KUBECONFIG".to_owned(),
+                source,
+            })?;
+        return Ok((config, "KUBECONFIG"));
+    }
+    let in_cluster = match Config::incluster() {
+        Ok(config) => return Ok((config, "in-cluster")),
+        Err(e) => e,
+    };
+    match Config::from_kubeconfig(&defaults).await {
+        Ok(config) => Ok((config, "~/.kube/config")),
+        Err(kubeconfig) => Err(KubeError::NoConfig(format!(
+            "in-cluster: {in_cluster}; kubeconfig: {kubeconfig}"
+        ))),
+    }
+}
+
+/// Cheap to clone; the watch and the Event poster stop when the last clone is dropped.
+#[derive(Clone)]
+pub struct KubeClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    owners: OwnerResolver,
+    events: mpsc::Sender<Command>,
+    waiting: Semaphore,
+    options: KubeOptions,
+    tasks: [AbortHandle; 2],
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl std::fmt::Debug for KubeClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeClient")
+            .field("node_name", &self.inner.options.node_name)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl KubeClient {
+    /// Starts the watch and the Event poster with this config. Must run in a Tokio runtime.
+    pub fn start(config: Config, options: KubeOptions) -> Result<Self, KubeError> {
+        let client = Client::try_from(config)?;
+        let shared = Arc::new(Shared::new(IndexLimits {
+            max_pods: options.max_pods.max(1),
+            deleted_retention: options.deleted_retention,
+        }));
+        let watch = tokio::spawn(super::watch::run(
+            client.clone(),
+            options.node_name.clone(),
+            Arc::clone(&shared),
+        ));
+        let (tx, rx) = mpsc::channel(options.events.queue_capacity.max(1));
+        let instance = options.events.reporting_instance.clone().unwrap_or_else(|| {
+            // events.k8s.io/v1 caps reportingInstance at 128 characters.
+            options.node_name.chars().take(128).collect()
+        });
+        let poster = tokio::spawn(events::run(
+            client.clone(),
+            options.events.clone(),
+            instance,
+            Arc::clone(&shared),
+            rx,
+        ));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                owners: OwnerResolver::new(client, options.owners),
+                waiting: Semaphore::new(options.max_waiting_lookups),
+                shared,
+                events: tx,
+                options,
+                tasks: [watch.abort_handle(), poster.abort_handle()],
+            }),
+        })
+    }
+
+    /// [`Self::label`] with the configured wait.
+    pub async fn label_default(&self, pod_uid: &str, container_id: &str) -> Labelled {
+        self.label(pod_uid, container_id, self.inner.options.label_wait)
+            .await
+    }
+
+    /// The labels of a container. When its id is not in the pod's status (yet) — it may reach
+    /// the status only after the death — waits up to `wait` (capped at [`MAX_LABEL_WAIT`]) for
+    /// the watch to bring it, then answers what is known. A deleted pod's status will not
+    /// change: no wait. Returns within `wait` plus one owner lookup (its request timeout).
+    pub async fn label(&self, pod_uid: &str, container_id: &str, wait: Duration) -> Labelled {
+        let inner = &*self.inner;
+        let c = &inner.shared.counters;
+        bump(&c.lookups);
+        let container_id = super::strip_runtime_prefix(container_id);
+        let found = match inner.shared.find(pod_uid, container_id) {
+            Found::Pod(pod) if !pod.deleted && !container_id.is_empty() => {
+                self.wait_for(pod_uid, container_id, wait, Found::Pod(pod))
+                    .await
+            }
+            Found::Unknown => {
+                self.wait_for(pod_uid, container_id, wait, Found::Unknown)
+                    .await
+            }
+            found => found,
+        };
+        let (pod, container) = match found {
+            Found::Container(pod, c) => (pod, Some(c)),
+            Found::Pod(pod) => {
+                bump(&c.lookups_pod_only);
+                (pod, None)
+            }
+            Found::Unknown => {
+                bump(&c.lookups_unknown);
+                return Labelled {
+                    metadata: None,
+                    outcome: LabelOutcome::Unknown,
+                    owner_source: None,
+                    container_kind: None,
+                };
+            }
+        };
+        self.labelled(pod, container).await
+    }
+
+    async fn wait_for(
+        &self,
+        pod_uid: &str,
+        container_id: &str,
+        wait: Duration,
+        mut found: Found,
+    ) -> Found {
+        let inner = &*self.inner;
+        let Ok(_permit) = inner.waiting.try_acquire() else {
+            bump(&inner.shared.counters.waiters_rejected);
+            return found;
+        };
+        bump(&inner.shared.counters.lookups_waited);
+        let deadline = Instant::now() + wait.min(MAX_LABEL_WAIT);
+        let mut changes = inner.shared.subscribe();
+        loop {
+            changes.borrow_and_update();
+            found = inner.shared.find(pod_uid, container_id);
+            match &found {
+                Found::Container(..) => return found,
+                Found::Pod(pod) if pod.deleted || container_id.is_empty() => return found,
+                _ => {}
+            }
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { return found },
+                () = tokio::time::sleep_until(deadline) => return found,
+            }
+        }
+    }
+
+    async fn labelled(&self, pod: PodFacts, container: Option<super::pods::ContainerSeen>) -> Labelled {
+        let inner = &*self.inner;
+        let workload = match &pod.owner {
+            Some(owner) => Some(
+                inner
+                    .owners
+                    .resolve(
+                        &pod.namespace,
+                        owner,
+                        pod.template_hash.as_deref(),
+                        &inner.shared.counters,
+                    )
+                    .await,
+            ),
+            None => None,
+        };
+        Labelled {
+            outcome: if container.is_some() {
+                LabelOutcome::Complete
+            } else {
+                LabelOutcome::PodOnly
+            },
+            owner_source: workload.as_ref().map(|w| w.source),
+            container_kind: container.as_ref().map(|c| c.kind),
+            metadata: Some(PodMetadata {
+                namespace: pod.namespace,
+                pod: pod.name,
+                container: container.map(|c| c.name),
+                owner_kind: workload.as_ref().map(|w| w.kind.clone()),
+                owner_name: workload.map(|w| w.name),
+            }),
+        }
+    }
+
+    /// Queues a Kubernetes Event for this (labelled) death; never blocks. Reason = the
+    /// verdict, Warning for abnormal deaths, note = [`event_note`]. A full queue or a record
+    /// without namespace and pod is counted as lost.
+    pub fn record_event(&self, record: &TerminationRecord) {
+        let inner = &*self.inner;
+        let c = &inner.shared.counters;
+        let (Some(namespace), Some(pod)) = (&record.namespace, &record.pod) else {
+            bump(&c.events_lost_unlabelled);
+            log_unlabelled(record.pod_uid.as_deref());
+            return;
+        };
+        let container_id = record.container_id.as_deref().unwrap_or_default();
+        let pod_uid = record.pod_uid.as_deref().unwrap_or_default();
+        let kind = match inner.shared.find(pod_uid, container_id) {
+            Found::Container(_, seen) => Some(seen.kind),
+            _ => None,
+        };
+        let container = record
+            .container
+            .clone()
+            .unwrap_or_else(|| container_id.to_owned());
+        let field_path = record
+            .container
+            .as_deref()
+            .map(|name| kind.unwrap_or(super::ContainerKind::Regular).field_path(name));
+        let death = Death {
+            regarding: pod_reference(namespace, pod, record.pod_uid.as_deref(), field_path),
+            pod_uid: record.pod_uid.clone().unwrap_or_else(|| format!("{namespace}/{pod}")),
+            container,
+            reason: record.reason.as_str(),
+            warning: record.reason.is_abnormal(),
+            note: event_note(record),
+        };
+        if inner
+            .events
+            .try_send(Command::Death(Box::new(death)))
+            .is_err()
+        {
+            bump(&c.events_lost_queue_full);
+        }
+    }
+
+    /// Waits (up to `timeout`) until every Event queued before this call was handled: posted,
+    /// held back by the rate limit, or counted lost. For shutdown and tests.
+    pub async fn flush_events(&self, timeout: Duration) -> bool {
+        let (done, wait) = oneshot::channel();
+        let queued = tokio::time::timeout(timeout, self.inner.events.send(Command::Flush(done)));
+        let deadline = Instant::now() + timeout;
+        matches!(queued.await, Ok(Ok(())))
+            && matches!(tokio::time::timeout_at(deadline, wait).await, Ok(Ok(())))
+    }
+
+    /// Waits (up to `timeout`) until the pod watch is listed and streaming.
+    pub async fn wait_watch_up(&self, timeout: Duration) -> bool {
+        let shared = &self.inner.shared;
+        let mut changes = shared.subscribe();
+        let deadline = Instant::now() + timeout;
+        loop {
+            changes.borrow_and_update();
+            if shared.counters.snapshot().watch_up {
+                return true;
+            }
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { return false },
+                () = tokio::time::sleep_until(deadline) => return shared.counters.snapshot().watch_up,
+            }
+        }
+    }
+
+    #[must_use]
+    pub fn stats(&self) -> KubeStats {
+        self.inner.shared.counters.snapshot()
+    }
+
+    #[must_use]
+    pub fn options(&self) -> &KubeOptions {
+        &self.inner.options
+    }
+}

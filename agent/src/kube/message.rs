@@ -1,0 +1,257 @@
+//! The one line of an Event's note: the cause of death as a person would say it, from the record
+//! alone (pure, so each verdict's wording is tested).
+
+use std::fmt::Write as _;
+
+use time::{OffsetDateTime, UtcOffset, macros::format_description};
+
+use crate::record::{OomScope, Reason, Sender, SenderKind, TerminationRecord};
+
+/// events.k8s.io/v1 refuses a note longer than this (bytes).
+pub const NOTE_MAX_BYTES: usize = 1024;
+/// An execve path is user input of up to 4 KiB; the note shows its start.
+const PATH_MAX_CHARS: usize = 200;
+
+/// The note of the Event for this death, e.g. `OOMKilled by the kernel: memcg limit 256Mi hit
+/// by container "api"; python3 (pid 4242) RSS 312Mi; container peak 318Mi`.
+#[must_use]
+pub fn event_note(r: &TerminationRecord) -> String {
+    let victim = victim(r);
+    let mut note = match r.reason {
+        Reason::OomKilled => oom_note(r, &victim),
+        Reason::GracePeriodExpired => {
+            let mut s = String::from("GracePeriodExpired: SIGTERM");
+            if let Some(sender) = &r.sender {
+                let _ = write!(s, " from {}", sender_phrase(sender));
+            }
+            if let Some(t) = r.sigterm_time {
+                let _ = write!(s, " at {}", clock(t));
+            }
+            s.push_str(", SIGKILL");
+            if let Some(grace) = r.grace_seconds {
+                let _ = write!(s, " {grace:.1}s later");
+            }
+            let _ = write!(s, "; {victim} had not exited");
+            s
+        }
+        Reason::Killed => format!(
+            "Killed: SIGKILL{} to {victim}, no SIGTERM before",
+            from_clause(r.sender.as_ref())
+        ),
+        Reason::Terminated => format!(
+            "Terminated: {}{} to {victim}",
+            signal_name(r.signal.unwrap_or(15)),
+            from_clause(r.sender.as_ref())
+        ),
+        Reason::Crashed | Reason::Signaled => {
+            format!("{}: {victim} {}", r.reason.as_str(), ending(r))
+        }
+        Reason::CommandNotFound | Reason::NotExecutable => match &r.exec_failure {
+            Some(f) => format!(
+                "{}: execve(\"{}\") failed with {} (pid {}); {victim} {}",
+                r.reason.as_str(),
+                shorten(&f.path, PATH_MAX_CHARS),
+                f.errno,
+                f.pid,
+                ending(r)
+            ),
+            None => format!("{}: {victim} {}", r.reason.as_str(), ending(r)),
+        },
+        Reason::Completed | Reason::Error => {
+            format!("{}: {victim} {}", r.reason.as_str(), ending(r))
+        }
+    };
+    truncate_bytes(&mut note, NOTE_MAX_BYTES);
+    note
+}
+
+fn oom_note(r: &TerminationRecord, victim: &str) -> String {
+    let mut s = String::from("OOMKilled by the kernel: ");
+    let Some(oom) = &r.oom else {
+        let _ = write!(s, "{victim}");
+        return s;
+    };
+    match oom.scope {
+        OomScope::Memcg => {
+            s.push_str("memcg limit");
+            if let Some(limit) = oom.memory_limit_bytes.or(r.container_memory_limit_bytes) {
+                let _ = write!(s, " {}", bytes(limit));
+            }
+            let _ = write!(
+                s,
+                " hit by {}; {} RSS {}",
+                limit_holder(r, oom.limit_cgroup.as_deref()),
+                process(r),
+                bytes(oom.victim_rss_bytes)
+            );
+        }
+        OomScope::Global => {
+            let _ = write!(
+                s,
+                "the node ran out of memory (no cgroup limit hit); {victim} RSS {}",
+                bytes(oom.victim_rss_bytes)
+            );
+        }
+    }
+    if let Some(peak) = r.container_memory_peak_bytes {
+        let _ = write!(s, "; container peak {}", bytes(peak));
+    }
+    if oom.trigger_pid != 0 && oom.trigger_pid != r.pid {
+        let _ = write!(
+            s,
+            "; the allocation of {} (pid {}) triggered it",
+            oom.trigger_comm, oom.trigger_pid
+        );
+    }
+    s
+}
+
+/// Which memory cgroup's limit was hit, from the container's point of view.
+fn limit_holder(r: &TerminationRecord, limit_cgroup: Option<&str>) -> String {
+    match limit_cgroup {
+        None => container(r),
+        Some(path) if path == r.cgroup => container(r),
+        Some(path) => {
+            let leaf = path.rsplit('/').next().unwrap_or(path);
+            let is_ancestor = r
+                .cgroup
+                .strip_prefix(path)
+                .is_some_and(|rest| rest.starts_with('/'));
+            if is_ancestor && leaf.contains("pod") {
+                match &r.pod {
+                    Some(pod) => format!("pod \"{pod}\""),
+                    None => "the pod".to_owned(),
+                }
+            } else {
+                format!("cgroup {path}")
+            }
+        }
+    }
+}
+
+/// `python3 (pid 4242) in container "api"`
+fn victim(r: &TerminationRecord) -> String {
+    format!("{} in {}", process(r), container(r))
+}
+
+fn process(r: &TerminationRecord) -> String {
+    let child = if r.main_process {
+        ""
+    } else {
+        ", not the main process"
+    };
+    format!("{} (pid {}{child})", r.comm, r.pid)
+}
+
+fn container(r: &TerminationRecord) -> String {
+    match (&r.container, &r.container_id) {
+        (Some(name), _) => format!("container \"{name}\""),
+        // The short id, as `crictl ps` shows it.
+        (None, Some(id)) => format!("container {}", id.chars().take(12).collect::<String>()),
+        (None, None) => "an unknown container".to_owned(),
+    }
+}
+
+/// `exited with code 3` or `died of SIGSEGV from the kernel (core dumped)`
+fn ending(r: &TerminationRecord) -> String {
+    match (r.exit_code, r.signal) {
+        (Some(code), _) => format!("exited with code {code}"),
+        (None, Some(sig)) => {
+            let core = if r.core_dumped { " (core dumped)" } else { "" };
+            format!(
+                "died of {}{}{core}",
+                signal_name(sig),
+                from_clause(r.sender.as_ref())
+            )
+        }
+        (None, None) => format!("ended with status {}", r.exit_status),
+    }
+}
+
+fn from_clause(sender: Option<&Sender>) -> String {
+    match sender {
+        None => String::new(),
+        Some(s) if s.kind == SenderKind::Kernel => " from the kernel".to_owned(),
+        Some(s) if s.kind == SenderKind::SelfSent => " it sent itself".to_owned(),
+        Some(s) => format!(" from {}", sender_phrase(s)),
+    }
+}
+
+fn sender_phrase(s: &Sender) -> String {
+    match s.kind {
+        SenderKind::Kernel => "the kernel".to_owned(),
+        SenderKind::SelfSent => "itself".to_owned(),
+        SenderKind::Host => format!("{} (pid {})", s.comm, s.pid),
+        SenderKind::SameContainer => format!("{} (pid {}) in the same container", s.comm, s.pid),
+        SenderKind::OtherContainer => format!("{} (pid {}) in another container", s.comm, s.pid),
+    }
+}
+
+/// `12:00:01Z`: the Event carries the date; the note needs the moment.
+fn clock(t: OffsetDateTime) -> String {
+    t.to_offset(UtcOffset::UTC)
+        .format(format_description!("[hour]:[minute]:[second]Z"))
+        .unwrap_or_default()
+}
+
+/// Binary units as Kubernetes quantities spell them: `256Mi`, `1.5Gi`.
+#[must_use]
+pub fn bytes(n: u64) -> String {
+    const KI: u64 = 1 << 10;
+    const MI: u64 = 1 << 20;
+    const GI: u64 = 1 << 30;
+    #[expect(clippy::cast_precision_loss, reason = "display rounding")]
+    let ratio = |unit: u64| n as f64 / unit as f64;
+    if n >= GI {
+        let g = ratio(GI);
+        if (g - g.round()).abs() < 0.05 {
+            format!("{}Gi", g.round())
+        } else {
+            format!("{g:.1}Gi")
+        }
+    } else if n >= MI {
+        format!("{}Mi", ratio(MI).round())
+    } else if n >= KI {
+        format!("{}Ki", ratio(KI).round())
+    } else {
+        format!("{n}B")
+    }
+}
+
+#[must_use]
+pub fn signal_name(sig: u8) -> String {
+    const NAMES: [&str; 32] = [
+        "0", "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE",
+        "SIGKILL", "SIGUSR1", "SIGSEGV", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM", "SIGSTKFLT",
+        "SIGCHLD", "SIGCONT", "SIGSTOP", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG", "SIGXCPU",
+        "SIGXFSZ", "SIGVTALRM", "SIGPROF", "SIGWINCH", "SIGIO", "SIGPWR", "SIGSYS",
+    ];
+    match sig {
+        1..=31 => NAMES[usize::from(sig)].to_owned(),
+        34..=64 => format!("SIGRTMIN+{}", sig - 34),
+        _ => format!("signal {sig}"),
+    }
+}
+
+fn shorten(s: &str, max_chars: usize) -> String {
+    match s.char_indices().nth(max_chars) {
+        Some((end, _)) => format!("{}…", &s[..end]),
+        None => s.to_owned(),
+    }
+}
+
+fn truncate_bytes(s: &mut String, max: usize) {
+    if s.len() <= max {
+        return;
+    }
+    let mut end = max - '…'.len_utf8();
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    s.push('…');
+}
+
+#[cfg(test)]
+#[path = "message_tests.rs"]
+mod tests;

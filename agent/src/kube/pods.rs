@@ -1,0 +1,240 @@
+//! What the agent keeps of a pod: a few strings, not the whole object (a node runs hundreds of
+//! pods and the watcher replays every status change).
+
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+
+/// Which list of the pod spec a container belongs to: Events name it in `fieldPath` the way the
+/// kubelet does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ContainerKind {
+    Regular,
+    Init,
+    Ephemeral,
+}
+
+impl ContainerKind {
+    /// The `fieldPath` of an object reference to this container, as the kubelet writes it.
+    #[must_use]
+    pub fn field_path(self, name: &str) -> String {
+        let list = match self {
+            ContainerKind::Regular => "containers",
+            ContainerKind::Init => "initContainers",
+            ContainerKind::Ephemeral => "ephemeralContainers",
+        };
+        format!("spec.{list}{{{name}}}")
+    }
+}
+
+/// A container id the pod status has carried, with the container's name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerSeen {
+    /// Without the runtime prefix (`containerd://` …), as the cgroup path spells it.
+    pub id: String,
+    pub name: String,
+    pub kind: ContainerKind,
+}
+
+/// The pod's controlling owner, as its `ownerReferences` name it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct OwnerRef {
+    pub kind: String,
+    pub name: String,
+}
+
+/// The part of a pod the index keeps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodView {
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    pub owner: Option<OwnerRef>,
+    /// The `pod-template-hash` label a Deployment's ReplicaSet puts on its pods.
+    pub template_hash: Option<String>,
+    /// Every container id in the status now: current, `state.terminated` and
+    /// `lastState.terminated` (the one that died before a restart).
+    pub containers: Vec<ContainerSeen>,
+}
+
+impl PodView {
+    /// `None` for an object without uid, name or namespace (the API server never sends one).
+    #[must_use]
+    pub fn from_pod(pod: &Pod) -> Option<PodView> {
+        let meta = &pod.metadata;
+        let uid = meta.uid.clone().filter(|u| !u.is_empty())?;
+        let name = meta.name.clone().filter(|n| !n.is_empty())?;
+        let namespace = meta.namespace.clone().filter(|n| !n.is_empty())?;
+        let owners = meta.owner_references.as_deref().unwrap_or_default();
+        // The controller is the workload; a pod with owners but no controller gets its first.
+        let owner = owners
+            .iter()
+            .find(|o| o.controller == Some(true))
+            .or_else(|| owners.first())
+            .map(|o| OwnerRef {
+                kind: o.kind.clone(),
+                name: o.name.clone(),
+            });
+        let template_hash = meta
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("pod-template-hash"))
+            .cloned();
+        let mut containers = Vec::new();
+        if let Some(status) = &pod.status {
+            let lists = [
+                (ContainerKind::Regular, &status.container_statuses),
+                (ContainerKind::Init, &status.init_container_statuses),
+                (ContainerKind::Ephemeral, &status.ephemeral_container_statuses),
+            ];
+            for (kind, list) in lists {
+                for cs in list.iter().flatten() {
+                    collect_ids(cs, kind, &mut containers);
+                }
+            }
+        }
+        Some(PodView {
+            uid,
+            namespace,
+            name,
+            owner,
+            template_hash,
+            containers,
+        })
+    }
+}
+
+/// A dead container's id is in `state.terminated` until the kubelet restarts it, then in
+/// `lastState.terminated`; the top-level `containerID` is the current one.
+fn collect_ids(cs: &ContainerStatus, kind: ContainerKind, out: &mut Vec<ContainerSeen>) {
+    let terminated = |s: &Option<k8s_openapi::api::core::v1::ContainerState>| {
+        s.as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .and_then(|t| t.container_id.clone())
+    };
+    let ids = [
+        cs.container_id.clone(),
+        terminated(&cs.state),
+        terminated(&cs.last_state),
+    ];
+    for raw in ids.into_iter().flatten() {
+        let id = strip_runtime_prefix(&raw);
+        if id.is_empty() || out.iter().any(|c| c.id == id) {
+            continue;
+        }
+        out.push(ContainerSeen {
+            id: id.to_owned(),
+            name: cs.name.clone(),
+            kind,
+        });
+    }
+}
+
+/// `containerd://abc…` → `abc…`; ids without a prefix are returned as they are.
+#[must_use]
+pub fn strip_runtime_prefix(id: &str) -> &str {
+    id.split_once("://").map_or(id, |(_, rest)| rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{ContainerState, ContainerStateTerminated, PodStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
+    fn terminated(id: &str) -> Option<ContainerState> {
+        Some(ContainerState {
+            terminated: Some(ContainerStateTerminated {
+                container_id: Some(id.into()),
+                exit_code: 137,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn strips_every_runtime_prefix() {
+        assert_eq!(strip_runtime_prefix("containerd://abc"), "abc");
+        assert_eq!(strip_runtime_prefix("cri-o://abc"), "abc");
+        assert_eq!(strip_runtime_prefix("docker://abc"), "abc");
+        assert_eq!(strip_runtime_prefix("abc"), "abc");
+    }
+
+    #[test]
+    fn keeps_current_terminated_and_last_ids_of_every_list() {
+        let pod = Pod {
+            metadata: ObjectMeta {
+                uid: Some("u1".into()),
+                name: Some("api-7d4b9c-x2x".into()),
+                namespace: Some("shop".into()),
+                labels: Some([("pod-template-hash".into(), "7d4b9c".into())].into()),
+                owner_references: Some(vec![
+                    OwnerReference {
+                        kind: "Something".into(),
+                        name: "other".into(),
+                        ..Default::default()
+                    },
+                    OwnerReference {
+                        kind: "ReplicaSet".into(),
+                        name: "api-7d4b9c".into(),
+                        controller: Some(true),
+                        ..Default::default()
+                    },
+                ]),
+                ..Default::default()
+            },
+            status: Some(PodStatus {
+                container_statuses: Some(vec![ContainerStatus {
+                    name: "api".into(),
+                    container_id: Some("containerd://new".into()),
+                    last_state: terminated("containerd://old"),
+                    ..Default::default()
+                }]),
+                init_container_statuses: Some(vec![ContainerStatus {
+                    name: "migrate".into(),
+                    container_id: Some("containerd://init".into()),
+                    state: terminated("containerd://init"),
+                    ..Default::default()
+                }]),
+                ephemeral_container_statuses: Some(vec![ContainerStatus {
+                    name: "debug".into(),
+                    state: terminated("cri-o://eph"),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let view = PodView::from_pod(&pod).unwrap();
+        assert_eq!(
+            view.owner,
+            Some(OwnerRef {
+                kind: "ReplicaSet".into(),
+                name: "api-7d4b9c".into()
+            })
+        );
+        assert_eq!(view.template_hash.as_deref(), Some("7d4b9c"));
+        let ids: Vec<_> = view
+            .containers
+            .iter()
+            .map(|c| (c.id.as_str(), c.name.as_str(), c.kind))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                ("new", "api", ContainerKind::Regular),
+                ("old", "api", ContainerKind::Regular),
+                ("init", "migrate", ContainerKind::Init),
+                ("eph", "debug", ContainerKind::Ephemeral),
+            ]
+        );
+        assert_eq!(
+            ContainerKind::Init.field_path("migrate"),
+            "spec.initContainers{migrate}"
+        );
+    }
+
+    #[test]
+    fn an_object_without_identity_is_refused() {
+        assert_eq!(PodView::from_pod(&Pod::default()), None);
+    }
+}

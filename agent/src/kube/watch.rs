@@ -1,0 +1,76 @@
+//! The node-scoped pod watch: kube-rs's `watcher` (list, then watch from the list's
+//! resourceVersion; a `410 Gone` sends it back to a fresh list) behind kube's default backoff,
+//! feeding the index.
+//!
+//! Not a `reflector`: its `Store` is keyed by namespace/name, forgets a pod the moment it is
+//! deleted and has no index by container id; the index keeps a few strings per pod instead.
+
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use tracing::{debug, info, warn};
+
+use super::index::PodIndex;
+use super::pods::PodView;
+use super::shared::Shared;
+use super::stats::bump;
+
+/// Runs until the task is aborted; the backoff never gives up.
+pub(crate) async fn run(client: Client, node_name: String, shared: Arc<Shared>) {
+    let pods: Api<Pod> = Api::all(client);
+    let config = watcher::Config::default().fields(&format!("spec.nodeName={node_name}"));
+    let mut events = pin!(watcher(pods, config).default_backoff());
+    while let Some(event) = events.next().await {
+        apply(&shared, event);
+    }
+}
+
+pub(crate) fn apply(shared: &Shared, event: Result<watcher::Event<Pod>, watcher::Error>) {
+    let c = &shared.counters;
+    match event {
+        Ok(watcher::Event::Init) => shared.update(PodIndex::begin_relist),
+        Ok(watcher::Event::InitApply(pod)) => apply_pod(shared, &pod),
+        Ok(watcher::Event::Apply(pod)) => {
+            // kube's watcher re-watches after a dropped stream without telling; an event is
+            // the first sign the watch works again.
+            shared.set_watch_up(true);
+            apply_pod(shared, &pod);
+        }
+        Ok(watcher::Event::Delete(pod)) => {
+            shared.set_watch_up(true);
+            if let Some(view) = PodView::from_pod(&pod) {
+                shared.update(|index| index.delete(view, Instant::now()));
+            }
+        }
+        Ok(watcher::Event::InitDone) => {
+            bump(&c.relists);
+            shared.update(|index| index.end_relist(Instant::now()));
+            if !shared.set_watch_up(true) {
+                info!("pod watch synced");
+            }
+        }
+        Err(e) => {
+            bump(&c.watch_errors);
+            if shared.set_watch_up(false) {
+                warn!("pod watch failed, retrying with backoff: {e}");
+            } else {
+                debug!("pod watch still failing: {e}");
+            }
+        }
+    }
+}
+
+fn apply_pod(shared: &Shared, pod: &Pod) {
+    if let Some(view) = PodView::from_pod(pod) {
+        let added = shared.update(|index| index.apply(view, Instant::now()));
+        if !added {
+            bump(&shared.counters.index_full);
+            warn!("pod index full of live pods; a new pod is not labelled");
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! The kernel stage: one thread owns the ring buffer, the correlator and the cgroup resolver,
+//! so correlation state has exactly one owner and needs no lock. It hands finished records
+//! to the async side through a bounded channel; a full channel is a counted loss.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use agent_ebpf::{KernelEvent, counter};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::correlate::{BootClock, Correlator, boottime_ns};
+use crate::events::{EventReader, describe};
+use crate::export::{EventKind, KernelCounters, LossStage, Metrics};
+use crate::probes::Probes;
+use crate::record::TerminationRecord;
+
+use super::lookup::ResolverLookup;
+
+/// How often the kernel counters and the correlator's statistics reach the metrics, and the
+/// boot→wall clock offset is refreshed (NTP may step the wall clock).
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+/// How long a poll waits for events: the correlator's hold is 1 ms, so records become final
+/// within about this much of their hold ending.
+const POLL: Duration = Duration::from_millis(1);
+
+pub struct KernelStage {
+    pub probes: Probes,
+    pub reader: EventReader,
+    pub correlator: Correlator,
+    pub lookup: ResolverLookup,
+    pub records: mpsc::Sender<TerminationRecord>,
+    pub metrics: Metrics,
+    pub shutdown: Arc<AtomicBool>,
+    pub trace_events: bool,
+}
+
+fn kind_of(event: &KernelEvent) -> EventKind {
+    match event {
+        KernelEvent::Exit(_) => EventKind::Exit,
+        KernelEvent::Signal(_) => EventKind::Signal,
+        KernelEvent::Oom(_) => EventKind::Oom,
+        KernelEvent::ExecFailure(_) => EventKind::ExecFailure,
+    }
+}
+
+impl KernelStage {
+    pub fn run(mut self) {
+        let mut last_housekeeping = Instant::now();
+        let mut reported = Reported::default();
+        while !self.shutdown.load(Ordering::Relaxed) {
+            let Self { reader, correlator, lookup, metrics, trace_events, .. } = &mut self;
+            reader.poll(POLL, |event| {
+                metrics.event_handled(kind_of(&event));
+                if *trace_events {
+                    info!(target: "coroner::kernel", "{}", describe(&event));
+                }
+                correlator.ingest(&event, lookup);
+            });
+            if let Ok(now) = boottime_ns() {
+                let ready = self.correlator.drain_ready(now, &mut self.lookup);
+                self.send(ready);
+            }
+            if last_housekeeping.elapsed() >= HOUSEKEEPING {
+                last_housekeeping = Instant::now();
+                self.housekeeping(&mut reported);
+            }
+        }
+        let rest = self.correlator.flush(&mut self.lookup);
+        info!(records = rest.len(), "kernel stage stopping: pending records flushed");
+        self.send(rest);
+        self.housekeeping(&mut reported);
+        // Dropping `self.probes` detaches every program.
+    }
+
+    fn send(&self, records: Vec<TerminationRecord>) {
+        for record in records {
+            if let Err(e) = self.records.try_send(record) {
+                self.metrics.lost(LossStage::Channel, 1);
+                if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                    warn_rate_limited("record channel full: records are being dropped (counted in stage `channel`)");
+                }
+            }
+        }
+    }
+
+    fn housekeeping(&mut self, reported: &mut Reported) {
+        if let Ok(clock) = BootClock::now() {
+            self.correlator.set_clock(clock);
+        }
+        let slots: Vec<u64> = (0..counter::COUNT).map(|slot| self.probes.counter(slot)).collect();
+        self.metrics.kernel_counters(KernelCounters::from_slots(&slots));
+        let stats = self.correlator.stats();
+        let outside = stats.deaths_outside_containers;
+        self.metrics.deaths_outside_containers(outside - reported.outside.min(outside));
+        reported.outside = outside;
+        let mut delta = |stage: LossStage, now: u64, before: &mut u64| {
+            if now > *before {
+                self.metrics.lost(stage, now - *before);
+                *before = now;
+            }
+        };
+        delta(LossStage::Decode, self.reader.undecodable, &mut reported.undecodable);
+        delta(LossStage::Cgroup, stats.unresolved_memcgs, &mut reported.unresolved);
+        // Evicted histories are information lost (a signal, an exec failure); the other
+        // evictions only finalise a record early.
+        let evicted = stats.evictions.signal_histories + stats.evictions.exec_failure_memcgs;
+        delta(LossStage::Correlate, evicted, &mut reported.evicted);
+    }
+}
+
+#[derive(Default)]
+struct Reported {
+    outside: u64,
+    undecodable: u64,
+    unresolved: u64,
+    evicted: u64,
+}
+
+fn warn_rate_limited(message: &str) {
+    use std::sync::Mutex;
+    static LAST: Mutex<Option<Instant>> = Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if last.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+        *last = Some(Instant::now());
+        warn!("{message}");
+    }
+}

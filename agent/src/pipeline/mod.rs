@@ -1,0 +1,163 @@
+//! The agent, assembled: probes → kernel stage (events, correlation, cgroups) → labelling
+//! (Kubernetes) → sink (metrics, JSON lines, recent records, Events), plus the HTTP server.
+
+pub mod kallsyms;
+pub mod kernel;
+pub mod lookup;
+pub mod sink;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::sync::{Semaphore, mpsc};
+use tracing::{info, warn};
+
+use crate::cgroup::{CgroupResolver, MemoryHierarchy};
+use crate::cli::Args;
+use crate::correlate::{BootClock, Correlator, CorrelatorConfig, page_size};
+use crate::events::EventReader;
+use crate::export::{HttpState, JsonLines, LossStage, Metrics, MetricsConfig, Readiness, RecentRecords};
+use crate::kube::{self, KubeOptions};
+use crate::probes::Probes;
+use crate::record::TerminationRecord;
+
+/// Records between the kernel stage and labelling: seconds of a death storm.
+const RECORD_CHANNEL: usize = 16_384;
+/// Records waiting for their pod metadata at once; beyond, the channel fills (and counts).
+const LABELLING_IN_FLIGHT: usize = 1_024;
+const RECENT_RECORDS: usize = 1_024;
+
+/// Runs until SIGTERM or SIGINT, then detaches, flushes and returns.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let node = args.node();
+    let metrics = Metrics::new(MetricsConfig::default());
+    let recent = RecentRecords::new(RECENT_RECORDS);
+    let readiness = Readiness::not_ready("probes are being loaded");
+
+    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
+    info!(listen = %args.listen, node, "coroner starting");
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let http = tokio::spawn(crate::export::serve(
+        listener,
+        HttpState { metrics: metrics.clone(), recent: recent.clone(), readiness: readiness.clone() },
+        async move {
+            let _ = http_stopped.await;
+        },
+    ));
+
+    let json = args.events_json.as_deref().map(JsonLines::open).transpose().context("opening --events-json")?;
+    let kube = kube::connect(args.kube, KubeOptions::new(node.clone())).await.context("--kube")?;
+
+    let hierarchy = MemoryHierarchy::detect(&args.cgroup_root).context("finding the memory cgroup hierarchy")?;
+    let mut probes = tokio::task::spawn_blocking(Probes::load).await?.context("loading the kernel probes")?;
+    for probe in &probes.status {
+        metrics.set_probe_attached(probe.name, probe.attached);
+    }
+    match probes.readiness() {
+        Ok(()) => readiness.set_ready(),
+        Err(why) => readiness.set_not_ready(why),
+    }
+    let events = probes.take_events().context("the ring buffer")?;
+    let host_memcgs = probes.host_memcgs.take();
+    let oom_symbols = kallsyms::OomSymbols::load();
+    if oom_symbols.is_none() {
+        warn!("/proc/kallsyms hides addresses: OOM scope is decided by the memory cgroup limits sampled at the kill");
+    }
+    let clock = BootClock::now().context("reading the clocks")?;
+    let correlator = Correlator::new(CorrelatorConfig::new(node.clone(), page_size().unwrap_or(4096), clock))?;
+
+    let (records_tx, mut records_rx) = mpsc::channel::<TerminationRecord>(RECORD_CHANNEL);
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let stage = kernel::KernelStage {
+        probes,
+        reader: EventReader::new(events),
+        correlator,
+        lookup: lookup::ResolverLookup::new(CgroupResolver::new(hierarchy), host_memcgs, oom_symbols),
+        records: records_tx,
+        metrics: metrics.clone(),
+        shutdown: shutdown.clone(),
+        trace_events: args.trace_events,
+    };
+    let kernel_thread = std::thread::Builder::new().name("kernel-events".into()).spawn(move || stage.run())?;
+
+    // Labelling may wait seconds per record (a container id not yet in the pod status): each
+    // waits in its own task, bounded, and hands the result to the one sink task.
+    let (labelled_tx, mut labelled_rx) = mpsc::channel::<TerminationRecord>(RECORD_CHANNEL);
+    let mut sink = sink::Sink { metrics: metrics.clone(), recent, json, kube: kube.clone(), print: args.print };
+    let sink_task = tokio::spawn(async move {
+        while let Some(record) = labelled_rx.recv().await {
+            sink.emit(record);
+        }
+        sink
+    });
+    let labelling = {
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let permits = Arc::new(Semaphore::new(LABELLING_IN_FLIGHT));
+            while let Some(mut record) = records_rx.recv().await {
+                let Some(kube) = kube.clone() else {
+                    let _ = labelled_tx.send(record).await;
+                    continue;
+                };
+                let Some((pod_uid, container_id)) = record.pod_uid.clone().zip(record.container_id.clone()) else {
+                    let _ = labelled_tx.send(record).await;
+                    continue;
+                };
+                let permit = permits.clone().acquire_owned().await;
+                let (tx, metrics) = (labelled_tx.clone(), metrics.clone());
+                tokio::spawn(async move {
+                    let labelled = kube.label_default(&pod_uid, &container_id).await;
+                    if labelled.is_partial() {
+                        metrics.lost(LossStage::Label, 1);
+                    }
+                    labelled.apply_to(&mut record);
+                    let _ = tx.send(record).await;
+                    drop(permit);
+                });
+            }
+        })
+    };
+
+    let sweeper = {
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(30));
+            loop {
+                tick.tick().await;
+                metrics.sweep(std::time::Instant::now());
+            }
+        })
+    };
+
+    wait_for_termination().await;
+    info!("terminating: detaching probes and flushing records");
+    readiness.set_not_ready("shutting down");
+    shutdown.store(true, Ordering::Relaxed);
+    tokio::task::spawn_blocking(move || kernel_thread.join()).await?.map_err(|_| anyhow::anyhow!("kernel stage panicked"))?;
+    // The kernel stage dropped its sender: labelling ends when its queue is empty, then
+    // every in-flight lookup finishes (bounded by the label wait) and the sink drains.
+    let _ = tokio::time::timeout(Duration::from_secs(10), labelling).await;
+    let sink = tokio::time::timeout(Duration::from_secs(15), sink_task).await;
+    if let Some(kube) = sink.ok().and_then(Result::ok).and_then(|s| s.kube) {
+        kube.flush_events(Duration::from_secs(3)).await;
+    }
+    sweeper.abort();
+    let _ = stop_http.send(());
+    let _ = http.await;
+    info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_termination() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        warn!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,78 @@
+//! The end of the data path: each labelled record goes to the metrics, the recent-records
+//! ring, the JSON lines file, the Kubernetes Event recorder and, for a person, stdout.
+
+use std::fmt::Write as _;
+
+use tracing::warn;
+
+use crate::export::{JsonLines, LossStage, Metrics, RecentRecords};
+use crate::kube::KubeClient;
+use crate::record::TerminationRecord;
+
+pub struct Sink {
+    pub metrics: Metrics,
+    pub recent: RecentRecords,
+    pub json: Option<JsonLines>,
+    pub kube: Option<KubeClient>,
+    pub print: bool,
+}
+
+impl Sink {
+    pub fn emit(&mut self, record: TerminationRecord) {
+        self.metrics.observe(&record);
+        if let Some(json) = self.json.as_mut() {
+            if let Err(e) = json.write(&record) {
+                self.metrics.lost(LossStage::Json, 1);
+                warn!("writing a record to {}: {e}", json.target());
+            }
+        }
+        if let Some(kube) = &self.kube {
+            kube.record_event(&record);
+        }
+        if self.print {
+            println!("{}", human(&record));
+        }
+        self.recent.push(record);
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1}Mi", bytes as f64 / f64::from(1 << 20))
+}
+
+/// One line a person reads: who died, of what, and the evidence.
+#[must_use]
+pub fn human(r: &TerminationRecord) -> String {
+    let mut line = format!("{} ", r.time.time());
+    match (&r.namespace, &r.pod) {
+        (Some(ns), Some(pod)) => {
+            let _ = write!(line, "{ns}/{pod}/{} ", r.container.as_deref().unwrap_or("?"));
+        }
+        _ => {
+            let id = r.container_id.as_deref().unwrap_or("");
+            let _ = write!(line, "pod {} container {} ", r.pod_uid.as_deref().unwrap_or("?"), &id[..id.len().min(12)]);
+        }
+    }
+    let role = if r.main_process { "main" } else { "child" };
+    let _ = write!(line, "{} pid {} ({role}) {}: exit status {}", r.comm, r.pid, r.reason.as_str(), r.exit_status);
+    if let Some(sig) = r.signal {
+        let _ = write!(line, ", signal {sig}{}", if r.core_dumped { " (core dumped)" } else { "" });
+    }
+    if let Some(s) = &r.sender {
+        let _ = write!(line, ", sent by {} pid {} ({})", s.comm, s.pid, s.kind.as_str());
+    }
+    if let Some(grace) = r.grace_seconds {
+        let _ = write!(line, ", SIGKILL {grace:.1}s after SIGTERM");
+    }
+    if let Some(oom) = &r.oom {
+        let _ = write!(line, ", {} OOM, victim RSS {}", oom.scope.as_str(), mib(oom.victim_rss_bytes));
+        if let Some(limit) = oom.memory_limit_bytes {
+            let _ = write!(line, " of limit {}", mib(limit));
+        }
+    }
+    if let Some(x) = &r.exec_failure {
+        let _ = write!(line, ", exec {} failed: {}", x.path, x.errno);
+    }
+    let _ = write!(line, ", peak RSS {}", mib(r.peak_rss_bytes));
+    line
+}

@@ -1,0 +1,106 @@
+//! The tests' own helper process: dies, allocates, ignores, forks and kills on command, so a
+//! test knows exactly what happened and can check coroner's record against it.
+//!
+//! `coroner-victim exit N | alloc MIB | rss MIB | sleep SECS | ignore-term SECS |
+//!  handle-usr1 SECS | segv | abort | exec PATH | shell-exec PATH | kill SIG PID |
+//!  child-alloc MIB SECS | self-term`
+
+use std::time::Duration;
+
+fn touch(mib: usize) -> Vec<u8> {
+    let mut memory = vec![0u8; mib << 20];
+    for page in memory.chunks_mut(4096) {
+        page[0] = 1;
+    }
+    memory
+}
+
+fn sleep(secs: &str) {
+    std::thread::sleep(Duration::from_secs_f64(secs.parse().unwrap_or(30.0)));
+}
+
+extern "C" fn on_usr1(_: i32) {}
+
+/// exec like a shell: on failure, 127 for a missing file, 126 for one that cannot run.
+fn exec_or_exit(path: &str) -> ! {
+    let c_path = std::ffi::CString::new(path).expect("path without NUL");
+    let argv = [c_path.as_ptr(), std::ptr::null()];
+    // SAFETY: a NUL-terminated argv; execv only returns on failure.
+    unsafe { libc::execv(c_path.as_ptr(), argv.as_ptr()) };
+    let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+    std::process::exit(if errno == libc::ENOENT { 127 } else { 126 });
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize| args.get(i).map_or("", String::as_str);
+    match arg(0) {
+        "exit" => std::process::exit(arg(1).parse().unwrap_or(1)),
+        "alloc" => {
+            let memory = touch(arg(1).parse().unwrap_or(300));
+            std::hint::black_box(&memory);
+            sleep("30");
+        }
+        "rss" => {
+            let memory = touch(arg(1).parse().unwrap_or(50));
+            std::hint::black_box(&memory);
+        }
+        "sleep" => sleep(arg(1)),
+        "ignore-term" => {
+            // SAFETY: SIG_IGN for SIGTERM.
+            unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
+            sleep(arg(1));
+        }
+        "handle-usr1" => {
+            // SAFETY: a handler that does nothing.
+            unsafe { libc::signal(libc::SIGUSR1, on_usr1 as usize) };
+            sleep(arg(1));
+        }
+        "segv" => {
+            // SAFETY: deliberately faulting is the point.
+            unsafe { std::ptr::write_volatile(std::ptr::null_mut::<u8>(), 1) };
+        }
+        "abort" => std::process::abort(),
+        "exec" => exec_or_exit(arg(1)),
+        "shell-exec" => {
+            // SAFETY: fork; the child only execs or exits.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                exec_or_exit(arg(1));
+            }
+            let mut status = 0;
+            // SAFETY: waiting for our own child.
+            unsafe { libc::waitpid(pid, &raw mut status, 0) };
+            std::process::exit(libc::WEXITSTATUS(status));
+        }
+        "kill" => {
+            let (sig, pid): (i32, i32) = (arg(1).parse().unwrap_or(9), arg(2).parse().unwrap_or(0));
+            if pid > 0 {
+                // SAFETY: kill(2) on the pid the test named.
+                unsafe { libc::kill(pid, sig) };
+            }
+        }
+        "child-alloc" => {
+            // SAFETY: fork; the child allocates until the OOM killer takes it.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                let memory = touch(arg(1).parse().unwrap_or(300));
+                std::hint::black_box(&memory);
+                std::process::exit(0);
+            }
+            let mut status = 0;
+            // SAFETY: waiting for our own child.
+            unsafe { libc::waitpid(pid, &raw mut status, 0) };
+            sleep(arg(2));
+        }
+        "self-term" => {
+            // SAFETY: raise(3) on ourselves.
+            unsafe { libc::raise(libc::SIGTERM) };
+            sleep("5");
+        }
+        other => {
+            eprintln!("coroner-victim: unknown action {other:?}");
+            std::process::exit(2);
+        }
+    }
+}
