@@ -79,7 +79,8 @@ pub struct ExitEvent {
     /// `signal->maxrss`, in pages: the group's peak RSS, final at this point.
     pub maxrss_pages: u64,
     pub flags: u32,
-    pub _pad: u32,
+    /// Explicit padding: the layout is an ABI, nothing is left to the compiler.
+    pub pad: u32,
     pub comm: [u8; COMM_LEN],
 }
 
@@ -209,7 +210,8 @@ pub struct KernelLayout {
     /// `task_struct.group_leader`: a process's start time is its leader's, whichever of its
     /// threads an event is about.
     pub task_group_leader: u32,
-    pub _reserved: u32,
+    /// Keeps the size a multiple of 8; always 0.
+    pub reserved: u32,
 }
 
 impl KernelLayout {
@@ -249,7 +251,7 @@ impl KernelLayout {
         flags: 0,
         siginfo_code: 0,
         task_group_leader: 0,
-        _reserved: 0,
+        reserved: 0,
     };
 }
 
@@ -302,6 +304,10 @@ const _: () = {
 
 /// The kernel's view of a decoded event, for user space.
 #[derive(Clone, Copy, Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "decoded one at a time and consumed at once; boxing would allocate per event"
+)]
 pub enum KernelEvent {
     Exit(ExitEvent),
     Signal(SignalEvent),

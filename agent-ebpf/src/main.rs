@@ -131,7 +131,7 @@ fn try_process_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
         } else {
             0
         },
-        _pad: 0,
+        pad: 0,
         comm: task
             .read::<[u8; COMM_LEN]>(layout.task_comm)
             .unwrap_or([0; COMM_LEN]),

@@ -33,7 +33,9 @@ impl Task {
     /// thread, so that events about any thread of a process name the same process.
     #[inline(always)]
     pub fn process_start(self, layout: &KernelLayout) -> u64 {
-        let leader = self.read::<*const u8>(layout.task_group_leader).unwrap_or(self.0);
+        let leader = self
+            .read::<*const u8>(layout.task_group_leader)
+            .unwrap_or(self.0);
         field(leader, layout.task_start_boottime).unwrap_or(0)
     }
 

@@ -7,8 +7,17 @@ fn main() -> anyhow::Result<()> {
     let args = coroner::cli::Args::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    runtime.block_on(coroner::pipeline::run(args))
+    // Privileged set-up first, on this thread alone, then every capability is dropped before
+    // the runtime starts its threads (they inherit the empty sets).
+    let privileged = coroner::pipeline::Privileged::acquire(&args)?;
+    coroner::pipeline::privileges::drop_all();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(coroner::pipeline::run(args, privileged))
 }

@@ -3,6 +3,7 @@
 //! tracefs, Prometheus) idempotently, so a second run costs nothing.
 
 mod prereq;
+mod vm;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -36,8 +37,11 @@ enum Cmd {
     Bench,
     /// Install the build prerequisites only.
     Setup,
+    /// The same agent on Debian's Linux 6.1 and 6.12 with cgroup v2, in QEMU guests.
+    VmTest(vm::VmTestArgs),
 }
 
+#[must_use]
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -81,6 +85,7 @@ fn main() -> Result<()> {
     match cli.command {
         Cmd::Setup => prereq::ensure_build_tools(),
         Cmd::Build => build().map(drop),
+        Cmd::VmTest(args) => vm::vm_test(&args),
         Cmd::Run { args } => {
             let binary = build()?;
             prereq::require_root("running the agent")?;

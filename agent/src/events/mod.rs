@@ -65,7 +65,7 @@ fn log_decode_error(e: DecodeError) {
         tracing::error!(
             ?e,
             "undecodable ring-buffer record (counted in stage `decode`)"
-        )
+        );
     });
 }
 

@@ -14,7 +14,7 @@ pub struct OomSymbols {
 }
 
 impl OomSymbols {
-    /// `None` when kallsyms hides addresses (kptr_restrict) or lacks the functions: then the
+    /// `None` when kallsyms hides addresses (`kptr_restrict`) or lacks the functions: then the
     /// memcg chain sampled at the kill decides.
     #[must_use]
     pub fn load() -> Option<Self> {
@@ -29,7 +29,8 @@ impl OomSymbols {
         let mut addresses = Vec::new();
         for line in kallsyms.lines() {
             let mut parts = line.split_whitespace();
-            let (Some(addr), Some(_kind), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+            let (Some(addr), Some(_kind), Some(name)) = (parts.next(), parts.next(), parts.next())
+            else {
                 continue;
             };
             let Ok(addr) = u64::from_str_radix(addr, 16) else {
@@ -45,9 +46,19 @@ impl OomSymbols {
             }
             addresses.push(addr);
         }
-        let end_after = |start: u64| addresses.iter().copied().filter(|&a| a > start).min().unwrap_or(start + 1);
+        let end_after = |start: u64| {
+            addresses
+                .iter()
+                .copied()
+                .filter(|&a| a > start)
+                .min()
+                .unwrap_or(start + 1)
+        };
         let (memcg, oom) = (memcg_start?, oom_start?);
-        Some(Self { memcg_oom: memcg..end_after(memcg), out_of_memory: oom..end_after(oom) })
+        Some(Self {
+            memcg_oom: memcg..end_after(memcg),
+            out_of_memory: oom..end_after(oom),
+        })
     }
 
     /// Return addresses point just past a call: an address in a function's range means the
@@ -76,16 +87,27 @@ mod tests {
     fn memcg_path_wins_over_the_shared_out_of_memory() {
         let symbols = OomSymbols::parse(KALLSYMS).unwrap();
         // memcg OOM: mark_victim ← … ← out_of_memory ← mem_cgroup_out_of_memory
-        assert_eq!(symbols.scope(&[0xffff_ffff_8130_0100, 0xffff_ffff_8140_0123]), Some(OomScope::Memcg));
+        assert_eq!(
+            symbols.scope(&[0xffff_ffff_8130_0100, 0xffff_ffff_8140_0123]),
+            Some(OomScope::Memcg)
+        );
         // global OOM: … ← out_of_memory ← __alloc_pages_may_oom
-        assert_eq!(symbols.scope(&[0xffff_ffff_8130_0100, 0xffff_ffff_8150_0000]), Some(OomScope::Global));
-        assert_eq!(symbols.scope(&[0xffff_ffff_8130_0900]), None, "past out_of_memory's end");
+        assert_eq!(
+            symbols.scope(&[0xffff_ffff_8130_0100, 0xffff_ffff_8150_0000]),
+            Some(OomScope::Global)
+        );
+        assert_eq!(
+            symbols.scope(&[0xffff_ffff_8130_0900]),
+            None,
+            "past out_of_memory's end"
+        );
         assert_eq!(symbols.scope(&[]), None);
     }
 
     #[test]
     fn hidden_addresses_give_no_answer() {
-        let hidden = "0000000000000000 T out_of_memory\n0000000000000000 T mem_cgroup_out_of_memory\n";
+        let hidden =
+            "0000000000000000 T out_of_memory\n0000000000000000 T mem_cgroup_out_of_memory\n";
         assert_eq!(OomSymbols::parse(hidden), None);
     }
 }

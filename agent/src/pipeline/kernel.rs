@@ -47,10 +47,19 @@ fn kind_of(event: &KernelEvent) -> EventKind {
 
 impl KernelStage {
     pub fn run(mut self) {
+        // Know the containers that exist now before the first of them dies.
+        self.lookup.resolver.refresh();
         let mut last_housekeeping = Instant::now();
         let mut reported = Reported::default();
         while !self.shutdown.load(Ordering::Relaxed) {
-            let Self { reader, correlator, lookup, metrics, trace_events, .. } = &mut self;
+            let Self {
+                reader,
+                correlator,
+                lookup,
+                metrics,
+                trace_events,
+                ..
+            } = &mut self;
             reader.poll(POLL, |event| {
                 metrics.event_handled(kind_of(&event));
                 if *trace_events {
@@ -68,7 +77,10 @@ impl KernelStage {
             }
         }
         let rest = self.correlator.flush(&mut self.lookup);
-        info!(records = rest.len(), "kernel stage stopping: pending records flushed");
+        info!(
+            records = rest.len(),
+            "kernel stage stopping: pending records flushed"
+        );
         self.send(rest);
         self.housekeeping(&mut reported);
         // Dropping `self.probes` detaches every program.
@@ -79,7 +91,9 @@ impl KernelStage {
             if let Err(e) = self.records.try_send(record) {
                 self.metrics.lost(LossStage::Channel, 1);
                 if matches!(e, mpsc::error::TrySendError::Full(_)) {
-                    warn_rate_limited("record channel full: records are being dropped (counted in stage `channel`)");
+                    warn_rate_limited(
+                        "record channel full: records are being dropped (counted in stage `channel`)",
+                    );
                 }
             }
         }
@@ -89,11 +103,15 @@ impl KernelStage {
         if let Ok(clock) = BootClock::now() {
             self.correlator.set_clock(clock);
         }
-        let slots: Vec<u64> = (0..counter::COUNT).map(|slot| self.probes.counter(slot)).collect();
-        self.metrics.kernel_counters(KernelCounters::from_slots(&slots));
+        let slots: Vec<u64> = (0..counter::COUNT)
+            .map(|slot| self.probes.counter(slot))
+            .collect();
+        self.metrics
+            .kernel_counters(KernelCounters::from_slots(&slots));
         let stats = self.correlator.stats();
         let outside = stats.deaths_outside_containers;
-        self.metrics.deaths_outside_containers(outside - reported.outside.min(outside));
+        self.metrics
+            .deaths_outside_containers(outside - reported.outside.min(outside));
         reported.outside = outside;
         let mut delta = |stage: LossStage, now: u64, before: &mut u64| {
             if now > *before {
@@ -101,8 +119,16 @@ impl KernelStage {
                 *before = now;
             }
         };
-        delta(LossStage::Decode, self.reader.undecodable, &mut reported.undecodable);
-        delta(LossStage::Cgroup, stats.unresolved_memcgs, &mut reported.unresolved);
+        delta(
+            LossStage::Decode,
+            self.reader.undecodable,
+            &mut reported.undecodable,
+        );
+        delta(
+            LossStage::Cgroup,
+            stats.unresolved_memcgs,
+            &mut reported.unresolved,
+        );
         // Evicted histories are information lost (a signal, an exec failure); the other
         // evictions only finalise a record early.
         let evicted = stats.evictions.signal_histories + stats.evictions.exec_failure_memcgs;
@@ -121,7 +147,9 @@ struct Reported {
 fn warn_rate_limited(message: &str) {
     use std::sync::Mutex;
     static LAST: Mutex<Option<Instant>> = Mutex::new(None);
-    let mut last = LAST.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut last = LAST
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if last.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
         *last = Some(Instant::now());
         warn!("{message}");

@@ -21,8 +21,18 @@ pub struct ResolverLookup {
 
 impl ResolverLookup {
     #[must_use]
-    pub fn new(resolver: CgroupResolver, host_memcgs: Option<BpfHashMap<MapData, u64, u8>>, oom_symbols: Option<OomSymbols>) -> Self {
-        Self { resolver, host_memcgs, oom_symbols, host_memcgs_marked: 0, host_memcg_mark_failures: 0 }
+    pub fn new(
+        resolver: CgroupResolver,
+        host_memcgs: Option<BpfHashMap<MapData, u64, u8>>,
+        oom_symbols: Option<OomSymbols>,
+    ) -> Self {
+        Self {
+            resolver,
+            host_memcgs,
+            oom_symbols,
+            host_memcgs_marked: 0,
+            host_memcg_mark_failures: 0,
+        }
     }
 }
 
@@ -32,11 +42,16 @@ impl CgroupLookup for ResolverLookup {
         // Ids are never reused (64-bit kernfs ids), so the classification is final. An event
         // from a host memcg reaching us means the kernel does not know it yet (or its LRU
         // forgot it): tell it.
-        if info.container.is_none() {
-            if let Some(map) = self.host_memcgs.as_mut() {
-                match map.insert(memcg_id, 1, 0) {
-                    Ok(()) => self.host_memcgs_marked += 1,
-                    Err(_) => self.host_memcg_mark_failures += 1,
+        if info.container.is_none()
+            && let Some(map) = self.host_memcgs.as_mut()
+        {
+            match map.insert(memcg_id, 1, 0) {
+                Ok(()) => self.host_memcgs_marked += 1,
+                Err(e) => {
+                    if self.host_memcg_mark_failures == 0 {
+                        tracing::warn!("cannot tell the kernel about host memcg {memcg_id}: {e}; their events keep crossing (and are counted)");
+                    }
+                    self.host_memcg_mark_failures += 1;
                 }
             }
         }
@@ -45,7 +60,10 @@ impl CgroupLookup for ResolverLookup {
 
     fn memory(&mut self, path: &str) -> MemoryReading {
         let m = self.resolver.hierarchy().memory(path);
-        MemoryReading { peak_bytes: m.peak_bytes, limit_bytes: m.limit_bytes }
+        MemoryReading {
+            peak_bytes: m.peak_bytes,
+            limit_bytes: m.limit_bytes,
+        }
     }
 
     fn oom_scope(&mut self, stack: &[u64]) -> Option<OomScope> {

@@ -4,6 +4,7 @@
 pub mod kallsyms;
 pub mod kernel;
 pub mod lookup;
+pub mod privileges;
 pub mod sink;
 
 use std::sync::Arc;
@@ -18,7 +19,9 @@ use crate::cgroup::{CgroupResolver, MemoryHierarchy};
 use crate::cli::Args;
 use crate::correlate::{BootClock, Correlator, CorrelatorConfig, page_size};
 use crate::events::EventReader;
-use crate::export::{HttpState, JsonLines, LossStage, Metrics, MetricsConfig, Readiness, RecentRecords};
+use crate::export::{
+    HttpState, JsonLines, LossStage, Metrics, MetricsConfig, Readiness, RecentRecords,
+};
 use crate::kube::{self, KubeOptions};
 use crate::probes::Probes;
 use crate::record::TerminationRecord;
@@ -29,15 +32,51 @@ const RECORD_CHANNEL: usize = 16_384;
 const LABELLING_IN_FLIGHT: usize = 1_024;
 const RECENT_RECORDS: usize = 1_024;
 
-/// Runs until SIGTERM or SIGINT, then detaches, flushes and returns.
-pub async fn run(args: Args) -> anyhow::Result<()> {
+/// What only a privileged process can get: taken before any other thread exists, after
+/// which every capability is dropped (see [`privileges`]).
+pub struct Privileged {
+    probes: Probes,
+    oom_symbols: Option<kallsyms::OomSymbols>,
+    listener: std::net::TcpListener,
+    json: Option<JsonLines>,
+    hierarchy: MemoryHierarchy,
+}
+
+impl Privileged {
+    /// Binds the listener (a port below 1024 needs a capability), opens the output, finds the
+    /// memory hierarchy, loads and attaches the probes and reads kallsyms. Call it on the main
+    /// thread before the async runtime starts; then call [`privileges::drop_all`].
+    pub fn acquire(args: &Args) -> anyhow::Result<Self> {
+        let listener = std::net::TcpListener::bind(args.listen).with_context(|| format!("listening on {}", args.listen))?;
+        listener.set_nonblocking(true)?;
+        let json = args.events_json.as_deref().map(JsonLines::open).transpose().context("opening --events-json")?;
+        let hierarchy = MemoryHierarchy::detect(&args.cgroup_root).context("finding the memory cgroup hierarchy")?;
+        let probes = Probes::load().context("loading the kernel probes")?;
+        let oom_symbols = kallsyms::OomSymbols::load();
+        if oom_symbols.is_none() {
+            warn!("/proc/kallsyms hides addresses: OOM scope is decided by the memory cgroup limits sampled at the kill");
+        }
+        Ok(Self { probes, oom_symbols, listener, json, hierarchy })
+    }
+}
+
+/// Runs until `SIGTERM` or `SIGINT`, then detaches, flushes and returns.
+pub async fn run(args: Args, privileged: Privileged) -> anyhow::Result<()> {
+    let Privileged { mut probes, oom_symbols, listener, json, hierarchy } = privileged;
     let node = args.node();
     let metrics = Metrics::new(MetricsConfig::default());
     let recent = RecentRecords::new(RECENT_RECORDS);
-    let readiness = Readiness::not_ready("probes are being loaded");
+    let readiness = Readiness::not_ready("starting");
+    for probe in &probes.status {
+        metrics.set_probe_attached(probe.name, probe.attached);
+    }
+    match probes.readiness() {
+        Ok(()) => readiness.set_ready(),
+        Err(why) => readiness.set_not_ready(why),
+    }
 
-    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
-    info!(listen = %args.listen, node, "coroner starting");
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    info!(listen = %args.listen, node, "coroner running");
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let http = tokio::spawn(crate::export::serve(
         listener,
@@ -47,24 +86,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         },
     ));
 
-    let json = args.events_json.as_deref().map(JsonLines::open).transpose().context("opening --events-json")?;
     let kube = kube::connect(args.kube, KubeOptions::new(node.clone())).await.context("--kube")?;
-
-    let hierarchy = MemoryHierarchy::detect(&args.cgroup_root).context("finding the memory cgroup hierarchy")?;
-    let mut probes = tokio::task::spawn_blocking(Probes::load).await?.context("loading the kernel probes")?;
-    for probe in &probes.status {
-        metrics.set_probe_attached(probe.name, probe.attached);
-    }
-    match probes.readiness() {
-        Ok(()) => readiness.set_ready(),
-        Err(why) => readiness.set_not_ready(why),
-    }
     let events = probes.take_events().context("the ring buffer")?;
     let host_memcgs = probes.host_memcgs.take();
-    let oom_symbols = kallsyms::OomSymbols::load();
-    if oom_symbols.is_none() {
-        warn!("/proc/kallsyms hides addresses: OOM scope is decided by the memory cgroup limits sampled at the kill");
-    }
     let clock = BootClock::now().context("reading the clocks")?;
     let correlator = Correlator::new(CorrelatorConfig::new(node.clone(), page_size().unwrap_or(4096), clock))?;
 
@@ -74,18 +98,30 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         probes,
         reader: EventReader::new(events),
         correlator,
-        lookup: lookup::ResolverLookup::new(CgroupResolver::new(hierarchy), host_memcgs, oom_symbols),
+        lookup: lookup::ResolverLookup::new(
+            CgroupResolver::new(hierarchy),
+            host_memcgs,
+            oom_symbols,
+        ),
         records: records_tx,
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
         trace_events: args.trace_events,
     };
-    let kernel_thread = std::thread::Builder::new().name("kernel-events".into()).spawn(move || stage.run())?;
+    let kernel_thread = std::thread::Builder::new()
+        .name("kernel-events".into())
+        .spawn(move || stage.run())?;
 
     // Labelling may wait seconds per record (a container id not yet in the pod status): each
     // waits in its own task, bounded, and hands the result to the one sink task.
     let (labelled_tx, mut labelled_rx) = mpsc::channel::<TerminationRecord>(RECORD_CHANNEL);
-    let mut sink = sink::Sink { metrics: metrics.clone(), recent, json, kube: kube.clone(), print: args.print };
+    let mut sink = sink::Sink {
+        metrics: metrics.clone(),
+        recent,
+        json,
+        kube: kube.clone(),
+        print: args.print,
+    };
     let sink_task = tokio::spawn(async move {
         while let Some(record) = labelled_rx.recv().await {
             sink.emit(record);
@@ -101,7 +137,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     let _ = labelled_tx.send(record).await;
                     continue;
                 };
-                let Some((pod_uid, container_id)) = record.pod_uid.clone().zip(record.container_id.clone()) else {
+                let Some((pod_uid, container_id)) =
+                    record.pod_uid.clone().zip(record.container_id.clone())
+                else {
                     let _ = labelled_tx.send(record).await;
                     continue;
                 };
@@ -135,7 +173,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     info!("terminating: detaching probes and flushing records");
     readiness.set_not_ready("shutting down");
     shutdown.store(true, Ordering::Relaxed);
-    tokio::task::spawn_blocking(move || kernel_thread.join()).await?.map_err(|_| anyhow::anyhow!("kernel stage panicked"))?;
+    tokio::task::spawn_blocking(move || kernel_thread.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("kernel stage panicked"))?;
     // The kernel stage dropped its sender: labelling ends when its queue is empty, then
     // every in-flight lookup finishes (bounded by the label wait) and the sink drains.
     let _ = tokio::time::timeout(Duration::from_secs(10), labelling).await;
@@ -152,7 +192,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
 async fn wait_for_termination() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         warn!("cannot install signal handlers; stop with SIGKILL");
         return std::future::pending().await;
     };

@@ -37,7 +37,12 @@ impl Sink {
 }
 
 fn mib(bytes: u64) -> String {
-    format!("{:.1}Mi", bytes as f64 / f64::from(1 << 20))
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "a tenth of a MiB is all a person reads"
+    )]
+    let mib = bytes as f64 / f64::from(1 << 20);
+    format!("{mib:.1}Mi")
 }
 
 /// One line a person reads: who died, of what, and the evidence.
@@ -46,26 +51,57 @@ pub fn human(r: &TerminationRecord) -> String {
     let mut line = format!("{} ", r.time.time());
     match (&r.namespace, &r.pod) {
         (Some(ns), Some(pod)) => {
-            let _ = write!(line, "{ns}/{pod}/{} ", r.container.as_deref().unwrap_or("?"));
+            let _ = write!(
+                line,
+                "{ns}/{pod}/{} ",
+                r.container.as_deref().unwrap_or("?")
+            );
         }
         _ => {
             let id = r.container_id.as_deref().unwrap_or("");
-            let _ = write!(line, "pod {} container {} ", r.pod_uid.as_deref().unwrap_or("?"), &id[..id.len().min(12)]);
+            let _ = write!(
+                line,
+                "pod {} container {} ",
+                r.pod_uid.as_deref().unwrap_or("?"),
+                &id[..id.len().min(12)]
+            );
         }
     }
     let role = if r.main_process { "main" } else { "child" };
-    let _ = write!(line, "{} pid {} ({role}) {}: exit status {}", r.comm, r.pid, r.reason.as_str(), r.exit_status);
+    let _ = write!(
+        line,
+        "{} pid {} ({role}) {}: exit status {}",
+        r.comm,
+        r.pid,
+        r.reason.as_str(),
+        r.exit_status
+    );
     if let Some(sig) = r.signal {
-        let _ = write!(line, ", signal {sig}{}", if r.core_dumped { " (core dumped)" } else { "" });
+        let _ = write!(
+            line,
+            ", signal {sig}{}",
+            if r.core_dumped { " (core dumped)" } else { "" }
+        );
     }
     if let Some(s) = &r.sender {
-        let _ = write!(line, ", sent by {} pid {} ({})", s.comm, s.pid, s.kind.as_str());
+        let _ = write!(
+            line,
+            ", sent by {} pid {} ({})",
+            s.comm,
+            s.pid,
+            s.kind.as_str()
+        );
     }
     if let Some(grace) = r.grace_seconds {
         let _ = write!(line, ", SIGKILL {grace:.1}s after SIGTERM");
     }
     if let Some(oom) = &r.oom {
-        let _ = write!(line, ", {} OOM, victim RSS {}", oom.scope.as_str(), mib(oom.victim_rss_bytes));
+        let _ = write!(
+            line,
+            ", {} OOM, victim RSS {}",
+            oom.scope.as_str(),
+            mib(oom.victim_rss_bytes)
+        );
         if let Some(limit) = oom.memory_limit_bytes {
             let _ = write!(line, " of limit {}", mib(limit));
         }

@@ -28,7 +28,7 @@ pub enum BtfError {
     NotComposite(String),
 }
 
-/// The kinds this reader distinguishes (BTF_KIND_*).
+/// The kinds this reader distinguishes (`BTF_KIND_*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Int = 1,
@@ -222,6 +222,7 @@ impl Btf {
     }
 
     /// Follows typedefs and qualifiers to the type they name.
+    #[must_use]
     pub fn resolve(&self, mut id: u32) -> u32 {
         for _ in 0..32 {
             match self.raw(id) {
@@ -243,11 +244,13 @@ impl Btf {
         id
     }
 
+    #[must_use]
     pub fn kind(&self, id: u32) -> Option<Kind> {
         self.raw(self.resolve(id)).map(|t| t.kind)
     }
 
     /// Size in bytes of a type.
+    #[must_use]
     pub fn size_of(&self, id: u32) -> Option<u32> {
         let t = self.raw(self.resolve(id))?;
         match t.kind {
@@ -265,6 +268,7 @@ impl Btf {
     }
 
     /// The element type and count of an array type.
+    #[must_use]
     pub fn array(&self, id: u32) -> Option<(u32, u32)> {
         let t = self.raw(self.resolve(id))?;
         (t.kind == Kind::Array).then(|| {
@@ -277,6 +281,7 @@ impl Btf {
 
     /// A member of a struct or union, looked for through anonymous members too:
     /// `(byte offset, member type id)`.
+    #[must_use]
     pub fn member(&self, composite: u32, name: &str) -> Option<(u32, u32)> {
         let t = self.raw(self.resolve(composite))?;
         if !matches!(t.kind, Kind::Struct | Kind::Union) {
@@ -359,6 +364,7 @@ impl Btf {
     }
 
     /// The value of an enumerator, searched in every enum (kernel enumerators are unique).
+    #[must_use]
     pub fn enum_value(&self, enumerator: &str) -> Option<i64> {
         for id in 1..=self.offsets.len() as u32 {
             let t = self.raw(id)?;
@@ -405,6 +411,7 @@ impl Btf {
     }
 
     /// `Some(name)` when `id` is a pointer to a struct called `name`.
+    #[must_use]
     pub fn pointee_struct(&self, id: u32) -> Option<&str> {
         let t = self.raw(self.resolve(id))?;
         if t.kind != Kind::Ptr {

@@ -155,7 +155,7 @@ pub fn resolve(btf: &Btf, tracefs: &Path) -> Result<Resolved, BtfError> {
         flags,
         siginfo_code: off(btf, "kernel_siginfo", "si_code")?,
         task_group_leader: off(btf, "task_struct", "group_leader")?,
-        _reserved: 0,
+        reserved: 0,
     };
     Ok(Resolved {
         layout,

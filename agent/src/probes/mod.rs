@@ -247,6 +247,7 @@ impl Probes {
     }
 
     /// Sums a per-CPU counter slot (`agent_ebpf::counter::*`).
+    #[must_use]
     pub fn counter(&self, slot: u32) -> u64 {
         self.counters
             .get(&slot, 0)

@@ -7,7 +7,9 @@ use super::layout;
 /// Offsets of `(struct, member)` as bpftool prints them (`bits_offset / 8`).
 fn bpftool_offset(raw: &str, ty: &str, member: &str) -> Option<u32> {
     let header = format!("STRUCT '{ty}' ");
-    let mut lines = raw.lines().skip_while(|l| !(l.starts_with('[') && l.contains(&header)));
+    let mut lines = raw
+        .lines()
+        .skip_while(|l| !(l.starts_with('[') && l.contains(&header)));
     lines.next()?;
     lines.take_while(|l| l.starts_with('\t')).find_map(|l| {
         let l = l.trim();
@@ -15,7 +17,13 @@ fn bpftool_offset(raw: &str, ty: &str, member: &str) -> Option<u32> {
         if name != member {
             return None;
         }
-        let bits: u32 = l.split("bits_offset=").nth(1)?.split_whitespace().next()?.parse().ok()?;
+        let bits: u32 = l
+            .split("bits_offset=")
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()?;
         Some(bits / 8)
     })
 }
@@ -24,7 +32,14 @@ fn bpftool_offset(raw: &str, ty: &str, member: &str) -> Option<u32> {
 fn offsets_match_bpftool_on_the_running_kernel() {
     let btf = Btf::from_sys().expect("this kernel has BTF");
     let out = std::process::Command::new("bpftool")
-        .args(["btf", "dump", "file", "/sys/kernel/btf/vmlinux", "format", "raw"])
+        .args([
+            "btf",
+            "dump",
+            "file",
+            "/sys/kernel/btf/vmlinux",
+            "format",
+            "raw",
+        ])
         .output()
         .expect("bpftool is installed by `cargo xtask test`");
     assert!(out.status.success(), "bpftool failed");
@@ -48,7 +63,9 @@ fn offsets_match_bpftool_on_the_running_kernel() {
         ("kernfs_node", "id"),
         ("mm_struct", "rss_stat"),
     ] {
-        let ours = btf.offset_of(ty, member).unwrap_or_else(|e| panic!("{ty}.{member}: {e}"));
+        let ours = btf
+            .offset_of(ty, member)
+            .unwrap_or_else(|e| panic!("{ty}.{member}: {e}"));
         // Members inside anonymous unions/structs are not listed at the top by bpftool.
         if let Some(theirs) = bpftool_offset(&raw, ty, member) {
             assert_eq!(ours, theirs, "{ty}.{member}");
@@ -59,20 +76,47 @@ fn offsets_match_bpftool_on_the_running_kernel() {
 #[test]
 fn the_whole_layout_resolves_on_the_running_kernel() {
     let btf = Btf::from_sys().expect("this kernel has BTF");
-    let resolved = layout::resolve(&btf, std::path::Path::new("/nonexistent-tracefs")).expect("layout");
+    let resolved =
+        layout::resolve(&btf, std::path::Path::new("/nonexistent-tracefs")).expect("layout");
     let l = resolved.layout;
-    assert_eq!(l.task_tgid, l.task_pid + 4, "pid_t pid; pid_t tgid; are adjacent in every kernel");
-    assert_ne!(l.flags & agent_ebpf::layout_flags::MEMCG, 0, "this kernel has a memory controller");
+    assert_eq!(
+        l.task_tgid,
+        l.task_pid + 4,
+        "pid_t pid; pid_t tgid; are adjacent in every kernel"
+    );
+    assert_ne!(
+        l.flags & agent_ebpf::layout_flags::MEMCG,
+        0,
+        "this kernel has a memory controller"
+    );
     assert_ne!(l.flags & agent_ebpf::layout_flags::MM_RSS, 0);
     assert_ne!(l.flags & agent_ebpf::layout_flags::SIGNAL_LIVE, 0);
-    assert_eq!(l.flags & agent_ebpf::layout_flags::EXEC_TRACEPOINTS, 0, "no tracefs given: exec degrades");
-    assert!(resolved.missing.iter().any(|m| m.contains("execve")), "the gap is reported: {:?}", resolved.missing);
+    assert_eq!(
+        l.flags & agent_ebpf::layout_flags::EXEC_TRACEPOINTS,
+        0,
+        "no tracefs given: exec degrades"
+    );
+    assert!(
+        resolved.missing.iter().any(|m| m.contains("execve")),
+        "the gap is reported: {:?}",
+        resolved.missing
+    );
     // siginfo's first three ints are user ABI: si_code is the third.
     assert_eq!(l.siginfo_code, 8);
     let memcg_id = btf.enum_value("memory_cgrp_id").expect("memory_cgrp_id") as u32;
-    assert_eq!(l.css_set_memory_css, btf.offset_of("css_set", "subsys").unwrap() + 8 * memcg_id);
-    assert_eq!(btf.enum_value("MM_ANONPAGES"), Some(i64::from(l.mm_anon_pages_index)));
-    assert_eq!(resolved.oom_victim_arg, Some(layout::OomVictimArg::Task), "6.18: mark_victim(task, uid)");
+    assert_eq!(
+        l.css_set_memory_css,
+        btf.offset_of("css_set", "subsys").unwrap() + 8 * memcg_id
+    );
+    assert_eq!(
+        btf.enum_value("MM_ANONPAGES"),
+        Some(i64::from(l.mm_anon_pages_index))
+    );
+    assert_eq!(
+        resolved.oom_victim_arg,
+        Some(layout::OomVictimArg::Task),
+        "6.18: mark_victim(task, uid)"
+    );
     let k_sigaction = btf.find(Kind::Struct, "k_sigaction").unwrap();
     assert_eq!(btf.size_of(k_sigaction), Some(l.sighand_k_sigaction_size));
 }
@@ -92,18 +136,48 @@ fn tracepoint_prototypes_come_from_btf() {
 /// `enum e { X = 7 }`, written byte by byte as the format defines.
 fn handmade() -> Vec<u8> {
     let strings = b"\0int\0s\0a\0b\0c\0d\0e\0X\0";
-    let name = |n: &str| strings.windows(n.len() + 2).position(|w| w[0] == 0 && &w[1..=n.len()] == n.as_bytes() && w[n.len() + 1] == 0).unwrap() as u32 + 1;
+    let name = |n: &str| {
+        strings
+            .windows(n.len() + 2)
+            .position(|w| w[0] == 0 && &w[1..=n.len()] == n.as_bytes() && w[n.len() + 1] == 0)
+            .unwrap() as u32
+            + 1
+    };
     let mut t = Vec::new();
-    let mut push = |words: &[u32]| words.iter().for_each(|w| t.extend_from_slice(&w.to_le_bytes()));
+    let mut push = |words: &[u32]| {
+        words
+            .iter()
+            .for_each(|w| t.extend_from_slice(&w.to_le_bytes()))
+    };
     let info = |kind: u32, vlen: u32| (kind << 24) | vlen;
     push(&[name("int"), info(1, 0), 4, 32]); // [1] int
     push(&[0, info(4, 1), 4, name("c"), 1, 0]); // [2] struct { int c; }
     push(&[0, info(5, 2), 4, name("b"), 1, 0, 0, 2, 0]); // [3] union { int b; struct{c} }
     push(&[0, info(3, 0), 0, 1, 1, 4]); // [4] int[4]
-    push(&[name("s"), info(4, 3), 24, name("a"), 1, 0, 0, 3, 32, name("d"), 4, 64]); // [5] struct s
+    push(&[
+        name("s"),
+        info(4, 3),
+        24,
+        name("a"),
+        1,
+        0,
+        0,
+        3,
+        32,
+        name("d"),
+        4,
+        64,
+    ]); // [5] struct s
     push(&[name("e"), info(6, 1), 4, name("X"), 7]); // [6] enum e
     let mut blob = Vec::new();
-    let hdr = [0x9feb_u32 | (1 << 16), 24, 0, t.len() as u32, t.len() as u32, strings.len() as u32];
+    let hdr = [
+        0x9feb_u32 | (1 << 16),
+        24,
+        0,
+        t.len() as u32,
+        t.len() as u32,
+        strings.len() as u32,
+    ];
     // magic (2) + version (1) + flags (1) share the first word.
     blob.extend_from_slice(&0xeb9f_u16.to_le_bytes());
     blob.extend_from_slice(&[1, 0]);
@@ -119,10 +193,21 @@ fn handmade() -> Vec<u8> {
 fn anonymous_members_arrays_and_enums_in_a_handmade_blob() {
     let btf = Btf::parse(&handmade()).expect("parses");
     assert_eq!(btf.offset_of("s", "a").unwrap(), 0);
-    assert_eq!(btf.offset_of("s", "b").unwrap(), 4, "through the anonymous union");
-    assert_eq!(btf.offset_of("s", "c").unwrap(), 4, "through union and anonymous struct");
+    assert_eq!(
+        btf.offset_of("s", "b").unwrap(),
+        4,
+        "through the anonymous union"
+    );
+    assert_eq!(
+        btf.offset_of("s", "c").unwrap(),
+        4,
+        "through union and anonymous struct"
+    );
     assert_eq!(btf.offset_of("s", "d[2]").unwrap(), 8 + 2 * 4);
-    assert!(btf.offset_of("s", "d[4]").is_err(), "index past the array's end");
+    assert!(
+        btf.offset_of("s", "d[4]").is_err(),
+        "index past the array's end"
+    );
     assert!(btf.offset_of("s", "zz").is_err());
     assert!(btf.offset_of("nope", "a").is_err());
     assert_eq!(btf.enum_value("X"), Some(7));

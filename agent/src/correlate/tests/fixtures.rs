@@ -191,7 +191,7 @@ pub fn exit(p: Proc, at: u64, raw: u32, main: bool) -> ExitEvent {
         start_boottime_ns: p.start,
         maxrss_pages: 2560,
         flags: if main { exit_flags::PARENT_OUTSIDE } else { 0 },
-        _pad: 0,
+        pad: 0,
         comm: comm("app"),
     }
 }
