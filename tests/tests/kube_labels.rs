@@ -24,14 +24,24 @@ fn meta(ns: &str, pod: &str, container: Option<&str>, owner: Option<(&str, &str)
 async fn pods_of_another_node_are_ignored() {
     init_logs();
     let (server, client) = synced().await;
-    server.put_pod(&with_running(pod("shop", "mine", "u-mine", NODE), "api", "c-mine"));
-    server.put_pod(&with_running(pod("shop", "theirs", "u-theirs", "node-b"), "api", "c-theirs"));
+    server.put_pod(&with_running(
+        pod("shop", "mine", "u-mine", NODE),
+        "api",
+        "c-mine",
+    ));
+    server.put_pod(&with_running(
+        pod("shop", "theirs", "u-theirs", "node-b"),
+        "api",
+        "c-theirs",
+    ));
     let mine = client.label("u-mine", "containerd://c-mine", WAIT).await;
     assert_eq!(mine.outcome, LabelOutcome::Complete);
     assert_eq!(mine.metadata, Some(meta("shop", "mine", Some("api"), None)));
 
     let started = Instant::now();
-    let theirs = client.label("u-theirs", "c-theirs", Duration::from_millis(300)).await;
+    let theirs = client
+        .label("u-theirs", "c-theirs", Duration::from_millis(300))
+        .await;
     assert_eq!(theirs.outcome, LabelOutcome::Unknown);
     assert!(theirs.metadata.is_none());
     assert!(started.elapsed() < Duration::from_secs(2));
@@ -43,10 +53,91 @@ async fn pods_of_another_node_are_ignored() {
         .collect();
     assert!(!pod_requests.is_empty());
     for r in pod_requests {
-        assert!(r.query.contains("fieldSelector=spec.nodeName%3Dnode-a"), "{r:?}");
+        assert!(
+            r.query.contains("fieldSelector=spec.nodeName%3Dnode-a"),
+            "{r:?}"
+        );
     }
     assert_eq!(client.stats().lookups_unknown, 1);
 }
+
+/// A pod on the node, its controller, and the workload a record should name.
+struct OwnerCase {
+    namespace: &'static str,
+    pod: &'static str,
+    controller: Option<(&'static str, &'static str, &'static str)>,
+    template_hash: Option<&'static str>,
+    workload: Option<(&'static str, &'static str)>,
+    source: Option<OwnerSource>,
+}
+
+const OWNER_CASES: [OwnerCase; 8] = [
+    OwnerCase {
+        namespace: "shop",
+        pod: "api-7d4b9c-a",
+        controller: Some(("apps/v1", "ReplicaSet", "api-7d4b9c")),
+        template_hash: Some("7d4b9c"),
+        workload: Some(("Deployment", "api")),
+        source: Some(OwnerSource::Fetched),
+    },
+    OwnerCase {
+        namespace: "shop",
+        pod: "api-7d4b9c-b",
+        controller: Some(("apps/v1", "ReplicaSet", "api-7d4b9c")),
+        template_hash: Some("7d4b9c"),
+        workload: Some(("Deployment", "api")),
+        source: Some(OwnerSource::Fetched),
+    },
+    // Its ReplicaSet is gone: the Deployment comes from the pod-template-hash convention.
+    OwnerCase {
+        namespace: "shop",
+        pod: "web-5f6d7-q",
+        controller: Some(("apps/v1", "ReplicaSet", "web-5f6d7")),
+        template_hash: Some("5f6d7"),
+        workload: Some(("Deployment", "web")),
+        source: Some(OwnerSource::TemplateHash),
+    },
+    OwnerCase {
+        namespace: "batch",
+        pod: "report-29001-x",
+        controller: Some(("batch/v1", "Job", "report-29001")),
+        template_hash: None,
+        workload: Some(("CronJob", "report")),
+        source: Some(OwnerSource::Fetched),
+    },
+    OwnerCase {
+        namespace: "batch",
+        pod: "oneoff-x",
+        controller: Some(("batch/v1", "Job", "oneoff")),
+        template_hash: None,
+        workload: Some(("Job", "oneoff")),
+        source: Some(OwnerSource::Fetched),
+    },
+    OwnerCase {
+        namespace: "db",
+        pod: "pg-0",
+        controller: Some(("apps/v1", "StatefulSet", "pg")),
+        template_hash: None,
+        workload: Some(("StatefulSet", "pg")),
+        source: Some(OwnerSource::Direct),
+    },
+    OwnerCase {
+        namespace: "kube-system",
+        pod: "proxy-x",
+        controller: Some(("apps/v1", "DaemonSet", "proxy")),
+        template_hash: None,
+        workload: Some(("DaemonSet", "proxy")),
+        source: Some(OwnerSource::Direct),
+    },
+    OwnerCase {
+        namespace: "default",
+        pod: "bare",
+        controller: None,
+        template_hash: None,
+        workload: None,
+        source: None,
+    },
+];
 
 #[tokio::test]
 async fn owners_through_replicasets_and_jobs_fetched_once() {
@@ -55,49 +146,40 @@ async fn owners_through_replicasets_and_jobs_fetched_once() {
     server.put_replicaset(&replicaset("shop", "api-7d4b9c", Some("api")));
     server.put_job(&job("batch", "report-29001", Some("report")));
     server.put_job(&job("batch", "oneoff", None));
-    let on_node = |ns: &str, name: &str, uid: &str| pod(ns, name, uid, NODE);
-    let pods = [
-        with_owner(on_node("shop", "api-7d4b9c-a", "u1"), "apps/v1", "ReplicaSet", "api-7d4b9c"),
-        with_owner(on_node("shop", "api-7d4b9c-b", "u2"), "apps/v1", "ReplicaSet", "api-7d4b9c"),
-        with_owner(on_node("batch", "report-29001-x", "u3"), "batch/v1", "Job", "report-29001"),
-        with_owner(on_node("batch", "oneoff-x", "u4"), "batch/v1", "Job", "oneoff"),
-        with_owner(on_node("db", "pg-0", "u5"), "apps/v1", "StatefulSet", "pg"),
-        with_owner(on_node("kube-system", "proxy-x", "u6"), "apps/v1", "DaemonSet", "proxy"),
-        on_node("default", "bare", "u7"),
-        // Its ReplicaSet is gone: the Deployment comes from the pod-template-hash convention.
-        with_label(
-            with_owner(on_node("shop", "web-5f6d7-q", "u8"), "apps/v1", "ReplicaSet", "web-5f6d7"),
-            "pod-template-hash",
-            "5f6d7",
-        ),
-    ];
-    for (i, p) in pods.into_iter().enumerate() {
-        server.put_pod(&with_running(p, "main", &format!("c{}", i + 1)));
+    for case in &OWNER_CASES {
+        let mut p = pod(case.namespace, case.pod, &format!("u-{}", case.pod), NODE);
+        if let Some((api_version, kind, name)) = case.controller {
+            p = with_owner(p, api_version, kind, name);
+        }
+        if let Some(hash) = case.template_hash {
+            p = with_label(p, "pod-template-hash", hash);
+        }
+        server.put_pod(&with_running(p, "main", &format!("c-{}", case.pod)));
     }
-    let expect = [
-        ("u1", "c1", meta("shop", "api-7d4b9c-a", Some("main"), Some(("Deployment", "api"))), Some(OwnerSource::Fetched)),
-        ("u2", "c2", meta("shop", "api-7d4b9c-b", Some("main"), Some(("Deployment", "api"))), Some(OwnerSource::Fetched)),
-        ("u3", "c3", meta("batch", "report-29001-x", Some("main"), Some(("CronJob", "report"))), Some(OwnerSource::Fetched)),
-        ("u4", "c4", meta("batch", "oneoff-x", Some("main"), Some(("Job", "oneoff"))), Some(OwnerSource::Fetched)),
-        ("u5", "c5", meta("db", "pg-0", Some("main"), Some(("StatefulSet", "pg"))), Some(OwnerSource::Direct)),
-        ("u6", "c6", meta("kube-system", "proxy-x", Some("main"), Some(("DaemonSet", "proxy"))), Some(OwnerSource::Direct)),
-        ("u7", "c7", meta("default", "bare", Some("main"), None), None),
-        ("u8", "c8", meta("shop", "web-5f6d7-q", Some("main"), Some(("Deployment", "web"))), Some(OwnerSource::TemplateHash)),
-    ];
-    for (uid, cid, want, source) in expect {
+    for case in &OWNER_CASES {
+        let want = meta(case.namespace, case.pod, Some("main"), case.workload);
+        // Three deaths each: the owner is looked up once.
         for _ in 0..3 {
-            let got = client.label(uid, cid, WAIT).await;
-            assert_eq!(got.outcome, LabelOutcome::Complete, "{uid}");
-            assert_eq!(got.metadata.as_ref(), Some(&want), "{uid}");
-            assert_eq!(got.owner_source, source, "{uid}");
+            let got = client
+                .label(&format!("u-{}", case.pod), &format!("c-{}", case.pod), WAIT)
+                .await;
+            assert_eq!(got.outcome, LabelOutcome::Complete, "{}", case.pod);
+            assert_eq!(got.metadata.as_ref(), Some(&want), "{}", case.pod);
+            assert_eq!(got.owner_source, case.source, "{}", case.pod);
         }
     }
     // One GET per ReplicaSet and per Job, however many pods and deaths.
-    assert_eq!(server.count_requests("GET", "/apis/apps/v1/namespaces/shop/replicasets/api-7d4b9c"), 1);
-    assert_eq!(server.count_requests("GET", "/apis/apps/v1/namespaces/shop/replicasets/web-5f6d7"), 1);
+    let rs = "/apis/apps/v1/namespaces/shop/replicasets/";
+    assert_eq!(server.count_requests("GET", &format!("{rs}api-7d4b9c")), 1);
+    assert_eq!(server.count_requests("GET", &format!("{rs}web-5f6d7")), 1);
     assert_eq!(server.count_requests("GET", "/apis/batch/v1/"), 2);
     let stats = client.stats();
-    assert_eq!((stats.owner_fetches, stats.owners_inferred, stats.owner_fetch_failures), (4, 1, 0));
+    let owners = (
+        stats.owner_fetches,
+        stats.owners_inferred,
+        stats.owner_fetch_failures,
+    );
+    assert_eq!(owners, (4, 1, 0));
 }
 
 #[tokio::test]
@@ -110,8 +192,15 @@ async fn a_pod_deleted_just_before_the_lookup_still_labels() {
     server.put_pod(&with_terminated(p, "api", "c-dead", 137));
     server.delete_pod("shop", "gone");
     // A pod added after the deletion: once it is labelled, the deletion was seen too.
-    server.put_pod(&with_running(pod("shop", "marker", "u-marker", NODE), "m", "c-marker"));
-    assert_eq!(client.label("u-marker", "c-marker", WAIT).await.outcome, LabelOutcome::Complete);
+    server.put_pod(&with_running(
+        pod("shop", "marker", "u-marker", NODE),
+        "m",
+        "c-marker",
+    ));
+    assert_eq!(
+        client.label("u-marker", "c-marker", WAIT).await.outcome,
+        LabelOutcome::Complete
+    );
 
     let got = client.label("u-gone", "c-dead", WAIT).await;
     assert_eq!(got.outcome, LabelOutcome::Complete);
@@ -120,7 +209,11 @@ async fn a_pod_deleted_just_before_the_lookup_still_labels() {
     let started = Instant::now();
     let other = client.label("u-gone", "c-never", WAIT).await;
     assert_eq!(other.outcome, LabelOutcome::PodOnly);
-    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -131,36 +224,49 @@ async fn a_container_id_that_reaches_the_status_late_is_labelled_within_the_wait
     server.put_pod(&p);
     let marker = with_running(pod("shop", "marker", "u-marker", NODE), "m", "c-marker");
     server.put_pod(&marker);
-    assert_eq!(client.label("u-marker", "c-marker", WAIT).await.outcome, LabelOutcome::Complete);
+    assert_eq!(
+        client.label("u-marker", "c-marker", WAIT).await.outcome,
+        LabelOutcome::Complete
+    );
 
+    let waited = client.stats().lookups_waited;
     let started = Instant::now();
     // `biased`: the lookup is polled first and is waiting before the kubelet's update lands.
     let (got, ()) = tokio::join!(
         biased;
         client.label("u-slow", "c-late", Duration::from_secs(5)),
         async {
-            assert_eq!(client.stats().lookups_waited, 1, "the lookup waits");
+            assert_eq!(client.stats().lookups_waited, waited + 1, "the lookup waits");
             server.put_pod(&with_terminated(p, "api", "c-late", 1));
         },
     );
     assert_eq!(got.outcome, LabelOutcome::Complete);
     assert_eq!(got.metadata, Some(meta("shop", "slow", Some("api"), None)));
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
 
     // A container id that never comes: the pod's labels after the wait, counted as partial.
     let started = Instant::now();
-    let partial = client.label("u-slow", "c-never", Duration::from_millis(300)).await;
+    let partial = client
+        .label("u-slow", "c-never", Duration::from_millis(300))
+        .await;
     assert!(started.elapsed() >= Duration::from_millis(300));
     assert!(partial.is_partial());
     assert_eq!(partial.metadata, Some(meta("shop", "slow", None, None)));
     let stats = client.stats();
-    assert_eq!((stats.lookups_waited, stats.lookups_pod_only), (2, 1));
+    assert_eq!(
+        (stats.lookups_waited, stats.lookups_pod_only),
+        (waited + 2, 1)
+    );
 }
 
 #[tokio::test]
 async fn many_waiting_lookups_are_bounded() {
     init_logs();
-    let server = coroner_tests::apiserver::ApiServer::start().await.unwrap();
+    let server = coroner_tests::apiserver::ApiServer::start().unwrap();
     let mut options = coroner_tests::apiserver::fixture::options(&server, NODE);
     options.max_waiting_lookups = 2;
     let client = coroner_tests::apiserver::fixture::connect_on(options).await;
@@ -168,7 +274,11 @@ async fn many_waiting_lookups_are_bounded() {
     let lookups: Vec<_> = (0..5)
         .map(|i| {
             let client = client.clone();
-            tokio::spawn(async move { client.label(&format!("u{i}"), "c", Duration::from_millis(500)).await })
+            tokio::spawn(async move {
+                client
+                    .label(&format!("u{i}"), "c", Duration::from_millis(500))
+                    .await
+            })
         })
         .collect();
     for lookup in lookups {

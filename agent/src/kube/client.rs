@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::config::{Kubeconfig, KubeConfigOptions, KubeconfigError};
+use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
 use kube::{Client, Config};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::AbortHandle;
@@ -18,7 +18,9 @@ use super::owner::OwnerResolver;
 use super::series::Death;
 use super::shared::Shared;
 use super::stats::bump;
-use super::{KubeMode, KubeOptions, KubeStats, LabelOutcome, Labelled, MAX_LABEL_WAIT, PodMetadata};
+use super::{
+    KubeMode, KubeOptions, KubeStats, LabelOutcome, Labelled, MAX_LABEL_WAIT, PodMetadata,
+};
 use crate::record::TerminationRecord;
 
 #[derive(Debug, thiserror::Error)]
@@ -75,12 +77,13 @@ async fn load_config(explicit: Option<&Path>) -> Result<(Config, &'static str), 
         return Ok((config, "kubeconfig"));
     }
     if std::env::var_os("KUBECONFIG").is_some_and(|v| !v.is_empty()) {
-        let config = Config::from_kubeconfig(&defaults)
-            .await
-            .map_err(|source| KubeError::Kubeconfig {
-                path: "$KUBECONFIG".to_owned(),
-                source,
-            })?;
+        let config =
+            Config::from_kubeconfig(&defaults)
+                .await
+                .map_err(|source| KubeError::Kubeconfig {
+                    path: "$KUBECONFIG".to_owned(),
+                    source,
+                })?;
         return Ok((config, "KUBECONFIG"));
     }
     let in_cluster = match Config::incluster() {
@@ -141,10 +144,14 @@ impl KubeClient {
             Arc::clone(&shared),
         ));
         let (tx, rx) = mpsc::channel(options.events.queue_capacity.max(1));
-        let instance = options.events.reporting_instance.clone().unwrap_or_else(|| {
-            // events.k8s.io/v1 caps reportingInstance at 128 characters.
-            options.node_name.chars().take(128).collect()
-        });
+        let instance = options
+            .events
+            .reporting_instance
+            .clone()
+            .unwrap_or_else(|| {
+                // events.k8s.io/v1 caps reportingInstance at 128 characters.
+                options.node_name.chars().take(128).collect()
+            });
         let poster = tokio::spawn(events::run(
             client.clone(),
             options.events.clone(),
@@ -233,13 +240,17 @@ impl KubeClient {
                 _ => {}
             }
             tokio::select! {
-                changed = changes.changed() => if changed.is_err() { return found },
+                update = changes.changed() => if update.is_err() { return found },
                 () = tokio::time::sleep_until(deadline) => return found,
             }
         }
     }
 
-    async fn labelled(&self, pod: PodFacts, container: Option<super::pods::ContainerSeen>) -> Labelled {
+    async fn labelled(
+        &self,
+        pod: PodFacts,
+        container: Option<super::pods::ContainerSeen>,
+    ) -> Labelled {
         let inner = &*self.inner;
         let workload = match &pod.owner {
             Some(owner) => Some(
@@ -294,13 +305,16 @@ impl KubeClient {
             .container
             .clone()
             .unwrap_or_else(|| container_id.to_owned());
-        let field_path = record
-            .container
-            .as_deref()
-            .map(|name| kind.unwrap_or(super::ContainerKind::Regular).field_path(name));
+        let field_path = record.container.as_deref().map(|name| {
+            kind.unwrap_or(super::ContainerKind::Regular)
+                .field_path(name)
+        });
         let death = Death {
             regarding: pod_reference(namespace, pod, record.pod_uid.as_deref(), field_path),
-            pod_uid: record.pod_uid.clone().unwrap_or_else(|| format!("{namespace}/{pod}")),
+            pod_uid: record
+                .pod_uid
+                .clone()
+                .unwrap_or_else(|| format!("{namespace}/{pod}")),
             container,
             reason: record.reason.as_str(),
             warning: record.reason.is_abnormal(),
@@ -327,17 +341,23 @@ impl KubeClient {
 
     /// Waits (up to `timeout`) until the pod watch is listed and streaming.
     pub async fn wait_watch_up(&self, timeout: Duration) -> bool {
+        self.wait_watch(true, timeout).await
+    }
+
+    /// Waits (up to `timeout`) until the watch is up (`true`) or has failed (`false`).
+    pub async fn wait_watch(&self, up: bool, timeout: Duration) -> bool {
         let shared = &self.inner.shared;
+        let is = || shared.counters.snapshot().watch_up == up;
         let mut changes = shared.subscribe();
         let deadline = Instant::now() + timeout;
         loop {
             changes.borrow_and_update();
-            if shared.counters.snapshot().watch_up {
+            if is() {
                 return true;
             }
             tokio::select! {
-                changed = changes.changed() => if changed.is_err() { return false },
-                () = tokio::time::sleep_until(deadline) => return shared.counters.snapshot().watch_up,
+                update = changes.changed() => if update.is_err() { return false },
+                () = tokio::time::sleep_until(deadline) => return is(),
             }
         }
     }

@@ -17,8 +17,8 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::{Event as K8sEvent, EventSeries};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::Client;
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, warn};
@@ -57,14 +57,14 @@ impl Default for EventOptions {
             queue_capacity: 1024,
             per_container: Rate {
                 burst: 5,
-                interval: Duration::from_secs(60),
+                interval: Duration::from_mins(1),
             },
             global: Rate {
                 burst: 50,
                 interval: Duration::from_millis(100),
             },
             // The same window as kube-rs's Recorder and client-go's series.
-            series_window: Duration::from_secs(6 * 60),
+            series_window: Duration::from_mins(6),
             max_series: 2048,
             request_timeout: Duration::from_secs(5),
             reporting_controller: "coroner".to_owned(),
@@ -171,7 +171,8 @@ impl Poster {
                 let namespace = event.metadata.namespace.clone().unwrap_or_default();
                 let name = event.metadata.name.clone().unwrap_or_default();
                 let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), &namespace);
-                match tokio::time::timeout(timeout, api.create(&PostParams::default(), &event)).await
+                match tokio::time::timeout(timeout, api.create(&PostParams::default(), &event))
+                    .await
                 {
                     Ok(Ok(_)) => Outcome::Created { namespace, name },
                     Ok(Err(e)) => failed("create", &name, &e),
@@ -207,7 +208,10 @@ impl Poster {
         let pod = death.regarding.name.as_deref().unwrap_or("pod");
         let mut note = death.note.clone();
         if count > 1 {
-            note = format!("{note} ({} more like it held back)", count - 1);
+            note = format!(
+                "{note} (+{} more like it, held back by the rate limit)",
+                count - 1
+            );
             truncate(&mut note);
         }
         K8sEvent {
@@ -280,5 +284,8 @@ pub(crate) fn pod_reference(
 }
 
 pub(crate) fn log_unlabelled(pod_uid: Option<&str>) {
-    debug!(pod_uid, "no Event: the pod's namespace and name are unknown");
+    debug!(
+        pod_uid,
+        "no Event: the pod's namespace and name are unknown"
+    );
 }

@@ -43,9 +43,6 @@ pub fn event_note(r: &TerminationRecord) -> String {
             signal_name(r.signal.unwrap_or(15)),
             from_clause(r.sender.as_ref())
         ),
-        Reason::Crashed | Reason::Signaled => {
-            format!("{}: {victim} {}", r.reason.as_str(), ending(r))
-        }
         Reason::CommandNotFound | Reason::NotExecutable => match &r.exec_failure {
             Some(f) => format!(
                 "{}: execve(\"{}\") failed with {} (pid {}); {victim} {}",
@@ -57,7 +54,7 @@ pub fn event_note(r: &TerminationRecord) -> String {
             ),
             None => format!("{}: {victim} {}", r.reason.as_str(), ending(r)),
         },
-        Reason::Completed | Reason::Error => {
+        Reason::Crashed | Reason::Signaled | Reason::Completed | Reason::Error => {
             format!("{}: {victim} {}", r.reason.as_str(), ending(r))
         }
     };
@@ -221,10 +218,38 @@ pub fn bytes(n: u64) -> String {
 #[must_use]
 pub fn signal_name(sig: u8) -> String {
     const NAMES: [&str; 32] = [
-        "0", "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE",
-        "SIGKILL", "SIGUSR1", "SIGSEGV", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM", "SIGSTKFLT",
-        "SIGCHLD", "SIGCONT", "SIGSTOP", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG", "SIGXCPU",
-        "SIGXFSZ", "SIGVTALRM", "SIGPROF", "SIGWINCH", "SIGIO", "SIGPWR", "SIGSYS",
+        "0",
+        "SIGHUP",
+        "SIGINT",
+        "SIGQUIT",
+        "SIGILL",
+        "SIGTRAP",
+        "SIGABRT",
+        "SIGBUS",
+        "SIGFPE",
+        "SIGKILL",
+        "SIGUSR1",
+        "SIGSEGV",
+        "SIGUSR2",
+        "SIGPIPE",
+        "SIGALRM",
+        "SIGTERM",
+        "SIGSTKFLT",
+        "SIGCHLD",
+        "SIGCONT",
+        "SIGSTOP",
+        "SIGTSTP",
+        "SIGTTIN",
+        "SIGTTOU",
+        "SIGURG",
+        "SIGXCPU",
+        "SIGXFSZ",
+        "SIGVTALRM",
+        "SIGPROF",
+        "SIGWINCH",
+        "SIGIO",
+        "SIGPWR",
+        "SIGSYS",
     ];
     match sig {
         1..=31 => NAMES[usize::from(sig)].to_owned(),

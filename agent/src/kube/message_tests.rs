@@ -39,16 +39,18 @@ fn record(reason: Reason) -> TerminationRecord {
 }
 
 fn sender(comm: &str, pid: u32, kind: SenderKind) -> Option<Sender> {
-    Some(Sender {
+    let sender = Sender {
         pid,
         comm: comm.into(),
         cgroup: String::new(),
         kind,
-    })
+    };
+    // Zero is no pid: a record without a known sender.
+    (pid != 0 || kind == SenderKind::Kernel).then_some(sender)
 }
 
-fn oom(scope: OomScope, limit: Option<u64>, limit_cgroup: Option<&str>) -> Option<OomKill> {
-    Some(OomKill {
+fn oom(scope: OomScope, limit: Option<u64>, limit_cgroup: Option<&str>) -> OomKill {
+    OomKill {
         scope,
         victim_rss_bytes: 312 << 20,
         anon_rss_bytes: 300 << 20,
@@ -59,7 +61,7 @@ fn oom(scope: OomScope, limit: Option<u64>, limit_cgroup: Option<&str>) -> Optio
         trigger_pid: 4242,
         trigger_comm: "python3".into(),
         oom_score_adj: 0,
-    })
+    }
 }
 
 #[test]
@@ -67,7 +69,7 @@ fn oom_killed_by_the_container_limit() {
     let mut r = record(Reason::OomKilled);
     r.signal = Some(9);
     r.sender = sender("", 0, SenderKind::Kernel);
-    r.oom = oom(OomScope::Memcg, Some(256 << 20), Some(CGROUP));
+    r.oom = Some(oom(OomScope::Memcg, Some(256 << 20), Some(CGROUP)));
     r.container_memory_peak_bytes = Some(318 << 20);
     assert_eq!(
         event_note(&r),
@@ -79,7 +81,11 @@ fn oom_killed_by_the_container_limit() {
 #[test]
 fn oom_killed_by_the_pod_limit_triggered_by_another_process() {
     let mut r = record(Reason::OomKilled);
-    r.oom = oom(OomScope::Memcg, Some(1 << 30), Some("/kubepods/burstable/pod4f1c"));
+    r.oom = Some(oom(
+        OomScope::Memcg,
+        Some(1 << 30),
+        Some("/kubepods/burstable/pod4f1c"),
+    ));
     if let Some(o) = &mut r.oom {
         o.trigger_pid = 4300;
         o.trigger_comm = "worker".into();
@@ -96,7 +102,7 @@ fn oom_killed_by_the_pod_limit_triggered_by_another_process() {
 #[test]
 fn oom_killed_by_the_node_running_out() {
     let mut r = record(Reason::OomKilled);
-    r.oom = oom(OomScope::Global, None, None);
+    r.oom = Some(oom(OomScope::Global, None, None));
     r.container_memory_peak_bytes = Some(1536 << 20);
     assert_eq!(
         event_note(&r),

@@ -37,7 +37,8 @@ pub struct PodMetadata {
     pub pod: String,
     /// `None` while the container id has not reached the pod's status yet.
     pub container: Option<String>,
-    /// The workload: Deployment, StatefulSet, DaemonSet, Job, CronJob, or the direct owner.
+    /// The workload: `Deployment`, `StatefulSet`, `DaemonSet`, `Job`, `CronJob`, or the direct
+    /// owner.
     pub owner_kind: Option<String>,
     pub owner_name: Option<String>,
 }
@@ -133,7 +134,7 @@ impl KubeOptions {
             kubeconfig: None,
             label_wait: Duration::from_secs(3),
             max_waiting_lookups: 256,
-            deleted_retention: Duration::from_secs(5 * 60),
+            deleted_retention: Duration::from_mins(5),
             // kubelet's --max-pods is 110 by default and rarely above 500; deleted pods of a
             // busy node (Jobs) come on top.
             max_pods: 4096,

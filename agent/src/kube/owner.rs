@@ -1,6 +1,6 @@
-//! The workload behind a pod: a ReplicaSet's Deployment, a Job's CronJob, or the pod's own
-//! controller. One GET per ReplicaSet or Job, cached (and shared by lookups that ask at the
-//! same time), never one per death.
+//! The workload behind a pod: a `ReplicaSet`'s `Deployment`, a `Job`'s `CronJob`, or the pod's
+//! own controller. One GET per `ReplicaSet` or `Job`, cached (and shared by lookups that ask at
+//! the same time), never one per death.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -19,11 +19,12 @@ use super::stats::{Counters, bump};
 /// How the workload was found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OwnerSource {
-    /// The pod's own controller: StatefulSet, DaemonSet, a Job without CronJob, anything else.
+    /// The pod's own controller: `StatefulSet`, `DaemonSet`, a `Job` without `CronJob`, anything
+    /// else.
     Direct,
-    /// Read from the controller of the pod's ReplicaSet or Job.
+    /// Read from the controller of the pod's `ReplicaSet` or `Job`.
     Fetched,
-    /// The ReplicaSet is gone: the Deployment is its name without `-<pod-template-hash>`.
+    /// The `ReplicaSet` is gone: the `Deployment` is its name without `-<pod-template-hash>`.
     TemplateHash,
     /// The API server did not answer: the pod's own controller, tried again later.
     FetchFailed,
@@ -38,9 +39,9 @@ pub struct Workload {
 
 #[derive(Clone, Copy, Debug)]
 pub struct OwnerLimits {
-    /// Cached ReplicaSets and Jobs.
+    /// Cached `ReplicaSet`s and `Job`s.
     pub max_entries: usize,
-    /// How long an answer is trusted (a ReplicaSet's owner does not change; a Job's neither).
+    /// How long an answer is trusted (the owner of a `ReplicaSet` or `Job` does not change).
     pub ttl: Duration,
     /// How long a failed GET is remembered before trying again.
     pub failure_ttl: Duration,
@@ -51,7 +52,7 @@ impl Default for OwnerLimits {
     fn default() -> Self {
         Self {
             max_entries: 4096,
-            ttl: Duration::from_secs(30 * 60),
+            ttl: Duration::from_mins(30),
             failure_ttl: Duration::from_secs(30),
             request_timeout: Duration::from_secs(2),
         }
@@ -170,12 +171,18 @@ impl OwnerResolver {
             Ok(Err(e)) => {
                 bump(&counters.owner_fetch_failures);
                 debug!(owner = %owner.name, "owner lookup failed: {e}");
-                (direct(owner, OwnerSource::FetchFailed), self.limits.failure_ttl)
+                (
+                    direct(owner, OwnerSource::FetchFailed),
+                    self.limits.failure_ttl,
+                )
             }
             Err(_) => {
                 bump(&counters.owner_fetch_failures);
                 debug!(owner = %owner.name, "owner lookup timed out");
-                (direct(owner, OwnerSource::FetchFailed), self.limits.failure_ttl)
+                (
+                    direct(owner, OwnerSource::FetchFailed),
+                    self.limits.failure_ttl,
+                )
             }
         };
         Resolved {
@@ -188,12 +195,10 @@ impl OwnerResolver {
     async fn get(&self, key: &Key) -> kube::Result<Option<ObjectMeta>> {
         let client = self.client.clone();
         Ok(match key.kind {
-            Intermediate::ReplicaSet => {
-                Api::<ReplicaSet>::namespaced(client, &key.namespace)
-                    .get_metadata_opt(&key.name)
-                    .await?
-                    .map(|o| o.metadata)
-            }
+            Intermediate::ReplicaSet => Api::<ReplicaSet>::namespaced(client, &key.namespace)
+                .get_metadata_opt(&key.name)
+                .await?
+                .map(|o| o.metadata),
             Intermediate::Job => Api::<Job>::namespaced(client, &key.namespace)
                 .get_metadata_opt(&key.name)
                 .await?
@@ -221,7 +226,7 @@ fn controller(meta: &ObjectMeta) -> Option<OwnerRef> {
         })
 }
 
-/// A Deployment names its ReplicaSets `<deployment>-<pod-template-hash>`.
+/// A `Deployment` names its `ReplicaSet`s `<deployment>-<pod-template-hash>`.
 fn deployment_by_hash(replica_set: &str, hash: &str) -> Option<Workload> {
     let name = replica_set.strip_suffix(hash)?.strip_suffix('-')?;
     (!hash.is_empty() && !name.is_empty()).then(|| Workload {
@@ -238,7 +243,10 @@ mod tests {
     #[test]
     fn the_template_hash_convention() {
         let w = deployment_by_hash("api-server-7d4b9c", "7d4b9c").unwrap();
-        assert_eq!((w.kind.as_str(), w.name.as_str()), ("Deployment", "api-server"));
+        assert_eq!(
+            (w.kind.as_str(), w.name.as_str()),
+            ("Deployment", "api-server")
+        );
         assert_eq!(deployment_by_hash("api-server-7d4b9c", "ffff"), None);
         assert_eq!(deployment_by_hash("7d4b9c", "7d4b9c"), None);
         assert_eq!(deployment_by_hash("api-", ""), None);

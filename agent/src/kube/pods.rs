@@ -48,7 +48,7 @@ pub struct PodView {
     pub namespace: String,
     pub name: String,
     pub owner: Option<OwnerRef>,
-    /// The `pod-template-hash` label a Deployment's ReplicaSet puts on its pods.
+    /// The `pod-template-hash` label a `Deployment`'s `ReplicaSet` puts on its pods.
     pub template_hash: Option<String>,
     /// Every container id in the status now: current, `state.terminated` and
     /// `lastState.terminated` (the one that died before a restart).
@@ -83,7 +83,10 @@ impl PodView {
             let lists = [
                 (ContainerKind::Regular, &status.container_statuses),
                 (ContainerKind::Init, &status.init_container_statuses),
-                (ContainerKind::Ephemeral, &status.ephemeral_container_statuses),
+                (
+                    ContainerKind::Ephemeral,
+                    &status.ephemeral_container_statuses,
+                ),
             ];
             for (kind, list) in lists {
                 for cs in list.iter().flatten() {
@@ -140,15 +143,15 @@ mod tests {
     use k8s_openapi::api::core::v1::{ContainerState, ContainerStateTerminated, PodStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
-    fn terminated(id: &str) -> Option<ContainerState> {
-        Some(ContainerState {
+    fn terminated(id: &str) -> ContainerState {
+        ContainerState {
             terminated: Some(ContainerStateTerminated {
                 container_id: Some(id.into()),
                 exit_code: 137,
                 ..Default::default()
             }),
             ..Default::default()
-        })
+        }
     }
 
     #[test]
@@ -186,18 +189,18 @@ mod tests {
                 container_statuses: Some(vec![ContainerStatus {
                     name: "api".into(),
                     container_id: Some("containerd://new".into()),
-                    last_state: terminated("containerd://old"),
+                    last_state: Some(terminated("containerd://old")),
                     ..Default::default()
                 }]),
                 init_container_statuses: Some(vec![ContainerStatus {
                     name: "migrate".into(),
                     container_id: Some("containerd://init".into()),
-                    state: terminated("containerd://init"),
+                    state: Some(terminated("containerd://init")),
                     ..Default::default()
                 }]),
                 ephemeral_container_statuses: Some(vec![ContainerStatus {
                     name: "debug".into(),
-                    state: terminated("cri-o://eph"),
+                    state: Some(terminated("cri-o://eph")),
                     ..Default::default()
                 }]),
                 ..Default::default()

@@ -56,7 +56,7 @@ pub enum Request {
     /// A new Event standing for `count` deaths (`latest` is the newest).
     Create {
         key: SeriesKey,
-        latest: Death,
+        latest: Box<Death>,
         count: u32,
     },
     /// Raise the series count of an Event already posted.
@@ -71,7 +71,10 @@ pub enum Request {
 /// How a request went.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    Created { namespace: String, name: String },
+    Created {
+        namespace: String,
+        name: String,
+    },
     Patched,
     /// The Event to patch is gone (the API server expires Events): start a new one.
     Gone,
@@ -242,7 +245,7 @@ impl SeriesBook {
             },
             None => Request::Create {
                 key: key.clone(),
-                latest: series.latest.clone(),
+                latest: Box::new(series.latest.clone()),
                 count: series.unreported,
             },
         }

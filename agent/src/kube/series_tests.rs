@@ -42,7 +42,9 @@ fn a_crash_loop_is_one_event_whose_count_catches_up() {
     let mut b = book(t);
     let (key, _) = b.record(death("api", "Error"), t);
     let first = b.request_for(&key, t).unwrap();
-    assert!(matches!(&first, Request::Create { count: 1, latest, .. } if latest.note == "Error in api"));
+    assert!(
+        matches!(&first, Request::Create { count: 1, latest, .. } if latest.note == "Error in api")
+    );
     assert_eq!(b.settle(&first, created("e1"), t), (0, None));
 
     b.record(death("api", "Error"), t);
@@ -58,7 +60,10 @@ fn a_crash_loop_is_one_event_whose_count_catches_up() {
     assert_eq!(b.next_due(t), Some(t + 10 * SEC));
     assert!(b.due(t + 9 * SEC).is_empty());
     let caught_up = b.due(t + 10 * SEC);
-    assert!(matches!(caught_up.as_slice(), [Request::Patch { count: 5, .. }]));
+    assert!(matches!(
+        caught_up.as_slice(),
+        [Request::Patch { count: 5, .. }]
+    ));
     b.settle(&caught_up[0], Outcome::Patched, t + 10 * SEC);
     assert_eq!(b.next_due(t + 10 * SEC), None);
 }
@@ -75,7 +80,11 @@ fn held_back_deaths_fold_into_the_first_create() {
     b.settle(&r2, created("e2"), t);
     let (crash, _) = b.record(death("api", "Crashed"), t);
     b.record(death("api", "Crashed"), t + SEC);
-    assert_eq!(b.request_for(&crash, t + SEC), None, "the container's bucket is shared");
+    assert_eq!(
+        b.request_for(&crash, t + SEC),
+        None,
+        "the container's bucket is shared"
+    );
     let due = b.due(t + 10 * SEC);
     assert!(matches!(due.as_slice(), [Request::Create { count: 2, .. }]));
 }

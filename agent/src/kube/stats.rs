@@ -24,10 +24,10 @@ pub struct KubeStats {
     pub lookups_unknown: u64,
     /// Lookups that could not wait because too many were already waiting.
     pub waiters_rejected: u64,
-    /// GETs of a ReplicaSet or Job to find the workload.
+    /// GETs of a `ReplicaSet` or `Job` to find the workload.
     pub owner_fetches: u64,
     pub owner_fetch_failures: u64,
-    /// Deployment named by the `pod-template-hash` convention (its ReplicaSet was gone).
+    /// `Deployment` named by the `pod-template-hash` convention (its `ReplicaSet` was gone).
     pub owners_inferred: u64,
     /// Events created.
     pub events_posted: u64,

@@ -113,7 +113,7 @@ impl KernelStage {
         self.metrics
             .deaths_outside_containers(outside - reported.outside.min(outside));
         reported.outside = outside;
-        let mut delta = |stage: LossStage, now: u64, before: &mut u64| {
+        let delta = |stage: LossStage, now: u64, before: &mut u64| {
             if now > *before {
                 self.metrics.lost(stage, now - *before);
                 *before = now;

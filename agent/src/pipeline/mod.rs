@@ -129,7 +129,7 @@ pub async fn run(args: Args, privileged: Privileged) -> anyhow::Result<()> {
         sink
     });
     let labelling = {
-        let metrics = metrics.clone();
+        let (metrics, kube) = (metrics.clone(), kube.clone());
         tokio::spawn(async move {
             let permits = Arc::new(Semaphore::new(LABELLING_IN_FLIGHT));
             while let Some(mut record) = records_rx.recv().await {
@@ -158,13 +158,27 @@ pub async fn run(args: Args, privileged: Privileged) -> anyhow::Result<()> {
         })
     };
 
-    let sweeper = {
-        let metrics = metrics.clone();
+    // Every 30 s: drop the series of pods gone for a while; every 2 s: the API side's health.
+    let housekeeping = {
+        let (metrics, kube) = (metrics.clone(), kube.clone());
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(30));
+            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            let (mut kube_lost_reported, mut ticks) = (0u64, 0u64);
             loop {
                 tick.tick().await;
-                metrics.sweep(std::time::Instant::now());
+                ticks += 1;
+                if ticks % 15 == 0 {
+                    metrics.sweep(std::time::Instant::now());
+                }
+                if let Some(kube) = &kube {
+                    let stats = kube.stats();
+                    metrics.set_kube_watch_up(stats.watch_up);
+                    let lost = stats.events_lost();
+                    if lost > kube_lost_reported {
+                        metrics.lost(LossStage::KubeEvent, lost - kube_lost_reported);
+                        kube_lost_reported = lost;
+                    }
+                }
             }
         })
     };
@@ -183,7 +197,7 @@ pub async fn run(args: Args, privileged: Privileged) -> anyhow::Result<()> {
     if let Some(kube) = sink.ok().and_then(Result::ok).and_then(|s| s.kube) {
         kube.flush_events(Duration::from_secs(3)).await;
     }
-    sweeper.abort();
+    housekeeping.abort();
     let _ = stop_http.send(());
     let _ = http.await;
     info!("stopped");

@@ -20,7 +20,11 @@ fn invalid(message: &str) -> Response<Body> {
 fn failing() -> Response<Body> {
     json_response(
         StatusCode::INTERNAL_SERVER_ERROR,
-        &status(500, "InternalError", "the double was told to fail Event requests"),
+        &status(
+            500,
+            "InternalError",
+            "the double was told to fail Event requests",
+        ),
     )
 }
 
@@ -31,12 +35,22 @@ fn validate(event: &Value, namespace: &str, new_api: bool) -> Result<(), String>
     if meta_ns != namespace {
         return Err("metadata.namespace does not match the namespace of the request".into());
     }
-    if event["metadata"]["name"].as_str().unwrap_or_default().is_empty() {
+    if event["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .is_empty()
+    {
         return Err("metadata.name: Required value".into());
     }
-    let regarding = if new_api { "regarding" } else { "involvedObject" };
+    let regarding = if new_api {
+        "regarding"
+    } else {
+        "involvedObject"
+    };
     if event[regarding]["namespace"].as_str().unwrap_or_default() != namespace {
-        return Err(format!("{regarding}.namespace: does not match event.namespace"));
+        return Err(format!(
+            "{regarding}.namespace: does not match event.namespace"
+        ));
     }
     if !new_api {
         return Ok(());
@@ -44,7 +58,12 @@ fn validate(event: &Value, namespace: &str, new_api: bool) -> Result<(), String>
     if event["eventTime"].is_null() {
         return Err("eventTime: Required value".into());
     }
-    for (field, max) in [("reportingController", 253), ("reportingInstance", 128), ("action", 128), ("reason", 128)] {
+    for (field, max) in [
+        ("reportingController", 253),
+        ("reportingInstance", 128),
+        ("action", 128),
+        ("reason", 128),
+    ] {
         let value = text(field);
         if value.is_empty() {
             return Err(format!("{field}: Required value"));
@@ -78,7 +97,10 @@ fn validate_series(event: &Value) -> Result<(), String> {
 
 pub fn create(shared: &Shared, namespace: &str, body: &Bytes, new_api: bool) -> Response<Body> {
     let Ok(mut event) = serde_json::from_slice::<Value>(body) else {
-        return json_response(StatusCode::BAD_REQUEST, &status(400, "BadRequest", "not JSON"));
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            &status(400, "BadRequest", "not JSON"),
+        );
     };
     if let Err(e) = validate(&event, namespace, new_api) {
         return invalid(&e);
@@ -87,12 +109,19 @@ pub fn create(shared: &Shared, namespace: &str, body: &Bytes, new_api: bool) -> 
         if s.fail_events {
             return failing();
         }
-        let name = event["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        let name = event["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         let key = (namespace.to_owned(), name.clone());
         if s.events.contains_key(&key) {
             return json_response(
                 StatusCode::CONFLICT,
-                &status(409, "AlreadyExists", &format!("events \"{name}\" already exists")),
+                &status(
+                    409,
+                    "AlreadyExists",
+                    &format!("events \"{name}\" already exists"),
+                ),
             );
         }
         let rv = s.next_rv();
@@ -145,7 +174,10 @@ const IMMUTABLE: [&str; 8] = [
 
 pub fn patch(shared: &Shared, namespace: &str, name: &str, body: &Bytes) -> Response<Body> {
     let Ok(patch) = serde_json::from_slice::<Value>(body) else {
-        return json_response(StatusCode::BAD_REQUEST, &status(400, "BadRequest", "not JSON"));
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            &status(400, "BadRequest", "not JSON"),
+        );
     };
     shared.with(|s| {
         if s.fail_events {
@@ -155,7 +187,11 @@ pub fn patch(shared: &Shared, namespace: &str, name: &str, body: &Bytes) -> Resp
         let Some(old) = s.events.get(&key).cloned() else {
             return json_response(
                 StatusCode::NOT_FOUND,
-                &status(404, "NotFound", &format!("events.events.k8s.io \"{name}\" not found")),
+                &status(
+                    404,
+                    "NotFound",
+                    &format!("events.events.k8s.io \"{name}\" not found"),
+                ),
             );
         };
         let mut new = old.clone();

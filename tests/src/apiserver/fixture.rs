@@ -29,12 +29,18 @@ pub async fn connect_on(options: KubeOptions) -> KubeClient {
 
 /// A double that is up, and a client of `NODE` whose watch has synced.
 pub async fn synced() -> (ApiServer, KubeClient) {
-    let server = ApiServer::start().await.expect("the double starts");
+    let server = ApiServer::start().expect("the double starts");
     let client = connect_on(options(&server, NODE)).await;
     assert!(
         client.wait_watch_up(Duration::from_secs(5)).await,
         "watch synced: {:?}",
         client.stats()
+    );
+    assert!(
+        server
+            .wait_until(Duration::from_secs(5), |s| s.open_watches() == 1)
+            .await,
+        "the watch is open"
     );
     (server, client)
 }

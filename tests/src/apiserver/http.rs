@@ -23,16 +23,14 @@ use super::store::{
 
 pub type Body = BoxBody<Bytes, io::Error>;
 
-pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+pub async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let query: HashMap<String, String> = req
-        .uri()
-        .query()
-        .map(|q| {
-            url_decode_pairs(q)
-        })
-        .unwrap_or_default();
+    let query: HashMap<String, String> =
+        req.uri().query().map(url_decode_pairs).unwrap_or_default();
     let metadata_only = req
         .headers()
         .get(header::ACCEPT)
@@ -47,31 +45,74 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Respo
     });
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
-        Err(e) => return Ok(json_response(StatusCode::BAD_REQUEST, &status(400, "BadRequest", &e.to_string()))),
+        Err(e) => {
+            return Ok(json_response(
+                StatusCode::BAD_REQUEST,
+                &status(400, "BadRequest", &e.to_string()),
+            ));
+        }
     };
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let response = match (&method, segments.as_slice()) {
         (&Method::GET, ["api", "v1", "pods"]) => pods(&shared, None, &query),
         (&Method::GET, ["api", "v1", "namespaces", ns, "pods"]) => pods(&shared, Some(ns), &query),
-        (&Method::GET, ["apis", "apps", "v1", "namespaces", ns, "replicasets", name]) => {
-            get(&shared, |s| s.replicasets.get(&key(ns, name)).cloned(), "replicasets", name, metadata_only)
-        }
-        (&Method::GET, ["apis", "batch", "v1", "namespaces", ns, "jobs", name]) => {
-            get(&shared, |s| s.jobs.get(&key(ns, name)).cloned(), "jobs.batch", name, metadata_only)
-        }
+        (&Method::GET, ["apis", "apps", "v1", "namespaces", ns, "replicasets", name]) => get(
+            &shared,
+            |s| s.replicasets.get(&key(ns, name)).cloned(),
+            "replicasets",
+            name,
+            metadata_only,
+        ),
+        (&Method::GET, ["apis", "batch", "v1", "namespaces", ns, "jobs", name]) => get(
+            &shared,
+            |s| s.jobs.get(&key(ns, name)).cloned(),
+            "jobs.batch",
+            name,
+            metadata_only,
+        ),
         (&Method::POST, ["apis", "events.k8s.io", "v1", "namespaces", ns, "events"]) => {
             events::create(&shared, ns, &body, true)
         }
-        (&Method::POST, ["api", "v1", "namespaces", ns, "events"]) => events::create(&shared, ns, &body, false),
-        (&Method::PATCH, ["apis", "events.k8s.io", "v1", "namespaces", ns, "events", name]) => {
-            events::patch(&shared, ns, name, &body)
+        (&Method::POST, ["api", "v1", "namespaces", ns, "events"]) => {
+            events::create(&shared, ns, &body, false)
         }
-        (&Method::GET, ["apis", "events.k8s.io", "v1", "namespaces", ns, "events", name]) => {
-            get(&shared, |s| s.events.get(&key(ns, name)).cloned(), "events.events.k8s.io", name, metadata_only)
-        }
+        (
+            &Method::PATCH,
+            [
+                "apis",
+                "events.k8s.io",
+                "v1",
+                "namespaces",
+                ns,
+                "events",
+                name,
+            ],
+        ) => events::patch(&shared, ns, name, &body),
+        (
+            &Method::GET,
+            [
+                "apis",
+                "events.k8s.io",
+                "v1",
+                "namespaces",
+                ns,
+                "events",
+                name,
+            ],
+        ) => get(
+            &shared,
+            |s| s.events.get(&key(ns, name)).cloned(),
+            "events.events.k8s.io",
+            name,
+            metadata_only,
+        ),
         _ => json_response(
             StatusCode::NOT_FOUND,
-            &status(404, "NotFound", "the server could not find the requested resource"),
+            &status(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            ),
         ),
     };
     Ok(response)
@@ -118,7 +159,11 @@ pub fn json_response(code: StatusCode, body: &Value) -> Response<Body> {
     Response::builder()
         .status(code)
         .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body.to_string())).map_err(|e| match e {}).boxed())
+        .body(
+            Full::new(Bytes::from(body.to_string()))
+                .map_err(|e| match e {})
+                .boxed(),
+        )
         .unwrap_or_default()
 }
 
@@ -162,7 +207,10 @@ fn list(
     selector: &super::store::Selector,
     q: &HashMap<String, String>,
 ) -> Response<Body> {
-    let limit = q.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0);
+    let limit = q
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .filter(|l| *l > 0);
     let gone = || {
         json_response(
             StatusCode::GONE,
@@ -175,28 +223,28 @@ fn list(
         )
     };
     shared.with(|s| {
-        let (rv, mut items) = match q.get("continue").filter(|c| !c.is_empty()) {
-            Some(token) => match s.continues.remove(token) {
-                Some((rv, items)) if rv > s.compacted => (rv, items),
+        let (rv, mut items) = if let Some(token) = q.get("continue").filter(|c| !c.is_empty()) {
+            match s.continues.remove(token) {
+                _ if std::mem::take(&mut s.expire_next_continue) => return gone(),
+                Some((rv, items)) if rv >= s.compacted => (rv, items),
                 _ => return gone(),
-            },
-            None => {
-                let exact = q.get("resourceVersionMatch").is_some_and(|m| m == "Exact");
-                let asked = q.get("resourceVersion").and_then(|v| v.parse::<u64>().ok());
-                if exact && asked.is_some_and(|v| v < s.compacted) {
-                    return json_response(
-                        StatusCode::GONE,
-                        &status(410, "Expired", "too old resource version"),
-                    );
-                }
-                let items: Vec<Value> = s
-                    .pods
-                    .values()
-                    .filter(|p| matches(selector, namespace, p))
-                    .cloned()
-                    .collect();
-                (s.rv, items)
             }
+        } else {
+            let exact = q.get("resourceVersionMatch").is_some_and(|m| m == "Exact");
+            let asked = q.get("resourceVersion").and_then(|v| v.parse::<u64>().ok());
+            if exact && asked.is_some_and(|v| v < s.compacted) {
+                return json_response(
+                    StatusCode::GONE,
+                    &status(410, "Expired", "too old resource version"),
+                );
+            }
+            let items: Vec<Value> = s
+                .pods
+                .values()
+                .filter(|p| matches(selector, namespace, p))
+                .cloned()
+                .collect();
+            (s.rv, items)
         };
         let mut meta = json!({"resourceVersion": rv.to_string()});
         if let Some(limit) = limit.filter(|l| *l < items.len()) {
@@ -222,7 +270,9 @@ fn watch(
     bookmarks: bool,
 ) -> Response<Body> {
     let (tx, rx) = mpsc::unbounded_channel();
-    let from = q.get("resourceVersion").filter(|v| !v.is_empty() && *v != "0");
+    let from = q
+        .get("resourceVersion")
+        .filter(|v| !v.is_empty() && *v != "0");
     let timeout = q
         .get("timeoutSeconds")
         .and_then(|t| t.parse::<u64>().ok())
@@ -275,7 +325,10 @@ fn watch(
         match msg {
             Some(WatchMsg::Line(bytes)) => Some((Ok(Frame::data(bytes)), (rx, deadline))),
             Some(WatchMsg::Abort) => Some((
-                Err(io::Error::new(io::ErrorKind::ConnectionReset, "watch dropped by the double")),
+                Err(io::Error::new(
+                    io::ErrorKind::ConnectionReset,
+                    "watch dropped by the double",
+                )),
                 (rx, deadline),
             )),
             Some(WatchMsg::End) | None => None,

@@ -1,7 +1,7 @@
 //! A Kubernetes API server double: HTTP/1.1 on 127.0.0.1, speaking the protocol as kube-rs
 //! uses it — pod lists with `resourceVersion` and `continue` paging, chunked watch streams
 //! (ADDED / MODIFIED / DELETED / BOOKMARK / ERROR lines), `410 Gone` for a resourceVersion it
-//! no longer has, ReplicaSet and Job GETs (whole or `as=PartialObjectMetadata`), Event create
+//! no longer has, `ReplicaSet` and `Job` GETs (whole or `as=PartialObjectMetadata`), Event create
 //! and merge-patch with the API server's validation. Tests tell it to drop watches, expire
 //! them, go down and come back on the same port, and read back what clients sent.
 
@@ -25,8 +25,8 @@ use tokio::net::TcpSocket;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-pub use store::{EventRequest, RequestLog, WatchMsg};
 use store::Store;
+pub use store::{EventRequest, RequestLog, WatchMsg};
 
 /// State shared by the connections and the test.
 #[derive(Debug)]
@@ -67,15 +67,15 @@ pub struct ApiServer {
 }
 
 impl ApiServer {
-    /// Listening on a free port.
-    pub async fn start() -> std::io::Result<Self> {
-        let server = Self::start_down().await?;
+    /// Listening on a free port. Must run in a Tokio runtime.
+    pub fn start() -> std::io::Result<Self> {
+        let server = Self::start_down()?;
         server.up()?;
         Ok(server)
     }
 
     /// With a port of its own, but not listening yet: the API server is down.
-    pub async fn start_down() -> std::io::Result<Self> {
+    pub fn start_down() -> std::io::Result<Self> {
         let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
         let addr = probe.local_addr()?;
         drop(probe);
@@ -87,7 +87,13 @@ impl ApiServer {
         std::fs::write(&kubeconfig, kubeconfig_yaml(&format!("http://{addr}")))?;
         Ok(Self {
             shared: Arc::new(Shared {
-                store: Mutex::new(Store::default()),
+                // A real API server's resourceVersions are etcd revisions, never "0" (which a
+                // watch reads as "from any state", skipping the history).
+                store: Mutex::new(Store {
+                    rv: 100,
+                    compacted: 100,
+                    ..Store::default()
+                }),
                 changed: watch::Sender::new(0),
             }),
             addr,
@@ -134,7 +140,10 @@ impl ApiServer {
                 });
             }
         });
-        *running = Some(Running { accept: tasks, connections });
+        *running = Some(Running {
+            accept: tasks,
+            connections,
+        });
         Ok(())
     }
 
@@ -146,11 +155,14 @@ impl ApiServer {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        if let Some(Running { mut accept, connections }) = running {
+        if let Some(Running {
+            mut accept,
+            connections,
+        }) = running
+        {
             accept.shutdown().await;
-            let mut connections = std::mem::take(
-                &mut *connections.lock().unwrap_or_else(PoisonError::into_inner),
-            );
+            let mut connections =
+                std::mem::take(&mut *connections.lock().unwrap_or_else(PoisonError::into_inner));
             connections.shutdown().await;
         }
         self.shared.with(|s| s.watchers.clear());
@@ -208,9 +220,19 @@ impl ApiServer {
         self.shared.with(Store::compact);
     }
 
+    /// The next list page asked for with a `continue` token is `410 Gone`.
+    pub fn expire_next_continue(&self) {
+        self.shared.with(|s| s.expire_next_continue = true);
+    }
+
     /// A BOOKMARK at the current resourceVersion to watches that allowed them.
     pub fn bookmark(&self) {
         self.shared.with(Store::bookmark);
+    }
+
+    /// Forgets every stored Event, as the API server does after `--event-ttl`.
+    pub fn expire_events(&self) {
+        self.shared.with(|s| s.events.clear());
     }
 
     /// Event requests answer 500 while set.
@@ -253,7 +275,11 @@ impl ApiServer {
 
     /// Waits (up to `timeout`) until `cond` holds of the double's state; woken by each change
     /// (requests included), no polling.
-    pub async fn wait_until(&self, timeout: Duration, mut cond: impl FnMut(&ApiServer) -> bool) -> bool {
+    pub async fn wait_until(
+        &self,
+        timeout: Duration,
+        mut cond: impl FnMut(&ApiServer) -> bool,
+    ) -> bool {
         let mut changes = self.shared.changed.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {

@@ -1,4 +1,4 @@
-//! Pods, ReplicaSets and Jobs as the API server writes them, built with k8s-openapi types.
+//! Pods, `ReplicaSet`s and `Job`s as the API server writes them, built with k8s-openapi types.
 
 use std::collections::BTreeMap;
 
@@ -34,23 +34,32 @@ pub fn pod(namespace: &str, name: &str, uid: &str, node: &str) -> Pod {
 
 /// `controller: true` owner reference, as a controller sets it.
 #[must_use]
-pub fn controlled_by(mut meta: ObjectMeta, api_version: &str, kind: &str, name: &str) -> ObjectMeta {
-    meta.owner_references.get_or_insert_with(Vec::new).push(OwnerReference {
-        api_version: api_version.into(),
-        kind: kind.into(),
-        name: name.into(),
-        uid: format!("uid-{kind}-{name}"),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    });
+pub fn controlled_by(
+    mut meta: ObjectMeta,
+    api_version: &str,
+    kind: &str,
+    name: &str,
+) -> ObjectMeta {
+    meta.owner_references
+        .get_or_insert_with(Vec::new)
+        .push(OwnerReference {
+            api_version: api_version.into(),
+            kind: kind.into(),
+            name: name.into(),
+            uid: format!("uid-{kind}-{name}"),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        });
     meta
 }
 
+#[must_use]
 pub fn with_owner(mut pod: Pod, api_version: &str, kind: &str, name: &str) -> Pod {
     pod.metadata = controlled_by(pod.metadata, api_version, kind, name);
     pod
 }
 
+#[must_use]
 pub fn with_label(mut pod: Pod, key: &str, value: &str) -> Pod {
     pod.metadata
         .labels
@@ -60,6 +69,7 @@ pub fn with_label(mut pod: Pod, key: &str, value: &str) -> Pod {
 }
 
 /// Adds a running container `name` with runtime id `containerd://<id>` to spec and status.
+#[must_use]
 pub fn with_running(mut pod: Pod, name: &str, id: &str) -> Pod {
     add_container(&mut pod, name);
     status_of(&mut pod).push(ContainerStatus {
@@ -80,6 +90,7 @@ pub fn with_running(mut pod: Pod, name: &str, id: &str) -> Pod {
 }
 
 /// Adds a container `name` in the spec only: its status has no id yet (it is being created).
+#[must_use]
 pub fn with_waiting(mut pod: Pod, name: &str) -> Pod {
     add_container(&mut pod, name);
     status_of(&mut pod).push(ContainerStatus {
@@ -91,6 +102,7 @@ pub fn with_waiting(mut pod: Pod, name: &str) -> Pod {
 }
 
 /// Marks container `name` terminated with `id` (what the kubelet writes after the death).
+#[must_use]
 pub fn with_terminated(mut pod: Pod, name: &str, id: &str, exit_code: i32) -> Pod {
     let statuses = status_of(&mut pod);
     let terminated = ContainerState {
@@ -115,6 +127,39 @@ pub fn with_terminated(mut pod: Pod, name: &str, id: &str, exit_code: i32) -> Po
             ..ContainerStatus::default()
         }),
     }
+    pod
+}
+
+/// Adds an init container `name` that ran and exited 0 as `containerd://<id>`.
+#[must_use]
+pub fn with_init_completed(mut pod: Pod, name: &str, id: &str) -> Pod {
+    if let Some(spec) = &mut pod.spec {
+        spec.init_containers
+            .get_or_insert_with(Vec::new)
+            .push(Container {
+                name: name.into(),
+                image: Some("registry.example/app:1".into()),
+                ..Container::default()
+            });
+    }
+    pod.status
+        .get_or_insert_with(PodStatus::default)
+        .init_container_statuses
+        .get_or_insert_with(Vec::new)
+        .push(ContainerStatus {
+            name: name.into(),
+            container_id: Some(format!("containerd://{id}")),
+            state: Some(ContainerState {
+                terminated: Some(ContainerStateTerminated {
+                    container_id: Some(format!("containerd://{id}")),
+                    exit_code: 0,
+                    reason: Some("Completed".into()),
+                    ..ContainerStateTerminated::default()
+                }),
+                ..ContainerState::default()
+            }),
+            ..ContainerStatus::default()
+        });
     pod
 }
 

@@ -38,12 +38,12 @@ pub fn parse_selector(s: &str) -> Result<Selector, String> {
         } else if let Some((f, v)) = term.split_once('=') {
             (f, true, v)
         } else {
-            return Err(format!("invalid selector: '{s}'; can't understand '{term}'"));
+            return Err(format!(
+                "invalid selector: '{s}'; can't understand '{term}'"
+            ));
         };
         if !SUPPORTED_FIELDS.contains(&field) {
-            return Err(format!(
-                "field label not supported: {field}"
-            ));
+            return Err(format!("field label not supported: {field}"));
         }
         terms.push((field.to_owned(), eq, value.to_owned()));
     }
@@ -110,6 +110,8 @@ pub struct Store {
     pub continues: HashMap<String, (u64, Vec<Value>)>,
     pub next_continue: u64,
     pub fail_events: bool,
+    /// The next request with a `continue` token gets `410 Gone` (as after a compaction).
+    pub expire_next_continue: bool,
 }
 
 /// History kept for resuming watches; older changes are compacted away like etcd's.

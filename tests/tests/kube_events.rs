@@ -1,0 +1,245 @@
+//! Kubernetes Events for deaths, as the API server double receives them.
+
+use std::time::Duration;
+
+use coroner::kube::message::event_note;
+use coroner::kube::{KubeClient, Rate};
+use coroner::record::{OomKill, OomScope, Reason, TerminationRecord};
+use coroner_tests::apiserver::ApiServer;
+use coroner_tests::apiserver::fixture::{NODE, connect_on, init_logs, options, synced};
+use coroner_tests::apiserver::objects::{pod, with_init_completed, with_running};
+use serde_json::{Value, json};
+use time::macros::datetime;
+
+const FLUSH: Duration = Duration::from_secs(5);
+const HOUR: Duration = Duration::from_hours(1);
+
+fn record(reason: Reason, container: &str, container_id: &str) -> TerminationRecord {
+    TerminationRecord {
+        time: datetime!(2026-11-22 12:00:31 UTC),
+        node: NODE.into(),
+        pid: 4242,
+        ppid: 77,
+        comm: "python3".into(),
+        main_process: true,
+        cgroup: format!("/kubepods/burstable/podu-api/{container_id}"),
+        pod_uid: Some("u-api".into()),
+        container_id: Some(container_id.into()),
+        namespace: Some("shop".into()),
+        pod: Some("api-x".into()),
+        container: Some(container.into()),
+        owner_kind: None,
+        owner_name: None,
+        exit_code: (reason == Reason::Completed).then_some(0),
+        signal: (reason != Reason::Completed).then_some(9),
+        core_dumped: false,
+        reason,
+        sender: None,
+        sigterm_time: None,
+        sigkill_time: None,
+        grace_seconds: None,
+        oom: (reason == Reason::OomKilled).then(|| OomKill {
+            scope: OomScope::Memcg,
+            victim_rss_bytes: 312 << 20,
+            anon_rss_bytes: 312 << 20,
+            file_rss_bytes: 0,
+            shmem_rss_bytes: 0,
+            memory_limit_bytes: Some(256 << 20),
+            limit_cgroup: Some(format!("/kubepods/burstable/podu-api/{container_id}")),
+            trigger_pid: 4242,
+            trigger_comm: "python3".into(),
+            oom_score_adj: 0,
+        }),
+        peak_rss_bytes: 312 << 20,
+        container_memory_peak_bytes: Some(318 << 20),
+        container_memory_limit_bytes: Some(256 << 20),
+        exec_failure: None,
+        exit_status: if reason == Reason::Completed { 0 } else { 137 },
+    }
+}
+
+fn api_pod() -> k8s_openapi::api::core::v1::Pod {
+    with_init_completed(
+        with_running(pod("shop", "api-x", "u-api", NODE), "api", "c-api"),
+        "migrate",
+        "c-migrate",
+    )
+}
+
+async fn client_with(
+    server: &ApiServer,
+    tune: impl FnOnce(&mut coroner::kube::KubeOptions),
+) -> KubeClient {
+    let mut o = options(server, NODE);
+    tune(&mut o);
+    let client = connect_on(o).await;
+    assert!(client.wait_watch_up(FLUSH).await);
+    client
+}
+
+fn series_count(event: &Value) -> i64 {
+    event["series"]["count"].as_i64().unwrap_or(1)
+}
+
+#[tokio::test]
+async fn events_name_the_pod_and_container_and_say_the_cause() {
+    init_logs();
+    let (server, client) = synced().await;
+    server.put_pod(&api_pod());
+    // The Event's fieldPath needs the container's place in the pod: the index knows it.
+    client.label("u-api", "c-migrate", FLUSH).await;
+
+    let oom = record(Reason::OomKilled, "api", "c-api");
+    let done = record(Reason::Completed, "migrate", "c-migrate");
+    client.record_event(&oom);
+    client.record_event(&done);
+    assert!(client.flush_events(FLUSH).await);
+
+    let events = server.events();
+    assert_eq!(events.len(), 2, "{events:#?}");
+    let find = |reason: &str| {
+        events
+            .iter()
+            .find(|e| e["reason"] == reason)
+            .unwrap()
+            .clone()
+    };
+    let e = find("OOMKilled");
+    assert_eq!(e["apiVersion"], "events.k8s.io/v1");
+    assert_eq!(e["metadata"]["namespace"], "shop");
+    assert_eq!(
+        e["regarding"],
+        json!({"apiVersion": "v1", "kind": "Pod", "namespace": "shop", "name": "api-x",
+               "uid": "u-api", "fieldPath": "spec.containers{api}"})
+    );
+    assert_eq!(e["type"], "Warning");
+    assert_eq!(e["note"], event_note(&oom).as_str());
+    assert_eq!(
+        e["note"],
+        "OOMKilled by the kernel: memcg limit 256Mi hit by container \"api\"; \
+         python3 (pid 4242) RSS 312Mi; container peak 318Mi"
+    );
+    assert_eq!(e["reportingController"], "coroner");
+    assert_eq!(e["reportingInstance"], NODE);
+    assert_eq!(e["action"], "Died");
+    assert!(e["series"].is_null());
+
+    let e = find("Completed");
+    assert_eq!(e["type"], "Normal");
+    assert_eq!(e["regarding"]["fieldPath"], "spec.initContainers{migrate}");
+    assert_eq!(e["note"], event_note(&done).as_str());
+    assert_eq!(client.stats().events_posted, 2);
+}
+
+#[tokio::test]
+async fn a_crash_loop_does_not_flood_the_api_server() {
+    init_logs();
+    let server = ApiServer::start().unwrap();
+    server.put_pod(&api_pod());
+    let client = client_with(&server, |o| {
+        o.events.per_container = Rate {
+            burst: 2,
+            interval: Duration::from_millis(300),
+        };
+    })
+    .await;
+
+    for _ in 0..20 {
+        client.record_event(&record(Reason::Error, "api", "c-api"));
+    }
+    assert!(client.flush_events(FLUSH).await);
+    // One Event, its series raised once; 18 deaths held back.
+    let methods: Vec<String> = server
+        .event_requests()
+        .into_iter()
+        .map(|r| r.method)
+        .collect();
+    assert_eq!(methods, ["POST", "PATCH"]);
+    assert_eq!(client.stats().events_suppressed, 18);
+    // With the next token they are counted in: one more PATCH, the series says 20.
+    assert!(
+        server
+            .wait_until(FLUSH, |s| s
+                .events()
+                .first()
+                .is_some_and(|e| series_count(e) == 20))
+            .await,
+        "{:#?}",
+        server.events()
+    );
+    assert_eq!(server.event_requests().len(), 3);
+    assert_eq!(server.events().len(), 1);
+    assert_eq!(client.stats().events_lost(), 0);
+}
+
+#[tokio::test]
+async fn the_node_wide_cap_holds_across_containers() {
+    init_logs();
+    let server = ApiServer::start().unwrap();
+    let client = client_with(&server, |o| {
+        o.events.global = Rate {
+            burst: 3,
+            interval: HOUR,
+        };
+    })
+    .await;
+    for i in 0..10 {
+        let mut r = record(Reason::Killed, &format!("c{i}"), &format!("id{i}"));
+        r.pod_uid = Some(format!("u{i}"));
+        client.record_event(&r);
+    }
+    assert!(client.flush_events(FLUSH).await);
+    assert_eq!(server.event_requests().len(), 3);
+    assert_eq!(client.stats().events_suppressed, 7);
+}
+
+#[tokio::test]
+async fn an_expired_event_is_posted_again_rather_than_patched_forever() {
+    init_logs();
+    let (server, client) = synced().await;
+    client.record_event(&record(Reason::Error, "api", "c-api"));
+    assert!(client.flush_events(FLUSH).await);
+    server.expire_events();
+    client.record_event(&record(Reason::Error, "api", "c-api"));
+    assert!(client.flush_events(FLUSH).await);
+    // The PATCH got 404; a new Event took its place.
+    assert_eq!(
+        server.count_requests("PATCH", "/apis/events.k8s.io/v1/namespaces/shop/events/"),
+        1
+    );
+    let methods: Vec<String> = server
+        .event_requests()
+        .into_iter()
+        .map(|r| r.method)
+        .collect();
+    assert_eq!(methods, ["POST", "POST"]);
+    assert_eq!(server.events().len(), 1);
+    assert_eq!(client.stats().events_lost(), 0);
+}
+
+#[tokio::test]
+async fn what_cannot_be_posted_is_counted() {
+    init_logs();
+    let server = ApiServer::start().unwrap();
+    let client = client_with(&server, |o| o.events.queue_capacity = 1).await;
+
+    let mut unlabelled = record(Reason::Error, "api", "c-api");
+    unlabelled.namespace = None;
+    client.record_event(&unlabelled);
+
+    server.fail_events(true);
+    client.record_event(&record(Reason::Error, "api", "c-api"));
+    assert!(client.flush_events(FLUSH).await);
+
+    // The poster cannot run between these (one thread): the queue of one overflows.
+    for _ in 0..5 {
+        client.record_event(&record(Reason::Crashed, "api", "c-api"));
+    }
+    assert!(client.flush_events(FLUSH).await);
+    let stats = client.stats();
+    assert_eq!(stats.events_lost_unlabelled, 1);
+    assert_eq!(stats.events_lost_post_failed, 2, "{stats:?}");
+    assert_eq!(stats.events_lost_queue_full, 4);
+    assert_eq!(stats.events_lost(), 7);
+    assert!(server.event_requests().is_empty());
+}
