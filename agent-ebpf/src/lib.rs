@@ -9,6 +9,8 @@ pub const COMM_LEN: usize = 16;
 pub const PATH_LEN: usize = 256;
 /// How many memory cgroups, from the victim's up towards the root, an OOM event samples.
 pub const MEMCG_CHAIN_LEN: usize = 8;
+/// Bytes of a new cgroup's path that are kept (kubelet paths are well under 300).
+pub const CGROUP_PATH_LEN: usize = 512;
 /// Kernel stack frames kept of an OOM kill (to tell a memcg OOM from a global one).
 pub const OOM_STACK_DEPTH: usize = 32;
 
@@ -18,6 +20,7 @@ pub mod kind {
     pub const SIGNAL: u32 = 2;
     pub const OOM: u32 = 3;
     pub const EXEC_FAILURE: u32 = 4;
+    pub const CGROUP_MKDIR: u32 = 5;
 }
 
 /// Slots of the per-CPU counter array `COUNTERS`. Losses are counted where they happen (the
@@ -36,7 +39,12 @@ pub mod counter {
     pub const EXEC_STASH_FULL: u32 = 6;
     /// Events that reached the ring buffer, all kinds.
     pub const EMITTED: u32 = 7;
-    pub const COUNT: u32 = 8;
+    /// A process exit in a memory cgroup known to be outside every container (also in
+    /// `EXIT_FILTERED`): the deaths outside containers the kernel kept to itself.
+    pub const EXIT_HOST: u32 = 8;
+    /// Ring buffer full: a new memory cgroup's path was dropped.
+    pub const LOST_CGROUP_MKDIR: u32 = 9;
+    pub const COUNT: u32 = 10;
 }
 
 /// `OomEvent::flags`
@@ -45,6 +53,13 @@ pub mod oom_flags {
     pub const RSS_FROM_MM: u32 = 1;
     /// `stack` holds `stack_bytes / 8` kernel return addresses of the killing path.
     pub const STACK: u32 = 2;
+}
+
+/// `ExecFailureEvent::flags`
+pub mod exec_flags {
+    /// Not a failure: a process that had a failed exec has now exec'd successfully (execvp
+    /// trying each PATH directory), so its earlier failures explain nothing. `errno` is 0.
+    pub const LATER_SUCCESS: u32 = 1;
 }
 
 /// `ExitEvent::flags`
@@ -153,9 +168,27 @@ pub struct ExecFailureEvent {
     pub errno: i32,
     /// Bytes of `path` that hold the path (without the NUL); `PATH_LEN` or more: cut.
     pub path_len: u32,
+    /// The failing process's parent: a death's exec failure is its own or a child's.
+    pub parent_tgid: u32,
+    /// `exec_flags::*`
+    pub flags: u32,
     pub memcg_id: u64,
     pub comm: [u8; COMM_LEN],
     pub path: [u8; PATH_LEN],
+}
+
+/// A memory cgroup was created (`cgroup_mkdir` in the memory hierarchy): its id and path, so
+/// user space knows a container's cgroup even if the runtime removes it right after a death.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CgroupMkdirEvent {
+    pub header: EventHeader,
+    pub memcg_id: u64,
+    /// Bytes of `path` that hold the path; `CGROUP_PATH_LEN` or more: cut.
+    pub path_len: u32,
+    pub pad: u32,
+    /// Relative to the hierarchy's root, starting with `/`.
+    pub path: [u8; CGROUP_PATH_LEN],
 }
 
 /// Where the programs find what they read, resolved by user space from the running kernel's
@@ -210,8 +243,11 @@ pub struct KernelLayout {
     /// `task_struct.group_leader`: a process's start time is its leader's, whichever of its
     /// threads an event is about.
     pub task_group_leader: u32,
-    /// Keeps the size a multiple of 8; always 0.
-    pub reserved: u32,
+    /// `cgroup.root` and `cgroup_root.subsys_mask` (a u16): a new cgroup is in the memory
+    /// hierarchy when bit `memory_cgrp_id` of its root's mask is set.
+    pub cgroup_root: u32,
+    pub cgroup_root_subsys_mask: u32,
+    pub memory_cgrp_id: u32,
 }
 
 impl KernelLayout {
@@ -251,7 +287,9 @@ impl KernelLayout {
         flags: 0,
         siginfo_code: 0,
         task_group_leader: 0,
-        reserved: 0,
+        cgroup_root: 0,
+        cgroup_root_subsys_mask: 0,
+        memory_cgrp_id: 0,
     };
 }
 
@@ -282,6 +320,9 @@ pub mod names {
     pub const EXECVEAT_ENTER: &str = "execveat_enter";
     pub const EXECVE_EXIT: &str = "execve_exit";
     pub const EXECVEAT_EXIT: &str = "execveat_exit";
+    pub const CGROUP_MKDIR: &str = "cgroup_mkdir";
+    /// tgids whose exec failed lately: a later successful exec of one is reported.
+    pub const EXEC_FAILED: &str = "EXEC_FAILED";
 }
 
 /// Ring buffer size: 4 MiB holds ~40k exit events, several seconds of a fork storm.
@@ -295,8 +336,9 @@ const _: () = {
     assert!(core::mem::size_of::<SignalEvent>() == 104);
     assert!(core::mem::size_of::<MemcgSample>() == 24);
     assert!(core::mem::size_of::<OomEvent>() == 120 + 24 * MEMCG_CHAIN_LEN + 8 * OOM_STACK_DEPTH);
-    assert!(core::mem::size_of::<ExecFailureEvent>() == 56 + PATH_LEN);
-    assert!(core::mem::size_of::<KernelLayout>() == 4 * 30 + 16 + 8);
+    assert!(core::mem::size_of::<ExecFailureEvent>() == 64 + PATH_LEN);
+    assert!(core::mem::size_of::<KernelLayout>() == 4 * 30 + 8 + 24);
+    assert!(core::mem::size_of::<CgroupMkdirEvent>() == 32 + CGROUP_PATH_LEN);
     // RingBuf::output and reserve want events aligned to at most 8 bytes.
     assert!(core::mem::align_of::<OomEvent>() <= 8);
     assert!(core::mem::align_of::<ExecFailureEvent>() <= 8);
@@ -313,6 +355,7 @@ pub enum KernelEvent {
     Signal(SignalEvent),
     Oom(OomEvent),
     ExecFailure(ExecFailureEvent),
+    CgroupMkdir(CgroupMkdirEvent),
 }
 
 /// Why a ring-buffer record could not be decoded.
@@ -350,6 +393,7 @@ impl KernelEvent {
             kind::SIGNAL => read(bytes, k).map(Self::Signal),
             kind::OOM => read(bytes, k).map(Self::Oom),
             kind::EXEC_FAILURE => read(bytes, k).map(Self::ExecFailure),
+            kind::CGROUP_MKDIR => read(bytes, k).map(Self::CgroupMkdir),
             other => Err(DecodeError::UnknownKind(other)),
         }
     }

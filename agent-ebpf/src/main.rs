@@ -7,9 +7,9 @@
 mod read;
 
 use agent_ebpf::{
-    COMM_LEN, EVENTS_BYTES, EXEC_STASH_ENTRIES, EventHeader, ExecFailureEvent, ExitEvent,
-    HOST_MEMCGS_ENTRIES, KernelLayout, OOM_STACK_DEPTH, OomEvent, SignalEvent, counter, exit_flags,
-    kind, layout_flags, oom_flags,
+    CGROUP_PATH_LEN, COMM_LEN, CgroupMkdirEvent, EVENTS_BYTES, EXEC_STASH_ENTRIES, EventHeader,
+    ExecFailureEvent, ExitEvent, HOST_MEMCGS_ENTRIES, KernelLayout, OOM_STACK_DEPTH, OomEvent,
+    SignalEvent, counter, exec_flags, exit_flags, kind, layout_flags, oom_flags,
 };
 use aya_ebpf::{
     EbpfContext, Global,
@@ -41,6 +41,11 @@ static HOST_MEMCGS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(HOST_MEMC
 /// exec of a multi-threaded process changes the thread id and leaves its entry behind.
 #[map(name = "EXEC_STASH")]
 static EXEC_STASH: LruHashMap<u64, u64> = LruHashMap::with_max_entries(EXEC_STASH_ENTRIES, 0);
+
+/// tgids whose exec failed lately. A later successful exec of one is reported, so that the
+/// PATH misses of `execvp` before it finds the program are not taken for the cause of a death.
+#[map(name = "EXEC_FAILED")]
+static EXEC_FAILED: LruHashMap<u32, u8> = LruHashMap::with_max_entries(EXEC_STASH_ENTRIES, 0);
 
 const SIGKILL: u32 = 9;
 const SIGTERM: u32 = 15;
@@ -101,6 +106,7 @@ fn try_process_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let memcg_id = task.memcg_id(&layout);
     if is_host_memcg(memcg_id) {
         count(counter::EXIT_FILTERED);
+        count(counter::EXIT_HOST);
         return Ok(());
     }
     let parent = Task(task.read(layout.task_real_parent)?);
@@ -362,8 +368,15 @@ fn try_exec_exit(ctx: &TracePointContext) -> Result<(), i64> {
     let _ = EXEC_STASH.remove(&thread);
     // SAFETY: the offset comes from this tracepoint's tracefs format.
     let ret: i64 = unsafe { ctx.read_at(layout.exec_exit_ret as usize) }.map_err(i64::from)?;
+    let tgid = (thread >> 32) as u32;
     if ret >= 0 {
-        return Ok(());
+        // SAFETY: only tested for presence.
+        if unsafe { EXEC_FAILED.get(&tgid) }.is_none() {
+            return Ok(());
+        }
+        let _ = EXEC_FAILED.remove(&tgid);
+    } else {
+        let _ = EXEC_FAILED.insert(&tgid, &1, 0);
     }
     // SAFETY: always callable from tracing programs; the task it returns is only read.
     let task = Task(unsafe { bpf_get_current_task() } as *const u8);
@@ -379,13 +392,70 @@ fn try_exec_exit(ctx: &TracePointContext) -> Result<(), i64> {
         (*ev).header = header(kind::EXEC_FAILURE);
         (*ev).pid = thread as u32;
         (*ev).tgid = (thread >> 32) as u32;
-        (*ev).errno = (-ret) as i32;
+        (*ev).errno = if ret < 0 { (-ret) as i32 } else { 0 };
+        (*ev).flags = if ret < 0 { 0 } else { exec_flags::LATER_SUCCESS };
+        (*ev).parent_tgid = match task.read::<*const u8>(layout.task_real_parent) {
+            Ok(parent) => field(parent, layout.task_tgid).unwrap_or(0),
+            Err(_) => 0,
+        };
         (*ev).memcg_id = task.memcg_id(&layout);
         (*ev).comm = task.read(layout.task_comm).unwrap_or([0; COMM_LEN]);
         (*ev).path = [0; agent_ebpf::PATH_LEN];
-        (*ev).path_len = match bpf_probe_read_user_str_bytes(filename as *const u8, &mut (*ev).path)
-        {
-            Ok(path) => path.len() as u32,
+        // After a successful exec the old mm (and the filename in it) is gone.
+        (*ev).path_len = if ret < 0 {
+            match bpf_probe_read_user_str_bytes(filename as *const u8, &mut (*ev).path) {
+                Ok(path) => path.len() as u32,
+                Err(_) => 0,
+            }
+        } else {
+            0
+        };
+    }
+    entry.submit(0);
+    count(counter::EMITTED);
+    Ok(())
+}
+
+// ---- new memory cgroups ------------------------------------------------------------------
+
+/// `cgroup_mkdir(struct cgroup *, const char *path)`: the id and path of every new memory
+/// cgroup, so a container's cgroup resolves even when the runtime removes it milliseconds
+/// after its main process died — before user space could have walked to it.
+#[btf_tracepoint(function = "cgroup_mkdir")]
+pub fn cgroup_mkdir(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_cgroup_mkdir(&ctx);
+    0
+}
+
+fn try_cgroup_mkdir(ctx: &BtfTracePointContext) -> Result<(), i64> {
+    let layout = LAYOUT.load();
+    if layout.flags & layout_flags::MEMCG == 0 {
+        return Ok(());
+    }
+    let cgroup = ctx.arg::<*const u8>(0);
+    let root: *const u8 = field(cgroup, layout.cgroup_root)?;
+    let mask: u16 = field(root, layout.cgroup_root_subsys_mask)?;
+    // Other v1 hierarchies (cpu, pids, …) have directories and ids of their own.
+    if u32::from(mask) & (1u32 << (layout.memory_cgrp_id & 15)) == 0 {
+        return Ok(());
+    }
+    let kn: *const u8 = field(cgroup, layout.cgroup_kn)?;
+    let memcg_id: u64 = field(kn, layout.kernfs_node_id)?;
+    let path = ctx.arg::<*const u8>(1);
+    let Some(mut entry) = EVENTS.reserve::<CgroupMkdirEvent>(0) else {
+        count(counter::LOST_CGROUP_MKDIR);
+        return Ok(());
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` points at a reserved, exclusively owned ring-buffer slot; every field is
+    // written before submit; `path` is the kernel string the tracepoint hands over.
+    unsafe {
+        (*ev).header = header(kind::CGROUP_MKDIR);
+        (*ev).memcg_id = memcg_id;
+        (*ev).pad = 0;
+        (*ev).path = [0; CGROUP_PATH_LEN];
+        (*ev).path_len = match aya_ebpf::helpers::bpf_probe_read_kernel_str_bytes(path, &mut (*ev).path) {
+            Ok(p) => p.len() as u32,
             Err(_) => 0,
         };
     }

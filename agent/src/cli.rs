@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use crate::kube::KubeMode;
 
 #[derive(clap::Parser, Debug, Clone)]
-#[command(name = "coroner", version, about = "The cause of death of every container process on this node")]
+#[command(
+    name = "coroner",
+    version,
+    about = "The cause of death of every container process on this node"
+)]
 pub struct Args {
     /// HTTP: /metrics, /healthz, /v1/terminations.
     #[arg(long, env = "CORONER_LISTEN", default_value = "0.0.0.0:9750")]
@@ -21,7 +25,11 @@ pub struct Args {
     #[arg(long = "node-name", env = "NODE_NAME")]
     pub node_name: Option<String>,
     /// Where the cgroup hierarchies are mounted.
-    #[arg(long = "cgroup-root", env = "CORONER_CGROUP_ROOT", default_value = "/sys/fs/cgroup")]
+    #[arg(
+        long = "cgroup-root",
+        env = "CORONER_CGROUP_ROOT",
+        default_value = "/sys/fs/cgroup"
+    )]
     pub cgroup_root: PathBuf,
     /// Also print each record as one human-readable line on stdout.
     #[arg(long)]

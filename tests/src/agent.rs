@@ -8,7 +8,7 @@
 pub mod expect;
 
 use std::fs;
-use std::io::{Read as _, Write as _};
+use std::io::{Read as _, Seek as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -28,6 +28,7 @@ const POLL: Duration = Duration::from_millis(20);
 
 /// The `coroner` binary: `CORONER_BIN` (xtask sets the release build), else the workspace's
 /// debug build.
+#[must_use]
 pub fn coroner_bin() -> PathBuf {
     if let Some(path) = std::env::var_os("CORONER_BIN") {
         return path.into();
@@ -53,30 +54,44 @@ impl Record {
     }
 
     /// A field by its contract name; `Value::Null` when absent.
+    #[must_use]
     pub fn field(&self, name: &str) -> &Value {
         self.json.get(name).unwrap_or(&Value::Null)
     }
 
     /// A nested field, e.g. `("oom", "scope")`.
+    #[must_use]
     pub fn sub(&self, object: &str, name: &str) -> &Value {
         self.field(object).get(name).unwrap_or(&Value::Null)
     }
 
+    #[must_use]
     pub fn pid(&self) -> u32 {
         self.record.pid
     }
 
     /// The verdict as written.
+    #[must_use]
     pub fn reason(&self) -> &str {
         self.field("reason").as_str().unwrap_or("")
     }
 
     /// `sigterm_time` in nanoseconds since the epoch.
+    #[must_use]
+    #[expect(
+        clippy::redundant_closure_for_method_calls,
+        reason = "naming the method needs the `time` crate"
+    )]
     pub fn sigterm_ns(&self) -> Option<i128> {
         self.record.sigterm_time.map(|t| t.unix_timestamp_nanos())
     }
 
     /// `sigkill_time` in nanoseconds since the epoch.
+    #[must_use]
+    #[expect(
+        clippy::redundant_closure_for_method_calls,
+        reason = "naming the method needs the `time` crate"
+    )]
     pub fn sigkill_ns(&self) -> Option<i128> {
         self.record.sigkill_time.map(|t| t.unix_timestamp_nanos())
     }
@@ -87,6 +102,20 @@ impl Record {
 pub struct Response {
     pub status: u16,
     pub body: String,
+}
+
+/// How to start the agent beyond what [`Agent::start`] does: the Kubernetes side, a node name
+/// the test chose (its pods name it), the environment (`KUBECONFIG`), more arguments.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// `--kube`; `off` when `None`.
+    pub kube: Option<String>,
+    /// `--node-name`; a fresh `node-<hex>` when `None`.
+    pub node: Option<String>,
+    /// Set in the agent's environment on top of the test's.
+    pub env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+    /// Appended after the harness's own arguments.
+    pub args: Vec<std::ffi::OsString>,
 }
 
 /// The running agent. Records are read from its file as they arrive.
@@ -107,11 +136,16 @@ pub struct Agent {
 impl Agent {
     /// Starts `coroner --kube off` with a node name of its own and waits until it is ready.
     pub fn start() -> Result<Self> {
+        Self::start_with(&Options::default())
+    }
+
+    /// Starts `coroner` as `options` say and waits until it is ready.
+    pub fn start_with(options: &Options) -> Result<Self> {
         let mut last = None;
         // The free port is chosen by binding and closing it: another process may take it in
         // between, so a bind failure is retried on a new port.
         for _ in 0..3 {
-            match Self::try_start()? {
+            match Self::try_start(options)? {
                 Ok(agent) => return Ok(agent),
                 Err(log) if log.contains("Address already in use") => last = Some(log),
                 Err(log) => bail!("coroner exited before it was ready:\n{log}"),
@@ -124,7 +158,7 @@ impl Agent {
     }
 
     /// `Ok(Err(log))`: the agent exited before it was ready.
-    fn try_start() -> Result<std::result::Result<Self, String>> {
+    fn try_start(options: &Options) -> Result<std::result::Result<Self, String>> {
         let bin = coroner_bin();
         if !bin.exists() {
             bail!(
@@ -139,13 +173,16 @@ impl Agent {
             .context("finding a free port")?
             .port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let node = format!("node-{}", unique_hex(8));
+        let node = options
+            .node
+            .clone()
+            .unwrap_or_else(|| format!("node-{}", unique_hex(8)));
         let events = dir.join("events.json");
         let log = fs::File::create(dir.join("agent.log")).context("creating the agent's log")?;
         let child = Command::new(&bin)
             .args([
                 "--kube",
-                "off",
+                options.kube.as_deref().unwrap_or("off"),
                 "--listen",
                 &addr.to_string(),
                 "--node-name",
@@ -153,6 +190,8 @@ impl Agent {
                 "--events-json",
             ])
             .arg(&events)
+            .args(&options.args)
+            .envs(options.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -194,19 +233,23 @@ impl Agent {
         }
     }
 
+    #[must_use]
     pub fn node(&self) -> &str {
         &self.node
     }
 
+    #[must_use]
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
+    #[must_use]
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
 
     /// The last lines of the agent's stderr and stdout, for failure messages.
+    #[must_use]
     pub fn log_tail(&self) -> String {
         let log = fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
@@ -224,7 +267,6 @@ impl Agent {
             // The agent creates it at start; before that there is nothing to read.
             return Ok(());
         };
-        use std::io::Seek as _;
         file.seek(std::io::SeekFrom::Start(self.offset))?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;

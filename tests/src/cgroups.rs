@@ -18,11 +18,19 @@ impl MemoryRoot {
     pub fn detect() -> Result<Self> {
         let v1 = Path::new("/sys/fs/cgroup/memory");
         if v1.join("memory.limit_in_bytes").exists() || v1.join("cgroup.procs").exists() {
-            return Ok(Self { root: v1.into(), v2: false });
+            return Ok(Self {
+                root: v1.into(),
+                v2: false,
+            });
         }
         let v2 = Path::new("/sys/fs/cgroup");
-        if fs::read_to_string(v2.join("cgroup.controllers")).is_ok_and(|c| c.split_whitespace().any(|c| c == "memory")) {
-            return Ok(Self { root: v2.into(), v2: true });
+        if fs::read_to_string(v2.join("cgroup.controllers"))
+            .is_ok_and(|c| c.split_whitespace().any(|c| c == "memory"))
+        {
+            return Ok(Self {
+                root: v2.into(),
+                v2: true,
+            });
         }
         bail!("no memory cgroup hierarchy under /sys/fs/cgroup")
     }
@@ -34,7 +42,9 @@ static SEQ: AtomicU64 = AtomicU64::new(0);
 pub fn unique_hex(len: usize) -> String {
     let seed = u64::from(std::process::id()) << 32
         ^ SEQ.fetch_add(1, Ordering::Relaxed) << 20
-        ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
     let mut out = String::with_capacity(len);
     let mut x = seed | 1;
     while out.len() < len {
@@ -51,7 +61,14 @@ pub fn unique_hex(len: usize) -> String {
 /// A pod UID in the API server's spelling.
 pub fn pod_uid() -> String {
     let h = unique_hex(32);
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 /// Kubelet cgroup layouts the tests stage.
@@ -75,7 +92,9 @@ pub fn kubepods_top() -> String {
 pub fn container_path(layout: Layout, top: &str, pod_uid: &str, container_id: &str) -> String {
     let uid_ = pod_uid.replace('-', "_");
     match layout {
-        Layout::CgroupfsBurstable => format!("{top}/kubepods/burstable/pod{pod_uid}/{container_id}"),
+        Layout::CgroupfsBurstable => {
+            format!("{top}/kubepods/burstable/pod{pod_uid}/{container_id}")
+        }
         Layout::CgroupfsGuaranteed => format!("{top}/kubepods/pod{pod_uid}/{container_id}"),
         Layout::SystemdContainerd => format!(
             "{top}/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{uid_}.slice/cri-containerd-{container_id}.scope"
@@ -111,7 +130,11 @@ impl TestCgroup {
                 created.push(dir.clone());
             }
         }
-        Ok(Self { root, rel: rel.trim_start_matches('/').to_string(), created })
+        Ok(Self {
+            root,
+            rel: rel.trim_start_matches('/').to_string(),
+            created,
+        })
     }
 
     pub fn dir(&self) -> PathBuf {
@@ -130,8 +153,13 @@ impl TestCgroup {
     }
 
     pub fn set_limit(&self, bytes: u64) -> Result<()> {
-        let file = if self.root.v2 { "memory.max" } else { "memory.limit_in_bytes" };
-        fs::write(self.dir().join(file), bytes.to_string()).with_context(|| format!("setting {file}"))
+        let file = if self.root.v2 {
+            "memory.max"
+        } else {
+            "memory.limit_in_bytes"
+        };
+        fs::write(self.dir().join(file), bytes.to_string())
+            .with_context(|| format!("setting {file}"))
     }
 
     pub fn procs_file(&self) -> PathBuf {
@@ -141,7 +169,10 @@ impl TestCgroup {
     fn kill_all(dir: &Path) {
         for _ in 0..50 {
             let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-            let pids: Vec<i32> = procs.lines().filter_map(|l| l.trim().parse().ok()).collect();
+            let pids: Vec<i32> = procs
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect();
             if pids.is_empty() {
                 return;
             }

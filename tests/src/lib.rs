@@ -4,4 +4,5 @@
 pub mod agent;
 pub mod apiserver;
 pub mod cgroups;
+pub mod prometheus;
 pub mod victim;

@@ -17,12 +17,18 @@ pub fn victim_bin() -> PathBuf {
     }
     let exe = std::env::current_exe().expect("test binary path");
     // target/<profile>/deps/<test> → target/<profile>/coroner-victim
-    exe.parent().and_then(|d| d.parent()).expect("target dir").join("coroner-victim")
+    exe.parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .join("coroner-victim")
 }
 
 /// Starts `coroner-victim <args>` as a process of `cgroup`.
 pub fn spawn_in(cgroup: &TestCgroup, args: &[&str]) -> Result<Child> {
-    let procs = std::fs::OpenOptions::new().write(true).open(cgroup.procs_file()).context("opening cgroup.procs")?;
+    let procs = std::fs::OpenOptions::new()
+        .write(true)
+        .open(cgroup.procs_file())
+        .context("opening cgroup.procs")?;
     let fd = procs.as_raw_fd();
     let mut cmd = Command::new(victim_bin());
     cmd.args(args).stdin(Stdio::null());
@@ -36,7 +42,9 @@ pub fn spawn_in(cgroup: &TestCgroup, args: &[&str]) -> Result<Child> {
             Ok(())
         });
     }
-    let child = cmd.spawn().with_context(|| format!("spawning {} {args:?}", victim_bin().display()))?;
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("spawning {} {args:?}", victim_bin().display()))?;
     drop(procs);
     Ok(child)
 }
@@ -70,7 +78,10 @@ pub fn reap(child: Child) -> Result<Reaped> {
         anyhow::bail!("wait4({pid}): {}", std::io::Error::last_os_error());
     }
     std::mem::forget(child);
-    Ok(Reaped { status, maxrss_kib: usage.ru_maxrss })
+    Ok(Reaped {
+        status,
+        maxrss_kib: usage.ru_maxrss,
+    })
 }
 
 /// The real Python interpreter, not the pyenv shim (which spawns extra processes).

@@ -4,9 +4,13 @@
 
 use std::time::{Duration, Instant};
 
-use agent_ebpf::{ExecFailureEvent, ExitEvent, KernelEvent, OomEvent, SignalEvent, c_str_bytes, exit_flags};
+use agent_ebpf::{
+    ExecFailureEvent, ExitEvent, KernelEvent, OomEvent, SignalEvent, c_str_bytes, exit_flags,
+};
 use coroner::{events::EventReader, probes::Probes};
-use coroner_tests::cgroups::{Layout, TestCgroup, container_path, kubepods_top, pod_uid, unique_hex};
+use coroner_tests::cgroups::{
+    Layout, TestCgroup, container_path, kubepods_top, pod_uid, unique_hex,
+};
 use coroner_tests::victim::{reap, spawn_in};
 
 struct Capture {
@@ -18,18 +22,31 @@ struct Capture {
 impl Capture {
     fn start() -> Self {
         let mut probes = Probes::load().expect("the kernel programs load and attach (run as root)");
-        assert!(probes.readiness().is_ok(), "every probe attached: {:?}", probes.readiness());
+        assert!(
+            probes.readiness().is_ok(),
+            "every probe attached: {:?}",
+            probes.readiness()
+        );
         let events = probes.take_events().expect("the ring buffer");
-        Self { _probes: probes, reader: EventReader::new(events), seen: Vec::new() }
+        Self {
+            _probes: probes,
+            reader: EventReader::new(events),
+            seen: Vec::new(),
+        }
     }
 
     /// Reads events until `done` holds for what was seen, or fails after `limit`.
     fn until(&mut self, what: &str, limit: Duration, done: impl Fn(&[KernelEvent]) -> bool) {
         let deadline = Instant::now() + limit;
         while !done(&self.seen) {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}; saw {} events", self.seen.len());
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; saw {} events",
+                self.seen.len()
+            );
             let seen = &mut self.seen;
-            self.reader.poll(Duration::from_millis(20), |e| seen.push(e));
+            self.reader
+                .poll(Duration::from_millis(20), |e| seen.push(e));
         }
     }
 
@@ -41,19 +58,30 @@ impl Capture {
     }
 
     fn signals_to(&self, tgid: u32) -> Vec<SignalEvent> {
-        self.seen.iter().filter_map(|e| match e {
-            KernelEvent::Signal(s) if s.target_tgid == tgid => Some(*s),
-            _ => None,
-        }).collect()
+        self.seen
+            .iter()
+            .filter_map(|e| match e {
+                KernelEvent::Signal(s) if s.target_tgid == tgid => Some(*s),
+                _ => None,
+            })
+            .collect()
     }
 }
 
 fn has_exit(tgid: u32) -> impl Fn(&[KernelEvent]) -> bool {
-    move |seen| seen.iter().any(|e| matches!(e, KernelEvent::Exit(x) if x.tgid == tgid))
+    move |seen| {
+        seen.iter()
+            .any(|e| matches!(e, KernelEvent::Exit(x) if x.tgid == tgid))
+    }
 }
 
 fn container() -> TestCgroup {
-    let path = container_path(Layout::CgroupfsBurstable, &kubepods_top(), &pod_uid(), &unique_hex(64));
+    let path = container_path(
+        Layout::CgroupfsBurstable,
+        &kubepods_top(),
+        &pod_uid(),
+        &unique_hex(64),
+    );
     TestCgroup::create(&path).expect("creating a test memory cgroup")
 }
 
@@ -71,20 +99,39 @@ fn exit_code_memcg_and_peak_rss_of_a_main_process() {
     assert_eq!(reaped.exit_code(), Some(0));
     capture.until("the exit", Duration::from_secs(5), has_exit(pid));
     let exit = capture.exit_of(pid).unwrap();
-    assert_eq!(exit.memcg_id, cg.id(), "memcg id is the cgroup directory's inode");
-    assert_ne!(exit.flags & exit_flags::PARENT_OUTSIDE, 0, "parent (the test) is outside: main process");
+    assert_eq!(
+        exit.memcg_id,
+        cg.id(),
+        "memcg id is the cgroup directory's inode"
+    );
+    assert_ne!(
+        exit.flags & exit_flags::PARENT_OUTSIDE,
+        0,
+        "parent (the test) is outside: main process"
+    );
     assert_eq!(exit.parent_tgid, std::process::id());
     assert_eq!(comm(&exit.comm), "coroner-victim");
     let kernel_kib = exit.maxrss_pages as i64 * 4;
     let diff = (kernel_kib - reaped.maxrss_kib).abs() as f64 / reaped.maxrss_kib as f64;
-    assert!(diff <= 0.05, "peak RSS {kernel_kib} KiB vs wait4's {} KiB", reaped.maxrss_kib);
-    assert!(kernel_kib > 48 * 1024, "the 48 MiB touched show in the peak ({kernel_kib} KiB)");
+    assert!(
+        diff <= 0.05,
+        "peak RSS {kernel_kib} KiB vs wait4's {} KiB",
+        reaped.maxrss_kib
+    );
+    assert!(
+        kernel_kib > 48 * 1024,
+        "the 48 MiB touched show in the peak ({kernel_kib} KiB)"
+    );
 
     let child = spawn_in(&cg, &["exit", "3"]).unwrap();
     let pid = child.id();
     assert_eq!(reap(child).unwrap().exit_code(), Some(3));
     capture.until("exit 3", Duration::from_secs(5), has_exit(pid));
-    assert_eq!(capture.exit_of(pid).unwrap().exit_code, 768, "exit 3 is 3 << 8 in task->exit_code");
+    assert_eq!(
+        capture.exit_of(pid).unwrap().exit_code,
+        768,
+        "exit 3 is 3 << 8 in task->exit_code"
+    );
 }
 
 #[test]
@@ -99,10 +146,18 @@ fn sigkill_names_the_sender_and_sigchld_never_crosses() {
     let sender_pid = sender.id();
     assert_eq!(reap(sender).unwrap().exit_code(), Some(0));
     assert_eq!(reap(victim).unwrap().signal(), Some(9));
-    capture.until("the SIGKILL and the exit", Duration::from_secs(5), has_exit(victim_pid));
+    capture.until(
+        "the SIGKILL and the exit",
+        Duration::from_secs(5),
+        has_exit(victim_pid),
+    );
     let exit = capture.exit_of(victim_pid).unwrap();
     assert_eq!(exit.exit_code, 9, "SIGKILL is 9 in task->exit_code");
-    let kills: Vec<_> = capture.signals_to(victim_pid).into_iter().filter(|s| s.sig == 9).collect();
+    let kills: Vec<_> = capture
+        .signals_to(victim_pid)
+        .into_iter()
+        .filter(|s| s.sig == 9)
+        .collect();
     assert_eq!(kills.len(), 1, "one SIGKILL: {kills:?}");
     let kill = kills[0];
     assert_eq!(kill.sender_tgid, sender_pid);
@@ -118,9 +173,20 @@ fn sigkill_names_the_sender_and_sigchld_never_crosses() {
     std::thread::sleep(Duration::from_millis(200));
     coroner_tests::victim::signal_pid(handler_pid, libc::SIGUSR1);
     assert_eq!(reap(handler).unwrap().exit_code(), Some(0));
-    capture.until("the handler's exit", Duration::from_secs(5), has_exit(handler_pid));
-    assert!(capture.signals_to(handler_pid).iter().all(|s| s.sig != 10), "handled SIGUSR1 crossed");
-    let sigchld = capture.seen.iter().filter(|e| matches!(e, KernelEvent::Signal(s) if s.sig == 17)).count();
+    capture.until(
+        "the handler's exit",
+        Duration::from_secs(5),
+        has_exit(handler_pid),
+    );
+    assert!(
+        capture.signals_to(handler_pid).iter().all(|s| s.sig != 10),
+        "handled SIGUSR1 crossed"
+    );
+    let sigchld = capture
+        .seen
+        .iter()
+        .filter(|e| matches!(e, KernelEvent::Signal(s) if s.sig == 17))
+        .count();
     assert_eq!(sigchld, 0, "SIGCHLD crossed to user space");
 }
 
@@ -132,7 +198,11 @@ fn memcg_oom_kill_reports_the_victim_near_the_limit() {
     cg.set_limit(LIMIT).unwrap();
     let victim = spawn_in(&cg, &["alloc", "300"]).unwrap();
     let pid = victim.id();
-    assert_eq!(reap(victim).unwrap().signal(), Some(9), "the OOM killer took it");
+    assert_eq!(
+        reap(victim).unwrap().signal(),
+        Some(9),
+        "the OOM killer took it"
+    );
     capture.until("the OOM kill", Duration::from_secs(10), has_exit(pid));
     let oom: OomEvent = capture
         .seen
@@ -145,11 +215,17 @@ fn memcg_oom_kill_reports_the_victim_near_the_limit() {
     assert_eq!(oom.victim_memcg_id, cg.id());
     assert_ne!(oom.flags & agent_ebpf::oom_flags::RSS_FROM_MM, 0);
     let rss = (oom.anon_rss_pages + oom.file_rss_pages + oom.shmem_rss_pages) * 4096;
-    assert!(rss > LIMIT * 8 / 10 && rss < LIMIT * 11 / 10, "victim RSS {rss} near the {LIMIT} limit");
+    assert!(
+        rss > LIMIT * 8 / 10 && rss < LIMIT * 11 / 10,
+        "victim RSS {rss} near the {LIMIT} limit"
+    );
     let own = oom.memcg_chain[0];
     assert_eq!(own.id, cg.id());
     assert_eq!(own.max_pages * 4096, LIMIT);
-    assert!(own.usage_pages * 4096 >= LIMIT - (1 << 20), "usage at the limit at the kill: {own:?}");
+    assert!(
+        own.usage_pages * 4096 >= LIMIT - (1 << 20),
+        "usage at the limit at the kill: {own:?}"
+    );
 }
 
 #[test]
@@ -170,7 +246,10 @@ fn failed_exec_gives_path_and_errno() {
         })
         .expect("an exec-failure event");
     assert_eq!(failure.errno, libc::ENOENT);
-    assert_eq!(&failure.path[..failure.path_len as usize], missing.as_bytes());
+    assert_eq!(
+        &failure.path[..failure.path_len as usize],
+        missing.as_bytes()
+    );
     assert_eq!(failure.memcg_id, cg.id());
     assert_eq!(capture.exit_of(pid).unwrap().exit_code, 127 << 8);
 }

@@ -3,7 +3,7 @@
 
 use std::num::NonZeroUsize;
 
-use agent_ebpf::{ExecFailureEvent, PATH_LEN, c_str_bytes};
+use agent_ebpf::{ExecFailureEvent, PATH_LEN, c_str_bytes, exec_flags};
 use lru::LruCache;
 
 use super::errno::errno_name;
@@ -17,6 +17,8 @@ const PER_MEMCG: usize = 4;
 pub(super) struct ExecFailureSeen {
     pub ktime_ns: u64,
     pub pid: u32,
+    /// The failing process's parent: a shell that forked it, or the runtime's shim.
+    pub parent_tgid: u32,
     pub errno: i32,
     pub path: String,
 }
@@ -45,8 +47,16 @@ impl ExecFailureTable {
         }
     }
 
-    /// Remembers a failure; `false` for a malformed event (no positive errno).
+    /// Remembers a failure; `false` for a malformed event (no positive errno). A later
+    /// successful exec of the same process forgets its failures: `execvp` misses on every
+    /// PATH directory before the one that has the program.
     pub fn note(&mut self, event: &ExecFailureEvent) -> bool {
+        if event.flags & exec_flags::LATER_SUCCESS != 0 {
+            if let Some(list) = self.by_memcg.peek_mut(&event.memcg_id) {
+                list.retain(|s| s.pid != event.tgid);
+            }
+            return true;
+        }
         if event.errno <= 0 {
             return false;
         }
@@ -59,6 +69,7 @@ impl ExecFailureTable {
         let seen = ExecFailureSeen {
             ktime_ns: event.header.ktime_ns,
             pid: event.tgid,
+            parent_tgid: event.parent_tgid,
             errno: event.errno,
             path,
         };
@@ -75,18 +86,20 @@ impl ExecFailureTable {
         true
     }
 
-    /// The last failure in `memcg_id` between a process's start and its death: by it, or by a
-    /// child it forked (or any process of the container in that span: the event does not say
-    /// when the failing process started).
+    /// The last failure in `memcg_id` between a process's start and its death, by it or by a
+    /// child it forked (a shell forks before it execs); not by another process of the
+    /// container, such as a `kubectl exec` whose parent is the runtime.
     pub fn last_between(
         &self,
         memcg_id: u64,
+        tgid: u32,
         from_ns: u64,
         to_ns: u64,
     ) -> Option<&ExecFailureSeen> {
         self.by_memcg
             .peek(&memcg_id)?
             .iter()
+            .filter(|s| s.pid == tgid || s.parent_tgid == tgid)
             .filter(|s| (from_ns..=to_ns).contains(&s.ktime_ns))
             .max_by_key(|s| s.ktime_ns)
     }

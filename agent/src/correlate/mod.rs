@@ -189,6 +189,8 @@ impl Correlator {
             KernelEvent::Exit(exit) => self.on_exit(exit, cgroups),
             KernelEvent::Signal(signal) => self.on_signal(signal),
             KernelEvent::Oom(oom) => self.on_oom(oom, cgroups),
+            // Cgroup creation feeds the resolver, not the correlator.
+            KernelEvent::CgroupMkdir(_) => {}
             KernelEvent::ExecFailure(failure) => {
                 if !self.exec_failures.note(failure) {
                     self.stats.malformed_events += 1;

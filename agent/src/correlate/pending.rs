@@ -93,7 +93,7 @@ impl Correlator {
         };
         let exec_failure =
             self.exec_failures
-                .last_between(exit.memcg_id, exit.start_boottime_ns, died_ns);
+                .last_between(exit.memcg_id, exit.tgid, exit.start_boottime_ns, died_ns);
         let evidence = Evidence {
             oom: oom.as_ref(),
             signals: history.as_ref(),
@@ -145,6 +145,7 @@ impl Correlator {
         };
         let exec_failure = self.exec_failures.last_between(
             oom.victim_memcg_id,
+            key.tgid,
             key.start_boottime_ns,
             oom.ktime_ns,
         );

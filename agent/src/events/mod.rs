@@ -119,6 +119,11 @@ pub fn describe(event: &KernelEvent) -> String {
             comm(&o.trigger_comm),
             &o.memcg_chain[..(o.memcg_chain_len as usize).min(o.memcg_chain.len())]
         ),
+        KernelEvent::CgroupMkdir(m) => format!(
+            "memcg created id={} path={}",
+            m.memcg_id,
+            String::from_utf8_lossy(c_str_bytes(&m.path[..(m.path_len as usize).min(m.path.len())]))
+        ),
         KernelEvent::ExecFailure(x) => format!(
             "exec failed pid={} ({}) errno={} path={} memcg={}",
             x.tgid,

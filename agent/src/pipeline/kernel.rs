@@ -42,6 +42,7 @@ fn kind_of(event: &KernelEvent) -> EventKind {
         KernelEvent::Signal(_) => EventKind::Signal,
         KernelEvent::Oom(_) => EventKind::Oom,
         KernelEvent::ExecFailure(_) => EventKind::ExecFailure,
+        KernelEvent::CgroupMkdir(_) => EventKind::CgroupMkdir,
     }
 }
 
@@ -64,6 +65,13 @@ impl KernelStage {
                 metrics.event_handled(kind_of(&event));
                 if *trace_events {
                     info!(target: "coroner::kernel", "{}", describe(&event));
+                }
+                if let KernelEvent::CgroupMkdir(mkdir) = &event {
+                    // The path is relative to the memory hierarchy's root, as the resolver's.
+                    let len = (mkdir.path_len as usize).min(mkdir.path.len());
+                    let path = String::from_utf8_lossy(agent_ebpf::c_str_bytes(&mkdir.path[..len]));
+                    lookup.resolver.note_created(mkdir.memcg_id, &path);
+                    return;
                 }
                 correlator.ingest(&event, lookup);
             });
@@ -109,7 +117,9 @@ impl KernelStage {
         self.metrics
             .kernel_counters(KernelCounters::from_slots(&slots));
         let stats = self.correlator.stats();
-        let outside = stats.deaths_outside_containers;
+        // Deaths outside containers: those user space classified, plus those the kernel
+        // filtered because their memcg was already known to be a host one.
+        let outside = stats.deaths_outside_containers + slots[counter::EXIT_HOST as usize];
         self.metrics
             .deaths_outside_containers(outside - reported.outside.min(outside));
         reported.outside = outside;

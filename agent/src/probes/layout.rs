@@ -155,7 +155,9 @@ pub fn resolve(btf: &Btf, tracefs: &Path) -> Result<Resolved, BtfError> {
         flags,
         siginfo_code: off(btf, "kernel_siginfo", "si_code")?,
         task_group_leader: off(btf, "task_struct", "group_leader")?,
-        reserved: 0,
+        cgroup_root: off(btf, "cgroup", "root")?,
+        cgroup_root_subsys_mask: off(btf, "cgroup_root", "subsys_mask")?,
+        memory_cgrp_id: memcg_id.map_or(0, |id| id as u32),
     };
     Ok(Resolved {
         layout,

@@ -168,6 +168,7 @@ impl Probes {
         };
         attach_btf(&mut ebpf, names::PROCESS_EXIT, "sched_process_exit");
         attach_btf(&mut ebpf, names::SIGNAL_GENERATE, "signal_generate");
+        attach_btf(&mut ebpf, names::CGROUP_MKDIR, "cgroup_mkdir");
         match resolved.oom_victim_arg {
             Some(OomVictimArg::Task) => attach_btf(&mut ebpf, names::MARK_VICTIM, "mark_victim"),
             Some(OomVictimArg::Pid) => attach_btf(&mut ebpf, "mark_victim_pid", "mark_victim"),

@@ -3,7 +3,7 @@
 //!
 //! `coroner-victim exit N | alloc MIB | rss MIB | sleep SECS | ignore-term SECS |
 //!  handle-usr1 SECS | segv | abort | exec PATH | shell-exec PATH | kill SIG PID |
-//!  child-alloc MIB SECS | self-term`
+//!  child-alloc MIB SECS | self-term | threads N SECS | thread-segv`
 
 use std::time::Duration;
 
@@ -53,7 +53,12 @@ fn main() {
         }
         "handle-usr1" => {
             // SAFETY: a handler that does nothing.
-            unsafe { libc::signal(libc::SIGUSR1, on_usr1 as usize) };
+            unsafe {
+                libc::signal(
+                    libc::SIGUSR1,
+                    on_usr1 as extern "C" fn(i32) as libc::sighandler_t,
+                )
+            };
             sleep(arg(1));
         }
         "segv" => {
@@ -96,6 +101,25 @@ fn main() {
         "self-term" => {
             // SAFETY: raise(3) on ourselves.
             unsafe { libc::raise(libc::SIGTERM) };
+            sleep("5");
+        }
+        "threads" => {
+            // A multi-threaded process (every Go or Java program): N threads and the main
+            // one, all sleeping.
+            let secs = arg(2).to_string();
+            for _ in 0..arg(1).parse().unwrap_or(4) {
+                let secs = secs.clone();
+                std::thread::spawn(move || sleep(&secs));
+            }
+            sleep(&secs);
+        }
+        "thread-segv" => {
+            // A worker thread faults, not the main one.
+            let worker = std::thread::spawn(|| {
+                // SAFETY: deliberately faulting is the point.
+                unsafe { std::ptr::write_volatile(std::ptr::null_mut::<u8>(), 1) };
+            });
+            let _ = worker.join();
             sleep("5");
         }
         other => {

@@ -142,6 +142,7 @@ pub fn ktime(e: &KernelEvent) -> u64 {
         KernelEvent::Signal(e) => e.header.ktime_ns,
         KernelEvent::Oom(e) => e.header.ktime_ns,
         KernelEvent::ExecFailure(e) => e.header.ktime_ns,
+        KernelEvent::CgroupMkdir(e) => e.header.ktime_ns,
     }
 }
 
@@ -273,7 +274,24 @@ pub const UNLIMITED: u64 = (i64::MAX as u64) / PAGE;
 /// 64 MiB in pages.
 pub const LIMIT_64M: u64 = (64 << 20) / PAGE;
 
+/// The tgid the exec-failure fixtures' processes are children of: the tests' main process.
+pub const EXEC_PARENT: u32 = 4242;
+
+/// A failed exec by `tgid`, a child of the tests' main process (or the main process itself).
 pub fn exec_failure(at: u64, tgid: u32, memcg: u64, errno: i32, path: &str) -> KernelEvent {
+    exec_failure_by(at, tgid, EXEC_PARENT, memcg, errno, path)
+}
+
+/// `tgid` (child of `parent`) exec'd successfully after failing: its failures explain nothing.
+pub fn exec_later_success(at: u64, tgid: u32, memcg: u64) -> KernelEvent {
+    let KernelEvent::ExecFailure(mut e) = exec_failure_by(at, tgid, EXEC_PARENT, memcg, 0, "") else {
+        unreachable!()
+    };
+    e.flags = agent_ebpf::exec_flags::LATER_SUCCESS;
+    KernelEvent::ExecFailure(e)
+}
+
+pub fn exec_failure_by(at: u64, tgid: u32, parent: u32, memcg: u64, errno: i32, path: &str) -> KernelEvent {
     let mut buf = [0; PATH_LEN];
     buf[..path.len()].copy_from_slice(path.as_bytes());
     KernelEvent::ExecFailure(ExecFailureEvent {
@@ -282,6 +300,8 @@ pub fn exec_failure(at: u64, tgid: u32, memcg: u64, errno: i32, path: &str) -> K
         tgid,
         errno,
         path_len: path.len() as u32,
+        parent_tgid: parent,
+        flags: 0,
         memcg_id: memcg,
         comm: comm("sh"),
         path: buf,

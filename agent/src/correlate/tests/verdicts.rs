@@ -101,6 +101,36 @@ fn a_failed_exec_explains_a_nonzero_exit_by_its_errno() {
 }
 
 #[test]
+fn another_process_failed_exec_is_not_this_ones() {
+    // A `kubectl exec` of a missing command: its parent is the runtime (900), not the main
+    // process, so the main process's later exit 1 is an Error, not CommandNotFound.
+    let r = one(&[
+        exec_failure_by(50 * SEC, 4400, 900, CTR_A, libc::ENOENT, "/bin/missing"),
+        exited(MAIN, 51 * SEC, 1, true),
+    ]);
+    assert_eq!((r.reason, r.exec_failure), (Reason::Error, None));
+}
+
+#[test]
+fn a_path_miss_followed_by_a_successful_exec_explains_nothing() {
+    // execvp tries /nonexistent-x/sh (ENOENT), then /bin/sh succeeds; the script exits 1.
+    let r = one(&[
+        exec_failure(50 * SEC, 4300, CTR_A, libc::ENOENT, "/nonexistent-x/sh"),
+        exec_later_success(50 * SEC + 10, 4300, CTR_A),
+        exited(MAIN, 51 * SEC, 1, true),
+    ]);
+    assert_eq!((r.reason, r.exec_failure), (Reason::Error, None));
+    // A failure of another child stays.
+    let r = one(&[
+        exec_failure(50 * SEC, 4301, CTR_A, libc::ENOENT, "/bin/gone"),
+        exec_failure(50 * SEC, 4300, CTR_A, libc::ENOENT, "/nonexistent-x/sh"),
+        exec_later_success(50 * SEC + 10, 4300, CTR_A),
+        exited(MAIN, 51 * SEC, 127, true),
+    ]);
+    assert_eq!(r.exec_failure.map(|x| x.path), Some("/bin/gone".into()));
+}
+
+#[test]
 fn exec_failures_outside_the_process_life_or_container_do_not_count() {
     let r = one(&[
         // Before the process started (a previous instance), in another container, after death.

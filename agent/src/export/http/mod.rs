@@ -211,7 +211,8 @@ async fn serve_router(
                         refuse(&stream);
                         continue;
                     };
-                    connections.spawn(connection(stream, app.clone(), permit, stop_rx.clone(), limits));
+                    let task = connection(stream, app.clone(), permit, stop_rx.clone(), limits);
+                    connections.spawn(task);
                 }
                 Err(error) => {
                     // EMFILE and friends pass; spinning on them would not help them pass.

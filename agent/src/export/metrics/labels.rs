@@ -62,14 +62,16 @@ pub enum EventKind {
     Signal,
     Oom,
     ExecFailure,
+    CgroupMkdir,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 4] = [
+    pub const ALL: [EventKind; 5] = [
         EventKind::Exit,
         EventKind::Signal,
         EventKind::Oom,
         EventKind::ExecFailure,
+        EventKind::CgroupMkdir,
     ];
 
     #[must_use]
@@ -79,6 +81,7 @@ impl EventKind {
             EventKind::Signal => "signal",
             EventKind::Oom => "oom",
             EventKind::ExecFailure => "exec_failure",
+            EventKind::CgroupMkdir => "cgroup_mkdir",
         }
     }
 }

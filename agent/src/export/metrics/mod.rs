@@ -8,6 +8,8 @@
 pub(crate) mod exposition;
 mod families;
 mod labels;
+#[cfg(test)]
+mod lint_tests;
 mod series;
 #[cfg(test)]
 mod tests;
@@ -68,6 +70,7 @@ impl KernelCounters {
                 counter::LOST_OOM,
                 counter::LOST_EXEC_FAILURE,
                 counter::EXEC_STASH_FULL,
+                counter::LOST_CGROUP_MKDIR,
             ]
             .into_iter()
             .map(slot)

@@ -23,7 +23,7 @@ fn dying(namespace: &str, pod: &str) -> TerminationRecord {
     r
 }
 
-fn oom_killed(namespace: &str, pod: &str) -> TerminationRecord {
+pub(super) fn oom_killed(namespace: &str, pod: &str) -> TerminationRecord {
     let mut r = dying(namespace, pod);
     r.reason = Reason::OomKilled;
     r.exit_code = None;

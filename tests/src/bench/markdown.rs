@@ -1,0 +1,131 @@
+//! The Markdown results file: the summary table, then the measurements behind it.
+
+use std::fmt::Write as _;
+
+use super::report::Report;
+
+pub fn render(r: &Report) -> String {
+    let m = &r.machine;
+    let mut out = String::new();
+    let _ = writeln!(out, "# coroner bench — {}\n", r.date);
+    let _ = writeln!(
+        out,
+        "Machine: {} CPUs ({}), {:.1} GiB, Linux {}. Load average {:.2} at the start, {:.2} at the end \
+         (other work on the machine widens every spread). The bench took {:.0} s.\n",
+        m.nproc,
+        m.cpu_model,
+        m.memory_bytes as f64 / f64::from(1u32 << 30),
+        m.kernel,
+        m.loadavg_start,
+        m.loadavg_end,
+        r.bench_seconds
+    );
+    let _ = writeln!(out, "{}", r.table());
+    if !r.errors.is_empty() {
+        let _ = writeln!(out, "## Phases that failed\n");
+        for e in &r.errors {
+            let _ = writeln!(out, "- {e}");
+        }
+        out.push('\n');
+    }
+    slowdown(r, &mut out);
+    programs(r, &mut out);
+    footprint(r, &mut out);
+    series(r, &mut out);
+    out
+}
+
+fn slowdown(r: &Report, out: &mut String) {
+    let Some(storms) = &r.slowdown else { return };
+    let _ = writeln!(
+        out,
+        "## Workload slowdown\n\nEach storm runs {:.1} s with one helper per CPU inside a kubelet-style container \
+         cgroup; {} pairs alternate with and without the agent (the agent is started afresh for each \
+         \"with\"). Spawned program: {}. Operations per second, all helpers together:\n",
+        r.storm_seconds, r.pairs, r.spawn_program
+    );
+    let _ = writeln!(out, "| storm | pair | with agent | without | slowdown |\n|---|---|---|---|---|");
+    for s in storms {
+        for (i, ((on, off), pct)) in s.with_agent.iter().zip(&s.without_agent).zip(&s.slowdown_pct).enumerate() {
+            let _ = writeln!(out, "| {} | {} | {on:.0} | {off:.0} | {pct:+.2}% |", s.storm, i + 1);
+        }
+    }
+    out.push('\n');
+}
+
+fn programs(r: &Report, out: &mut String) {
+    let Some(costs) = &r.program_cost else { return };
+    let _ = writeln!(
+        out,
+        "## Kernel programs\n\nBPF run-time statistics on (`BPF_ENABLE_STATS`, as `kernel.bpf_stats_enabled=1`, \
+         released after), each storm once, this agent's programs only (read from its fdinfo):\n"
+    );
+    let _ = writeln!(out, "| program | storm | runs | average ns |\n|---|---|---|---|");
+    for c in costs {
+        let _ = writeln!(out, "| {} | {} | {} | {} |", c.program, c.storm, c.runs, c.avg_ns.map_or("—".into(), |a| format!("{a:.0}")));
+    }
+    out.push('\n');
+}
+
+fn footprint(r: &Report, out: &mut String) {
+    let Some(f) = &r.footprint else { return };
+    let _ = writeln!(
+        out,
+        "## Loss, latency, footprint\n\nDeaths are children forked and killed (SIGTERM and SIGKILL in turn) inside the \
+         container cgroup, each needing a record; 2 s per step. Latency: a thread woken by inotify stamps each \
+         new line of `--events-json` with the wall clock and subtracts the record's `time`.\n"
+    );
+    let _ = writeln!(out, "| asked/s | reached/s | deaths | records | lost | latency p50 | p99 | max |\n|---|---|---|---|---|---|---|---|");
+    for s in &f.ladder {
+        let asked = if s.target_rate == 0 { "max".to_owned() } else { s.target_rate.to_string() };
+        let (p50, p99, max) = s.latency_us.map_or(("—".into(), "—".into(), "—".into()), |p| {
+            (format!("{:.2} ms", p.p50 / 1e3), format!("{:.2} ms", p.p99 / 1e3), format!("{:.2} ms", p.max / 1e3))
+        });
+        let _ = writeln!(out, "| {asked} | {:.0} | {} | {} | {} | {p50} | {p99} | {max} |", s.achieved_rate, s.deaths, s.records, s.lost);
+    }
+    if let Some(c) = &f.churn {
+        let _ = writeln!(
+            out,
+            "\nChurn: {} deaths in {:.0} s ({:.0}/s), {} records, {} events, {} lost; agent CPU {:.2} s. \
+             VmRSS by records made: {}.",
+            c.deaths,
+            c.seconds,
+            c.deaths as f64 / c.seconds,
+            c.records,
+            c.events,
+            c.lost,
+            c.cpu_ns as f64 / 1e9,
+            c.rss_by_records.iter().map(|(n, kib)| format!("{n}: {:.1} MiB", *kib as f64 / 1024.0)).collect::<Vec<_>>().join(", ")
+        );
+    } else {
+        let _ = writeln!(out, "\nChurn: not measured (no time left in the budget).");
+    }
+    out.push('\n');
+}
+
+fn series(r: &Report, out: &mut String) {
+    let Some(s) = &r.series else { return };
+    let _ = writeln!(
+        out,
+        "## Many pods, many series\n\n`--kube on` against the API server double; 3 containers per pod, 12 deaths per \
+         container (8 of the main process: exit 0/1/126/127, SIGSEGV, SIGUSR2, SIGKILL and SIGTERM from outside; \
+         4 of a child: SIGKILL, SIGTERM, SIGSEGV, SIGUSR2), {} deaths staged, {} events lost meanwhile (any stage).\n",
+        s.deaths_staged, s.lost
+    );
+    let _ = writeln!(out, "| series | pods | records | body | wall median | agent CPU/scrape | VmRSS | VmHWM |\n|---|---|---|---|---|---|---|---|");
+    for p in &s.points {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {:.1} MiB | {:.1} ms | {:.1} ms | {:.1} MiB | {:.1} MiB |",
+            p.series,
+            p.pods,
+            p.records,
+            p.body_bytes as f64 / f64::from(1u32 << 20),
+            p.wall_ms.map_or(f64::NAN, |w| w.median),
+            p.agent_cpu_ms,
+            p.agent.rss_kib as f64 / 1024.0,
+            p.agent.hwm_kib as f64 / 1024.0
+        );
+    }
+    out.push('\n');
+}

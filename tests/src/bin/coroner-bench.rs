@@ -1,0 +1,130 @@
+//! `cargo xtask bench`: what coroner costs a node, measured here, in one run — workload
+//! slowdown, the kernel programs' own cost, the highest loss-free death rate, memory and CPU,
+//! record latency, and `/metrics` at 10k and 100k series. Prints the table and writes it as
+//! Markdown and JSON to `bench-results/`.
+//!
+//! `coroner-bench [PATH TO coroner]` (default: `CORONER_BIN`, else `target/release/coroner`).
+//! Knobs (environment): `CORONER_BENCH_PAIRS` (7), `CORONER_BENCH_CHURN_SECS` (60),
+//! `CORONER_BENCH_SERIES` (`10000,100000`; empty: skip). Needs root.
+
+#[path = "../bench/mod.rs"]
+mod bench;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use bench::report::Report;
+use bench::{Bench, check_interrupted, footprint, markdown, overhead, procfs, series};
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// Runs one phase; a failure is reported, not fatal, so the other figures still come out.
+fn phase<T>(name: &str, errors: &mut Vec<String>, run: impl FnOnce() -> Result<T>) -> Option<T> {
+    if check_interrupted().is_err() {
+        errors.push(format!("{name}: skipped (interrupted)"));
+        return None;
+    }
+    let started = Instant::now();
+    eprintln!("== {name}");
+    match run() {
+        Ok(value) => {
+            eprintln!("   {name}: {:.0?}", started.elapsed());
+            Some(value)
+        }
+        Err(e) => {
+            eprintln!("   {name} failed: {e:#}");
+            errors.push(format!("{name}: {e:#}"));
+            None
+        }
+    }
+}
+
+fn orchestrate(args: &[String]) -> Result<()> {
+    let coroner = args
+        .get(1)
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("CORONER_BIN").map(PathBuf::from))
+        .unwrap_or_else(|| workspace_root().join("target/release/coroner"));
+    if !coroner.exists() {
+        bail!("{} is missing: run `cargo xtask bench` (it builds the release agent)", coroner.display());
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the bench loads BPF programs and creates cgroups: run it as root");
+    }
+    bench::catch_interrupts();
+    let started = Instant::now();
+    let date = OffsetDateTime::now_utc();
+    let mut machine = procfs::machine();
+    if procfs::bpf_stats_sysctl() == Some(1) {
+        eprintln!("note: kernel.bpf_stats_enabled is already 1: the slowdown includes the statistics' own cost");
+    }
+    let pairs: usize = env_or("CORONER_BENCH_PAIRS", 7).max(1);
+    let churn = Duration::from_secs(env_or("CORONER_BENCH_CHURN_SECS", 60));
+    let targets: Vec<usize> = std::env::var("CORONER_BENCH_SERIES")
+        .unwrap_or_else(|_| "10000,100000".into())
+        .split(',')
+        .filter_map(|t| t.trim().parse().ok())
+        .collect();
+
+    let bench = Bench::new(coroner)?;
+    let mut errors = Vec::new();
+    let slowdown = phase("workload slowdown", &mut errors, || overhead::slowdown(&bench, pairs));
+    let program_cost = phase("kernel program cost", &mut errors, || overhead::program_cost(&bench));
+    let max_kill = slowdown.iter().flatten().find(|s| s.storm == "kill").and_then(|s| s.without_agent_rate).map(|r| r.median);
+    let footprint = phase("loss, latency, footprint", &mut errors, || footprint::run(&bench, max_kill, churn));
+    let series = if targets.is_empty() { None } else { phase("series and scrape", &mut errors, || series::run(&bench, &targets)) };
+    machine.loadavg_end = procfs::loadavg();
+
+    let mut report = Report {
+        date: date.format(&Rfc3339).unwrap_or_default(),
+        machine,
+        spawn_program: bench.program.description.clone(),
+        bench_seconds: started.elapsed().as_secs_f64(),
+        pairs,
+        storm_seconds: overhead::STORM_DURATION.as_secs_f64(),
+        slowdown,
+        program_cost,
+        footprint,
+        series,
+        errors,
+        rows: Vec::new(),
+    };
+    drop(bench);
+    report.summarise();
+    println!("\n{}", report.table());
+    let dir = workspace_root().join("bench-results");
+    std::fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
+    let stem = format!("bench-{}", report.date.replace(':', "-"));
+    let md = dir.join(format!("{stem}.md"));
+    std::fs::write(&md, markdown::render(&report)).with_context(|| format!("writing {}", md.display()))?;
+    let json = dir.join(format!("{stem}.json"));
+    std::fs::write(&json, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", json.display()))?;
+    println!("bench took {:.0} s; results in {} and {}", report.bench_seconds, md.display(), json.display());
+    if report.errors.is_empty() { Ok(()) } else { bail!("{} phase(s) failed: {}", report.errors.len(), report.errors.join("; ")) }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(code) = bench::helper::run(&args) {
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
+    match orchestrate(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("coroner-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
