@@ -169,8 +169,22 @@ fn apt_install(packages: &[&str]) -> Result<()> {
 
 /// What the end-to-end tests drive: Prometheus/promtool (real ones), tracefs.
 pub fn ensure_test_tools() -> Result<()> {
-    if !Path::new("/usr/bin/prometheus").exists() || !Path::new("/usr/bin/promtool").exists() {
-        apt_install(&["prometheus"])?;
+    // Prometheus and promtool (real ones, for the end-to-end and alert tests), bpftool (an
+    // independent reader of BTF for the offset tests), jq and yq (the manifest checks).
+    let wanted = [
+        ("/usr/bin/prometheus", "prometheus"),
+        ("/usr/bin/promtool", "prometheus"),
+        ("/usr/sbin/bpftool", "bpftool"),
+        ("/usr/bin/jq", "jq"),
+        ("/usr/bin/yq", "yq"),
+    ];
+    let mut missing: Vec<&str> = wanted.iter().filter(|(path, _)| !Path::new(path).exists()).map(|(_, package)| *package).collect();
+    missing.dedup();
+    if !missing.is_empty() {
+        apt_install(&missing)?;
+    }
+    if !quiet(Command::new("kubectl").args(["version", "--client"])) {
+        eprintln!("xtask: kubectl is not on PATH; the manifest test (kustomize build) will fail");
     }
     if !Path::new("/sys/kernel/tracing/events").is_dir() {
         let _ = std::fs::create_dir_all("/sys/kernel/tracing");
