@@ -1,6 +1,8 @@
 //! The termination record: coroner's public contract (shared/RECORD.md). Field names and
 //! verdict strings are fixed; fields may be added, never renamed or dropped.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -181,4 +183,50 @@ pub struct ExecFailure {
     pub errno: String,
     /// The process whose exec failed (often a child: shells fork before exec).
     pub pid: u32,
+}
+
+/// The conventional name of a signal number, as `kill -l` prints it.
+#[must_use]
+pub fn signal_name(sig: u8) -> Cow<'static, str> {
+    const NAMES: [&str; 31] = [
+        "SIGHUP",
+        "SIGINT",
+        "SIGQUIT",
+        "SIGILL",
+        "SIGTRAP",
+        "SIGABRT",
+        "SIGBUS",
+        "SIGFPE",
+        "SIGKILL",
+        "SIGUSR1",
+        "SIGSEGV",
+        "SIGUSR2",
+        "SIGPIPE",
+        "SIGALRM",
+        "SIGTERM",
+        "SIGSTKFLT",
+        "SIGCHLD",
+        "SIGCONT",
+        "SIGSTOP",
+        "SIGTSTP",
+        "SIGTTIN",
+        "SIGTTOU",
+        "SIGURG",
+        "SIGXCPU",
+        "SIGXFSZ",
+        "SIGVTALRM",
+        "SIGPROF",
+        "SIGWINCH",
+        "SIGIO",
+        "SIGPWR",
+        "SIGSYS",
+    ];
+    // glibc keeps 32 and 33 for itself, so user-visible SIGRTMIN is 34.
+    const SIGRTMIN: u8 = 34;
+    match sig {
+        1..=31 => Cow::Borrowed(NAMES[usize::from(sig - 1)]),
+        SIGRTMIN => Cow::Borrowed("SIGRTMIN"),
+        35..=64 => Cow::Owned(format!("SIGRTMIN+{}", sig - SIGRTMIN)),
+        other => Cow::Owned(format!("SIG{other}")),
+    }
 }

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use time::{OffsetDateTime, UtcOffset, macros::format_description};
 
-use crate::record::{OomScope, Reason, Sender, SenderKind, TerminationRecord};
+use crate::record::{OomScope, Reason, Sender, SenderKind, TerminationRecord, signal_name};
 
 /// events.k8s.io/v1 refuses a note longer than this (bytes).
 pub const NOTE_MAX_BYTES: usize = 1024;
@@ -212,49 +212,6 @@ pub fn bytes(n: u64) -> String {
         format!("{}Ki", ratio(KI).round())
     } else {
         format!("{n}B")
-    }
-}
-
-#[must_use]
-pub fn signal_name(sig: u8) -> String {
-    const NAMES: [&str; 32] = [
-        "0",
-        "SIGHUP",
-        "SIGINT",
-        "SIGQUIT",
-        "SIGILL",
-        "SIGTRAP",
-        "SIGABRT",
-        "SIGBUS",
-        "SIGFPE",
-        "SIGKILL",
-        "SIGUSR1",
-        "SIGSEGV",
-        "SIGUSR2",
-        "SIGPIPE",
-        "SIGALRM",
-        "SIGTERM",
-        "SIGSTKFLT",
-        "SIGCHLD",
-        "SIGCONT",
-        "SIGSTOP",
-        "SIGTSTP",
-        "SIGTTIN",
-        "SIGTTOU",
-        "SIGURG",
-        "SIGXCPU",
-        "SIGXFSZ",
-        "SIGVTALRM",
-        "SIGPROF",
-        "SIGWINCH",
-        "SIGIO",
-        "SIGPWR",
-        "SIGSYS",
-    ];
-    match sig {
-        1..=31 => NAMES[usize::from(sig)].to_owned(),
-        34..=64 => format!("SIGRTMIN+{}", sig - 34),
-        _ => format!("signal {sig}"),
     }
 }
 

@@ -178,54 +178,10 @@ pub(super) struct ExecFailureLabels {
     pub errno: String,
 }
 
-/// The conventional name of a signal number, as `kill -l` prints it.
-pub(super) fn signal_name(sig: u8) -> Cow<'static, str> {
-    const NAMES: [&str; 31] = [
-        "SIGHUP",
-        "SIGINT",
-        "SIGQUIT",
-        "SIGILL",
-        "SIGTRAP",
-        "SIGABRT",
-        "SIGBUS",
-        "SIGFPE",
-        "SIGKILL",
-        "SIGUSR1",
-        "SIGSEGV",
-        "SIGUSR2",
-        "SIGPIPE",
-        "SIGALRM",
-        "SIGTERM",
-        "SIGSTKFLT",
-        "SIGCHLD",
-        "SIGCONT",
-        "SIGSTOP",
-        "SIGTSTP",
-        "SIGTTIN",
-        "SIGTTOU",
-        "SIGURG",
-        "SIGXCPU",
-        "SIGXFSZ",
-        "SIGVTALRM",
-        "SIGPROF",
-        "SIGWINCH",
-        "SIGIO",
-        "SIGPWR",
-        "SIGSYS",
-    ];
-    // glibc keeps 32 and 33 for itself, so user-visible SIGRTMIN is 34.
-    const SIGRTMIN: u8 = 34;
-    match sig {
-        1..=31 => Cow::Borrowed(NAMES[usize::from(sig - 1)]),
-        SIGRTMIN => Cow::Borrowed("SIGRTMIN"),
-        35..=64 => Cow::Owned(format!("SIGRTMIN+{}", sig - SIGRTMIN)),
-        other => Cow::Owned(format!("SIG{other}")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::signal_name;
 
     #[test]
     fn signal_names_follow_kill_l() {

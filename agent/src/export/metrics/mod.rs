@@ -22,7 +22,7 @@ use prometheus_client::registry::Registry;
 use families::{CauseLabels, Families};
 use labels::{
     ContainerLabels, ExecFailureLabels, KindLabels, OomLabels, ProbeLabels, SignalLabels,
-    StageLabels, TerminationLabels, VersionLabels, signal_name,
+    StageLabels, TerminationLabels, VersionLabels,
 };
 pub use labels::{EventKind, FilteredKind, LossStage};
 use series::{PodKey, SeriesIndex};
@@ -249,7 +249,7 @@ impl Metrics {
             let sender_kind = record.sender.as_ref().map_or("", |s| s.kind.as_str());
             f.signals
                 .get_or_create(&SignalLabels {
-                    signal: signal_name(sig),
+                    signal: crate::record::signal_name(sig),
                     sender_kind,
                 })
                 .inc();
