@@ -112,7 +112,7 @@ pub struct Options {
     pub kube: Option<String>,
     /// `--node-name`; a fresh `node-<hex>` when `None`.
     pub node: Option<String>,
-    /// Set in the agent's environment on top of the test's.
+    /// Set in the agent's environment on top of the test's and the harness's (`RUST_LOG`).
     pub env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
     /// Appended after the harness's own arguments.
     pub args: Vec<std::ffi::OsString>,
@@ -191,9 +191,9 @@ impl Agent {
             ])
             .arg(&events)
             .args(&options.args)
-            .envs(options.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(options.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

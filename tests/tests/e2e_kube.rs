@@ -6,199 +6,21 @@
 //! server that is down when the agent starts. Needs root; run through `cargo xtask test` (or
 //! build `coroner` first).
 
+#[path = "e2e_kube/support.rs"]
+mod support;
+
 use std::time::{Duration, Instant};
 
-use coroner::kube::message::event_note;
+use coroner_tests::agent::Agent;
 use coroner_tests::agent::expect::{Container, death, wait_ignoring};
-use coroner_tests::agent::{Agent, Options, Record};
 use coroner_tests::apiserver::ApiServer;
-use coroner_tests::apiserver::objects::{
-    job, pod, replicaset, with_label, with_owner, with_running, with_terminated, with_waiting,
-};
+use coroner_tests::apiserver::objects::{job, pod, with_owner, with_terminated, with_waiting};
 use coroner_tests::cgroups::{Layout, unique_hex};
 use coroner_tests::victim::{reap, signal_pid};
-use k8s_openapi::api::core::v1::Pod;
-use serde_json::Value;
-use tokio::runtime::Runtime;
-
-const MIB: u64 = 1 << 20;
-const LIMIT: u64 = 64 * MIB;
-/// The agent's lookups wait 3 s for a container id by default; a record takes that at most,
-/// plus the time a loaded machine needs.
-const RECORD_WAIT: Duration = Duration::from_secs(10);
-const EVENT_WAIT: Duration = Duration::from_secs(10);
-/// kube's default backoff doubles from 0.8 s: a watch failing since the agent started retries
-/// about 12 s in, then 25 s in.
-const RECONNECT_WAIT: Duration = Duration::from_secs(35);
-const NS: &str = "shop";
-
-/// The double runs on its own worker threads; the test's thread stays synchronous, like the
-/// agent harness it drives.
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a Tokio runtime")
-}
-
-fn node() -> String {
-    format!("node-e2e-{}", unique_hex(8))
-}
-
-/// `coroner --kube on --node-name <node>` with `KUBECONFIG` naming the double.
-fn agent(server: &ApiServer, node: &str) -> Agent {
-    Agent::start_with(&Options {
-        kube: Some("on".into()),
-        node: Some(node.into()),
-        env: vec![("KUBECONFIG".into(), server.kubeconfig().into())],
-        args: Vec::new(),
-    })
-    .expect("coroner starts with --kube on")
-}
-
-/// Waits until the agent's pod watch is open on the double (the list before it is done).
-fn watch_open(rt: &Runtime, server: &ApiServer, agent: &Agent, limit: Duration) {
-    assert!(
-        rt.block_on(server.wait_until(limit, |s| s.open_watches() >= 1)),
-        "the agent never opened its pod watch within {limit:?}; requests {:#?}\nagent log:\n{}",
-        server.requests(),
-        agent.log_tail()
-    );
-}
-
-/// A pod of Deployment `deployment` through ReplicaSet `<deployment>-<hash>` (both put into
-/// the double), with `containers` running as `containerd://<id>`.
-fn deployment_pod(
-    server: &ApiServer,
-    node: &str,
-    deployment: &str,
-    pod_uid: &str,
-    containers: &[(&str, &Container)],
-) -> Pod {
-    let hash = &unique_hex(10)[..10];
-    let rs = format!("{deployment}-{hash}");
-    server.put_replicaset(&replicaset(NS, &rs, Some(deployment)));
-    let name = format!("{rs}-{}", &unique_hex(5)[..5]);
-    let mut p = with_label(
-        with_owner(pod(NS, &name, pod_uid, node), "apps/v1", "ReplicaSet", &rs),
-        "pod-template-hash",
-        hash,
-    );
-    for (container, c) in containers {
-        p = with_running(p, container, &c.container_id);
-    }
-    server.put_pod(&p);
-    p
-}
-
-fn name_of(p: &Pod) -> String {
-    p.metadata.name.clone().unwrap_or_default()
-}
-
-/// The record carries what the cgroup says and what the API server knows.
-fn assert_labelled(
-    record: &Record,
-    node: &str,
-    c: &Container,
-    (pod, container): (&str, &str),
-    (owner_kind, owner_name): (&str, &str),
-) {
-    let r = &record.record;
-    let got = (
-        r.node.as_str(),
-        r.pod_uid.as_deref(),
-        r.container_id.as_deref(),
-        r.namespace.as_deref(),
-        r.pod.as_deref(),
-        r.container.as_deref(),
-        r.owner_kind.as_deref(),
-        r.owner_name.as_deref(),
-    );
-    let want = (
-        node,
-        Some(c.pod_uid.as_str()),
-        Some(c.container_id.as_str()),
-        Some(NS),
-        Some(pod),
-        Some(container),
-        Some(owner_kind),
-        Some(owner_name),
-    );
-    assert_eq!(
-        got, want,
-        "(node, pod_uid, container_id, namespace, pod, container, owner_kind, owner_name) of {}",
-        record.json
-    );
-    assert_eq!(r.cgroup, c.path(), "{}", record.json);
-}
-
-/// The Event the double holds for `pod`'s death of `reason` (events.k8s.io/v1 or core/v1).
-fn event_of<'a>(events: &'a [Value], pod: &str, reason: &str) -> Option<&'a Value> {
-    events.iter().find(|e| {
-        let regarding = regarding(e);
-        regarding["name"] == pod && e["reason"] == reason
-    })
-}
-
-fn regarding(e: &Value) -> &Value {
-    e.get("regarding")
-        .or_else(|| e.get("involvedObject"))
-        .unwrap_or(&Value::Null)
-}
-
-fn note(e: &Value) -> &str {
-    e.get("note")
-        .or_else(|| e.get("message"))
-        .and_then(Value::as_str)
-        .unwrap_or("")
-}
-
-/// An Event on the pod with the verdict as its reason, of `kind`, whose note is the agent's
-/// wording of this very record and contains each of `says`.
-#[expect(clippy::too_many_arguments, reason = "each says what the Event must name")]
-fn assert_event(
-    events: &[Value],
-    record: &Record,
-    pod: &str,
-    pod_uid: &str,
-    container: &str,
-    kind: &str,
-    says: &[&str],
-    all: &str,
-) {
-    let reason = record.reason();
-    let e = event_of(events, pod, reason)
-        .unwrap_or_else(|| panic!("no {reason} Event on pod {pod}; the double holds {all}"));
-    let r = regarding(e);
-    assert_eq!(
-        (&r["kind"], &r["apiVersion"], &r["namespace"], &r["name"], &r["uid"]),
-        (
-            &Value::from("Pod"),
-            &Value::from("v1"),
-            &Value::from(NS),
-            &Value::from(pod),
-            &Value::from(pod_uid)
-        ),
-        "the Event names the pod: {e:#}"
-    );
-    assert_eq!(
-        r["fieldPath"],
-        format!("spec.containers{{{container}}}"),
-        "the Event names the container: {e:#}"
-    );
-    assert_eq!(e["metadata"]["namespace"], NS, "{e:#}");
-    assert_eq!(e["type"], kind, "{e:#}");
-    let note = note(e);
-    assert_eq!(
-        note,
-        event_note(&record.record),
-        "the note words this record: {e:#}"
-    );
-    for phrase in says {
-        assert!(note.contains(phrase), "the note says {phrase:?}: {note:?}");
-    }
-}
+use support::{
+    EVENT_WAIT, LIMIT, NS, RECONNECT_WAIT, RECORD_WAIT, agent, assert_event, assert_labelled,
+    deployment_pod, die, metric, name_of, node, runtime, watch_open,
+};
 
 #[test]
 fn real_deaths_carry_pod_container_and_workload_and_become_events() {
@@ -229,24 +51,16 @@ fn real_deaths_carry_pod_container_and_workload_and_become_events() {
     watch_open(&rt, &server, &agent, Duration::from_secs(10));
 
     api.cgroup.set_limit(LIMIT).unwrap();
-    let child = api.spawn(&["alloc", "300"]).unwrap();
-    let pid = child.id();
-    let reaped = reap(child).unwrap();
-    assert_eq!(reaped.signal(), Some(libc::SIGKILL), "the OOM killer took it");
-    let oom = agent.wait_for_pid(pid, RECORD_WAIT).unwrap();
-    death(&oom, reaped).unwrap();
+    let oom = die(&mut agent, &api, &["alloc", "300"], drop);
     assert_eq!(oom.reason(), "OOMKilled", "{}", oom.json);
     assert_labelled(&oom, &node, &api, (&api_pod, "api"), ("Deployment", "api"));
 
-    let child = worker.spawn(&["ignore-term", "30"]).unwrap();
-    let pid = child.id();
-    wait_ignoring(pid, libc::SIGTERM).unwrap();
-    signal_pid(pid, libc::SIGTERM);
-    std::thread::sleep(Duration::from_secs(1));
-    signal_pid(pid, libc::SIGKILL);
-    let reaped = reap(child).unwrap();
-    let grace = agent.wait_for_pid(pid, RECORD_WAIT).unwrap();
-    death(&grace, reaped).unwrap();
+    let grace = die(&mut agent, &worker, &["ignore-term", "30"], |pid| {
+        wait_ignoring(pid, libc::SIGTERM).unwrap();
+        signal_pid(pid, libc::SIGTERM);
+        std::thread::sleep(Duration::from_secs(1));
+        signal_pid(pid, libc::SIGKILL);
+    });
     assert_eq!(grace.reason(), "GracePeriodExpired", "{}", grace.json);
     assert_labelled(
         &grace,
@@ -256,11 +70,7 @@ fn real_deaths_carry_pod_container_and_workload_and_become_events() {
         ("Deployment", "worker"),
     );
 
-    let child = proxy.spawn(&["exit", "1"]).unwrap();
-    let pid = child.id();
-    let reaped = reap(child).unwrap();
-    let error = agent.wait_for_pid(pid, RECORD_WAIT).unwrap();
-    death(&error, reaped).unwrap();
+    let error = die(&mut agent, &proxy, &["exit", "1"], drop);
     assert_eq!(error.reason(), "Error", "{}", error.json);
     assert_labelled(
         &error,
@@ -277,59 +87,41 @@ fn real_deaths_carry_pod_container_and_workload_and_become_events() {
         agent.log_tail()
     );
     let events = server.events();
-    let all = format!("{events:#?}");
-    assert_eq!(events.len(), 3, "one Event per death: {all}");
-    assert_event(
-        &events,
-        &oom,
-        &api_pod,
-        &api.pod_uid,
-        "api",
-        "Warning",
-        &["OOMKilled", "64Mi", "container \"api\"", &format!("pid {}", oom.pid())],
-        &all,
-    );
-    assert_event(
-        &events,
-        &grace,
-        &worker_pod,
-        &worker.pod_uid,
-        "worker",
-        "Warning",
-        &["GracePeriodExpired", "SIGTERM", "SIGKILL", "s later"],
-        &all,
-    );
-    assert_event(
-        &events,
-        &error,
-        &api_pod,
-        &api.pod_uid,
-        "proxy",
-        "Warning",
-        &["Error", "exited with code 1", "container \"proxy\""],
-        &all,
-    );
+    assert_eq!(events.len(), 3, "one Event per death: {events:#?}");
+    let oom_pid = format!("pid {}", oom.pid());
+    let oom_says = ["OOMKilled", "64Mi", "container \"api\"", &oom_pid];
+    assert_event(&events, &oom, &api_pod, "api", &oom_says);
+    let grace_says = ["GracePeriodExpired", "SIGTERM", "SIGKILL", "s later"];
+    assert_event(&events, &grace, &worker_pod, "worker", &grace_says);
+    let error_says = ["Error", "exited with code 1", "container \"proxy\""];
+    assert_event(&events, &error, &api_pod, "proxy", &error_says);
     // The workload of pod "api-…" was looked up once for its two deaths: cached.
     let rs_gets = server
         .requests()
         .into_iter()
         .filter(|r| r.method == "GET" && r.path.contains("/replicasets/api-"))
         .count();
-    assert_eq!(rs_gets, 1, "one ReplicaSet lookup for two deaths: {:#?}", server.requests());
+    assert_eq!(
+        rs_gets,
+        1,
+        "one ReplicaSet lookup for two deaths: {:#?}",
+        server.requests()
+    );
 
     // The metrics carry the same labels.
     let metrics = agent.get("/metrics").unwrap().body;
-    let oom_series = metrics.lines().find(|l| {
-        l.starts_with("coroner_oom_kills_total{")
-            && l.contains(&format!("pod=\"{api_pod}\""))
-            && l.contains("container=\"api\"")
-            && l.contains("namespace=\"shop\"")
-            && l.contains("owner_kind=\"Deployment\"")
-            && l.contains("owner_name=\"api\"")
-    });
-    assert!(
-        oom_series.is_some_and(|l| l.ends_with(" 1")),
-        "a labelled coroner_oom_kills_total series of 1: {oom_series:?}\n{metrics}"
+    let labels = [
+        ("namespace", NS),
+        ("pod", api_pod.as_str()),
+        ("container", "api"),
+        ("owner_kind", "Deployment"),
+        ("owner_name", "api"),
+        ("scope", "memcg"),
+    ];
+    assert_eq!(
+        metric(&metrics, "coroner_oom_kills_total", &labels),
+        Some(1.0),
+        "a labelled coroner_oom_kills_total series of 1:\n{metrics}"
     );
 }
 
@@ -345,16 +137,13 @@ fn a_pod_deleted_just_before_its_container_dies_still_labels() {
     let mut agent = agent(&server, &node);
     watch_open(&rt, &server, &agent, Duration::from_secs(10));
 
-    let child = c.spawn(&["sleep", "30"]).unwrap();
-    let pid = child.id();
-    // A force delete: the pod object goes, its container still runs for a moment. The watch
-    // delivers DELETED within milliseconds; the death comes well after.
-    assert!(server.delete_pod(NS, &name).is_some());
-    std::thread::sleep(Duration::from_millis(700));
-    signal_pid(pid, libc::SIGKILL);
-    let reaped = reap(child).unwrap();
-    let record = agent.wait_for_pid(pid, RECORD_WAIT).unwrap();
-    death(&record, reaped).unwrap();
+    let record = die(&mut agent, &c, &["sleep", "30"], |pid| {
+        // A force delete: the pod object goes, its container still runs for a moment. The
+        // watch delivers DELETED within milliseconds; the death comes well after.
+        assert!(server.delete_pod(NS, &name).is_some());
+        std::thread::sleep(Duration::from_millis(700));
+        signal_pid(pid, libc::SIGKILL);
+    });
     assert_eq!(record.reason(), "Killed", "{}", record.json);
     assert_labelled(&record, &node, &c, (&name, "cart"), ("Deployment", "cart"));
 
@@ -368,11 +157,8 @@ fn a_pod_deleted_just_before_its_container_dies_still_labels() {
         &events,
         &record,
         &name,
-        &c.pod_uid,
         "cart",
-        "Warning",
         &["Killed", "SIGKILL", "container \"cart\""],
-        &format!("{events:#?}"),
     );
 }
 
@@ -388,7 +174,12 @@ fn a_container_id_that_reaches_the_status_after_the_death_is_labelled() {
     server.put_job(&job(NS, &job_name, Some("report")));
     let name = format!("{job_name}-{}", &unique_hex(5)[..5]);
     let creating = with_waiting(
-        with_owner(pod(NS, &name, &c.pod_uid, &node), "batch/v1", "Job", &job_name),
+        with_owner(
+            pod(NS, &name, &c.pod_uid, &node),
+            "batch/v1",
+            "Job",
+            &job_name,
+        ),
         "report",
     );
     server.put_pod(&creating);
@@ -400,7 +191,12 @@ fn a_container_id_that_reaches_the_status_after_the_death_is_labelled() {
     let reaped = reap(child).unwrap();
     // The kubelet writes the id into the status only after the runtime reported the death.
     std::thread::sleep(Duration::from_secs(1));
-    let early = agent.records().unwrap().iter().find(|r| r.pid() == pid).cloned();
+    let early = agent
+        .records()
+        .unwrap()
+        .iter()
+        .find(|r| r.pid() == pid)
+        .cloned();
     assert!(
         early.is_none(),
         "the record went out before the status named its container: {:?}",
@@ -417,22 +213,6 @@ fn a_container_id_that_reaches_the_status_after_the_death_is_labelled() {
         after < Duration::from_secs(3),
         "the record came {after:?} after the status named its container"
     );
-}
-
-/// The value of the first series of `name` in the agent's exposition that carries every one
-/// of `labels` (label values here hold no commas).
-fn metric(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    body.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
-        let (series, value) = line.rsplit_once(' ')?;
-        let (family, inner) = match series.split_once('{') {
-            Some((family, rest)) => (family, rest.strip_suffix('}')?),
-            None => (series, ""),
-        };
-        let has = |(k, v): &(&str, &str)| inner.split(',').any(|p| p == format!("{k}=\"{v}\""));
-        (family == name && labels.iter().all(has))
-            .then(|| value.parse().ok())
-            .flatten()
-    })
 }
 
 fn label_losses(agent: &Agent) -> f64 {
@@ -468,11 +248,7 @@ fn the_api_server_down_at_start_then_up() {
     // The agent must come up and record without its API server.
     let mut agent = agent(&server, &node);
 
-    let child = c.spawn(&["exit", "2"]).unwrap();
-    let pid = child.id();
-    let reaped = reap(child).unwrap();
-    let record = agent.wait_for_pid(pid, RECORD_WAIT).unwrap();
-    death(&record, reaped).unwrap();
+    let record = die(&mut agent, &c, &["exit", "2"], drop);
     assert_eq!(record.reason(), "Error", "{}", record.json);
     let r = &record.record;
     assert_eq!(
@@ -505,35 +281,37 @@ fn the_api_server_down_at_start_then_up() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let watch_up =
-        |agent: &Agent| metric(&agent.get("/metrics").unwrap().body, "coroner_kube_watch_up", &[]);
+    let watch_up = |agent: &Agent| {
+        metric(
+            &agent.get("/metrics").unwrap().body,
+            "coroner_kube_watch_up",
+            &[],
+        )
+    };
     assert_eq!(watch_up(&agent), Some(0.0), "the pod watch is not up");
 
     server.up().expect("the double listens again");
     watch_open(&rt, &server, &agent, RECONNECT_WAIT);
-    let child = c.spawn(&["exit", "4"]).unwrap();
-    let pid = child.id();
-    let reaped = reap(child).unwrap();
-    let record = agent.wait_for_pid(pid, RECORD_WAIT).unwrap();
-    death(&record, reaped).unwrap();
-    assert_labelled(&record, &node, &c, (&name, "search"), ("Deployment", "search"));
+    let record = die(&mut agent, &c, &["exit", "4"], drop);
+    assert_labelled(
+        &record,
+        &node,
+        &c,
+        (&name, "search"),
+        ("Deployment", "search"),
+    );
     assert!(
         rt.block_on(server.wait_until(EVENT_WAIT, |s| !s.events().is_empty())),
         "an Event once the API server is back\nagent log:\n{}",
         agent.log_tail()
     );
     let events = server.events();
-    assert_event(
-        &events,
-        &record,
-        &name,
-        &c.pod_uid,
-        "search",
-        "Warning",
-        &["exited with code 4"],
-        &format!("{events:#?}"),
+    assert_event(&events, &record, &name, "search", &["exited with code 4"]);
+    assert_eq!(
+        events.len(),
+        1,
+        "no Event for the unlabelled death: {events:#?}"
     );
-    assert_eq!(events.len(), 1, "no Event for the unlabelled death: {events:#?}");
     // The gauge follows the watch within its 2 s refresh.
     let deadline = Instant::now() + Duration::from_secs(5);
     while watch_up(&agent) != Some(1.0) {

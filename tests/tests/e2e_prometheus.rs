@@ -44,7 +44,9 @@ fn wait_matches_records(
         let expected = expected as f64;
         if (total(&samples) - expected).abs() < f64::EPSILON {
             if expected > 1.0 {
-                eprintln!("{promql}: {expected} — deaths staged elsewhere on this node are counted too");
+                eprintln!(
+                    "{promql}: {expected} — deaths staged elsewhere on this node are counted too"
+                );
             }
             return samples;
         }
@@ -75,7 +77,11 @@ fn prometheus_sees_the_staged_deaths() {
     let child = oom.spawn(&["alloc", "300"]).unwrap();
     let oom_pid = child.id();
     let reaped = reap(child).unwrap();
-    assert_eq!(reaped.signal(), Some(libc::SIGKILL), "the OOM killer took it");
+    assert_eq!(
+        reaped.signal(),
+        Some(libc::SIGKILL),
+        "the OOM killer took it"
+    );
     let record = agent.wait_for_pid(oom_pid, RECORD_WAIT).unwrap();
     death(&record, reaped).unwrap();
     assert_eq!(record.reason(), "OOMKilled", "{}", record.json);
@@ -141,7 +147,9 @@ fn prometheus_sees_the_staged_deaths() {
     let body = agent.get("/metrics").unwrap().body;
     let line = body
         .lines()
-        .find(|l| l.starts_with("coroner_terminations_total{") && l.contains("reason=\"OOMKilled\""))
+        .find(|l| {
+            l.starts_with("coroner_terminations_total{") && l.contains("reason=\"OOMKilled\"")
+        })
         .unwrap_or_else(|| panic!("no OOMKilled series in\n{body}"));
     for label in ["namespace", "pod", "container"] {
         assert!(

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Query, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -31,6 +31,7 @@ use super::metrics::Metrics;
 use super::recent::{RecentFilter, RecentRecords};
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const CLASSIC_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Whether the agent is ready: every probe attached. Clones share one value.
 #[derive(Clone, Debug)]
@@ -152,12 +153,27 @@ fn routes(state: HttpState, request_timeout: Duration) -> Router {
         .layer(middleware::from_fn_with_state(request_timeout, deadline))
 }
 
-async fn metrics(State(state): State<HttpState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, OPENMETRICS)],
-        state.metrics.encode(),
-    )
-        .into_response()
+/// OpenMetrics for clients that ask for it (Prometheus does), the classic text format for
+/// everyone else (promtool, older scrapers, curl).
+async fn metrics(State(state): State<HttpState>, headers: HeaderMap) -> Response {
+    let wants_openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    if wants_openmetrics {
+        (
+            [(header::CONTENT_TYPE, OPENMETRICS)],
+            state.metrics.encode(),
+        )
+            .into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, CLASSIC_TEXT)],
+            state.metrics.encode_classic(),
+        )
+            .into_response()
+    }
 }
 
 async fn healthz(State(state): State<HttpState>) -> Response {

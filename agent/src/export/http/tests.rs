@@ -59,8 +59,19 @@ async fn try_request(
     method: &str,
     target: &str,
 ) -> std::io::Result<Option<Reply>> {
+    try_request_with(addr, method, target, "").await
+}
+
+/// [`try_request`] with extra header lines (each ending in `\r\n`).
+async fn try_request_with(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &str,
+) -> std::io::Result<Option<Reply>> {
     let mut stream = TcpStream::connect(addr).await?;
-    let req = format!("{method} {target} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n");
+    let req =
+        format!("{method} {target} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n{headers}\r\n");
     stream.write_all(req.as_bytes()).await?;
     let mut raw = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut raw))
@@ -136,14 +147,36 @@ async fn healthz_is_503_with_the_reason_until_ready() {
 }
 
 #[tokio::test]
-async fn metrics_are_openmetrics_text() {
+async fn metrics_are_openmetrics_text_for_who_asks_and_classic_text_otherwise() {
     let state = state();
     let mut oom = record(Some("shop"), Some("cart-7f9c"), 42);
     oom.reason = crate::record::Reason::OomKilled;
     state.metrics.observe(&oom);
     let server = Server::start(state, HttpLimits::default()).await;
 
-    let reply = http_get(server.addr, "/metrics").await;
+    let classic = http_get(server.addr, "/metrics").await;
+    assert!(
+        classic
+            .head
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{}",
+        classic.head
+    );
+    assert!(
+        classic
+            .body
+            .contains("# TYPE coroner_terminations_total counter"),
+        "{}",
+        classic.body
+    );
+    assert!(!classic.body.contains("# EOF"));
+
+    // What Prometheus sends.
+    let accept = "accept: application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1\r\n";
+    let reply = try_request_with(server.addr, "GET", "/metrics", accept)
+        .await
+        .expect("request")
+        .expect("a reply");
     assert_eq!(reply.status, 200);
     assert!(
         reply.head.contains(&format!("content-type: {OPENMETRICS}")),

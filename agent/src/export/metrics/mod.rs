@@ -4,6 +4,7 @@
 //! and removed by [`Metrics::sweep`] once the pod has been quiet for the retention, or when the
 //! pod cap pushes them out; the rest have closed label sets and live for the whole run.
 
+mod classic;
 #[cfg(test)]
 pub(crate) mod exposition;
 mod families;
@@ -362,6 +363,13 @@ impl Metrics {
             tracing::error!(error = %e, "encoding the metrics failed");
         }
         text
+    }
+
+    /// [`Metrics::encode`] in the classic text format, for clients that do not accept
+    /// OpenMetrics.
+    #[must_use]
+    pub fn encode_classic(&self) -> String {
+        classic::to_classic_text(&self.encode())
     }
 
     /// The current value of `coroner_events_lost_total{stage}`.
