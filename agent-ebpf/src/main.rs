@@ -393,7 +393,11 @@ fn try_exec_exit(ctx: &TracePointContext) -> Result<(), i64> {
         (*ev).pid = thread as u32;
         (*ev).tgid = (thread >> 32) as u32;
         (*ev).errno = if ret < 0 { (-ret) as i32 } else { 0 };
-        (*ev).flags = if ret < 0 { 0 } else { exec_flags::LATER_SUCCESS };
+        (*ev).flags = if ret < 0 {
+            0
+        } else {
+            exec_flags::LATER_SUCCESS
+        };
         (*ev).parent_tgid = match task.read::<*const u8>(layout.task_real_parent) {
             Ok(parent) => field(parent, layout.task_tgid).unwrap_or(0),
             Err(_) => 0,
@@ -454,10 +458,11 @@ fn try_cgroup_mkdir(ctx: &BtfTracePointContext) -> Result<(), i64> {
         (*ev).memcg_id = memcg_id;
         (*ev).pad = 0;
         (*ev).path = [0; CGROUP_PATH_LEN];
-        (*ev).path_len = match aya_ebpf::helpers::bpf_probe_read_kernel_str_bytes(path, &mut (*ev).path) {
-            Ok(p) => p.len() as u32,
-            Err(_) => 0,
-        };
+        (*ev).path_len =
+            match aya_ebpf::helpers::bpf_probe_read_kernel_str_bytes(path, &mut (*ev).path) {
+                Ok(p) => p.len() as u32,
+                Err(_) => 0,
+            };
     }
     entry.submit(0);
     count(counter::EMITTED);

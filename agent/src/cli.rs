@@ -37,6 +37,29 @@ pub struct Args {
     /// Log every kernel event as it arrives (debugging; verbose).
     #[arg(long)]
     pub trace_events: bool,
+    /// Size of the kernel → user ring buffer in KiB: a power of two, at least a page. Hidden:
+    /// the default suits every node; tests shrink it to make the kernel drop events.
+    #[arg(long = "ring-buffer-kib", hide = true, value_parser = ring_buffer_kib)]
+    pub ring_buffer_kib: Option<u32>,
+}
+
+/// The largest ring buffer accepted: 1 GiB, far beyond any need, far below the kernel's limit.
+const MAX_RING_BUFFER_KIB: u32 = 1 << 20;
+
+fn ring_buffer_kib(value: &str) -> Result<u32, String> {
+    let kib: u32 = value
+        .parse()
+        .map_err(|e| format!("{value:?} is not a number of KiB: {e}"))?;
+    // SAFETY: sysconf has no preconditions.
+    let page_kib = u32::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) } / 1024)
+        .unwrap_or(4)
+        .max(1);
+    if !kib.is_power_of_two() || kib < page_kib || kib > MAX_RING_BUFFER_KIB {
+        return Err(format!(
+            "a power of two KiB from a page ({page_kib}) to {MAX_RING_BUFFER_KIB} is needed"
+        ));
+    }
+    Ok(kib)
 }
 
 impl Args {

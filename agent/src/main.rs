@@ -14,7 +14,7 @@ fn main() -> anyhow::Result<()> {
     // Privileged set-up first, on this thread alone, then every capability is dropped before
     // the runtime starts its threads (they inherit the empty sets).
     let privileged = coroner::pipeline::Privileged::acquire(&args)?;
-    coroner::pipeline::privileges::drop_all();
+    privileged.drop_privileges();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -13,6 +13,8 @@ use crate::run;
 /// LLVM 22 is the pair verified on these machines (shared/PLATFORM.md).
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const HOST_TOOLCHAIN: &str = "1.95.0";
+/// The dependency policy check (`deny.toml`); 0.20.2 builds with the host toolchain.
+const CARGO_DENY_VERSION: &str = "0.20.2";
 
 fn home() -> PathBuf {
     std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from)
@@ -178,11 +180,16 @@ pub fn ensure_test_tools() -> Result<()> {
         ("/usr/bin/jq", "jq"),
         ("/usr/bin/yq", "yq"),
     ];
-    let mut missing: Vec<&str> = wanted.iter().filter(|(path, _)| !Path::new(path).exists()).map(|(_, package)| *package).collect();
+    let mut missing: Vec<&str> = wanted
+        .iter()
+        .filter(|(path, _)| !Path::new(path).exists())
+        .map(|(_, package)| *package)
+        .collect();
     missing.dedup();
     if !missing.is_empty() {
         apt_install(&missing)?;
     }
+    ensure_cargo_deny()?;
     if !quiet(Command::new("kubectl").args(["version", "--client"])) {
         eprintln!("xtask: kubectl is not on PATH; the manifest test (kustomize build) will fail");
     }
@@ -193,4 +200,25 @@ pub fn ensure_test_tools() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// cargo-deny for the dependency policy test (tests/tests/security.rs), in the project's own
+/// tools root like bpf-linker; built from crates.io once (≈3 min).
+fn ensure_cargo_deny() -> Result<()> {
+    let deny = tools_root().join("bin/cargo-deny");
+    if quiet(Command::new(&deny).arg("--version")) {
+        return Ok(());
+    }
+    eprintln!("xtask: building cargo-deny {CARGO_DENY_VERSION} (≈3 min, once)");
+    run(Command::new("cargo")
+        .args([
+            &format!("+{HOST_TOOLCHAIN}"),
+            "install",
+            "cargo-deny",
+            "--locked",
+            "--version",
+            CARGO_DENY_VERSION,
+            "--root",
+        ])
+        .arg(tools_root()))
 }

@@ -34,7 +34,7 @@ pub(super) struct Assembler<'a, L> {
     pub node: &'a str,
     pub clock: BootClock,
     pub cgroups: &'a mut L,
-    /// Incremented for every memcg id the lookup could not resolve.
+    /// Incremented for every sender memcg id the lookup could not resolve.
     pub unresolved: &'a mut u64,
 }
 

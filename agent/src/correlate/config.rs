@@ -108,6 +108,9 @@ pub struct CorrelatorStats {
     pub deaths_without_record: u64,
     /// Memory cgroup ids the lookup could not resolve; a death in one is not recorded.
     pub unresolved_memcgs: u64,
+    /// Senders whose memory cgroup could not be resolved: the record is written, with an
+    /// empty sender cgroup and sender kind `host` — information missing, not a record lost.
+    pub unresolved_senders: u64,
     /// Records made from an OOM kill whose exit never came (`ppid` 0 marks them).
     pub oom_records_without_exit: u64,
     /// OOM kills outside containers, or whose victim's cgroup stayed unknown with no exit.

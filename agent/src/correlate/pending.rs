@@ -91,9 +91,12 @@ impl Correlator {
             died_ns,
             peak_rss_bytes: exit.maxrss_pages.saturating_mul(self.page_size),
         };
-        let exec_failure =
-            self.exec_failures
-                .last_between(exit.memcg_id, exit.tgid, exit.start_boottime_ns, died_ns);
+        let exec_failure = self.exec_failures.last_between(
+            exit.memcg_id,
+            exit.tgid,
+            exit.start_boottime_ns,
+            died_ns,
+        );
         let evidence = Evidence {
             oom: oom.as_ref(),
             signals: history.as_ref(),
@@ -103,7 +106,7 @@ impl Correlator {
             node: &self.node,
             clock: self.clock,
             cgroups,
-            unresolved: &mut self.stats.unresolved_memcgs,
+            unresolved: &mut self.stats.unresolved_senders,
         }
         .record(&victim, evidence);
         self.stats.records += 1;
@@ -158,7 +161,7 @@ impl Correlator {
             node: &self.node,
             clock: self.clock,
             cgroups,
-            unresolved: &mut self.stats.unresolved_memcgs,
+            unresolved: &mut self.stats.unresolved_senders,
         }
         .record(&victim, evidence);
         self.stats.records += 1;

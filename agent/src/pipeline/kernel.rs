@@ -10,7 +10,7 @@ use agent_ebpf::{KernelEvent, counter};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::correlate::{BootClock, Correlator, boottime_ns};
+use crate::correlate::{BootClock, Correlator, CorrelatorStats, boottime_ns};
 use crate::events::{EventReader, describe};
 use crate::export::{EventKind, KernelCounters, LossStage, Metrics};
 use crate::probes::Probes;
@@ -95,16 +95,7 @@ impl KernelStage {
     }
 
     fn send(&self, records: Vec<TerminationRecord>) {
-        for record in records {
-            if let Err(e) = self.records.try_send(record) {
-                self.metrics.lost(LossStage::Channel, 1);
-                if matches!(e, mpsc::error::TrySendError::Full(_)) {
-                    warn_rate_limited(
-                        "record channel full: records are being dropped (counted in stage `channel`)",
-                    );
-                }
-            }
-        }
+        send_records(&self.records, records, &self.metrics);
     }
 
     fn housekeeping(&mut self, reported: &mut Reported) {
@@ -123,35 +114,73 @@ impl KernelStage {
         self.metrics
             .deaths_outside_containers(outside - reported.outside.min(outside));
         reported.outside = outside;
+        reported
+            .losses
+            .report(&self.metrics, self.reader.undecodable, &stats);
+    }
+}
+
+/// Hands finished records to labelling without ever blocking the ring buffer's reader: a
+/// record that finds the channel full (or closed, at shutdown) is dropped and counted in
+/// stage `channel`. Returns how many were sent.
+pub fn send_records(
+    channel: &mpsc::Sender<TerminationRecord>,
+    records: impl IntoIterator<Item = TerminationRecord>,
+    metrics: &Metrics,
+) -> usize {
+    let mut sent = 0;
+    for record in records {
+        match channel.try_send(record) {
+            Ok(()) => sent += 1,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                metrics.lost(LossStage::Channel, 1);
+                warn_rate_limited(
+                    "record channel full: records are being dropped (counted in stage `channel`)",
+                );
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => metrics.lost(LossStage::Channel, 1),
+        }
+    }
+    sent
+}
+
+/// The kernel stage's loss totals already added to `coroner_events_lost_total`: the reader
+/// and the correlator keep totals that only grow, the metric gets what grew since the last
+/// report.
+#[derive(Debug, Default)]
+pub struct LossReport {
+    undecodable: u64,
+    unresolved: u64,
+    evicted: u64,
+}
+
+impl LossReport {
+    /// Adds to stages `decode`, `cgroup` and `correlate` what grew since the last call.
+    /// `undecodable` is [`EventReader::undecodable`].
+    pub fn report(&mut self, metrics: &Metrics, undecodable: u64, stats: &CorrelatorStats) {
         let delta = |stage: LossStage, now: u64, before: &mut u64| {
             if now > *before {
-                self.metrics.lost(stage, now - *before);
+                metrics.lost(stage, now - *before);
                 *before = now;
             }
         };
-        delta(
-            LossStage::Decode,
-            self.reader.undecodable,
-            &mut reported.undecodable,
-        );
+        delta(LossStage::Decode, undecodable, &mut self.undecodable);
         delta(
             LossStage::Cgroup,
             stats.unresolved_memcgs,
-            &mut reported.unresolved,
+            &mut self.unresolved,
         );
         // Evicted histories are information lost (a signal, an exec failure); the other
         // evictions only finalise a record early.
         let evicted = stats.evictions.signal_histories + stats.evictions.exec_failure_memcgs;
-        delta(LossStage::Correlate, evicted, &mut reported.evicted);
+        delta(LossStage::Correlate, evicted, &mut self.evicted);
     }
 }
 
 #[derive(Default)]
 struct Reported {
     outside: u64,
-    undecodable: u64,
-    unresolved: u64,
-    evicted: u64,
+    losses: LossReport,
 }
 
 fn warn_rate_limited(message: &str) {

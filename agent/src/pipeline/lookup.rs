@@ -49,7 +49,9 @@ impl CgroupLookup for ResolverLookup {
                 Ok(()) => self.host_memcgs_marked += 1,
                 Err(e) => {
                     if self.host_memcg_mark_failures == 0 {
-                        tracing::warn!("cannot tell the kernel about host memcg {memcg_id}: {e}; their events keep crossing (and are counted)");
+                        tracing::warn!(
+                            "cannot tell the kernel about host memcg {memcg_id}: {e}; their events keep crossing (and are counted)"
+                        );
                     }
                     self.host_memcg_mark_failures += 1;
                 }

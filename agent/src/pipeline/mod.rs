@@ -43,26 +43,55 @@ pub struct Privileged {
 }
 
 impl Privileged {
+    /// Drops every capability this process will not need again (see [`privileges::drop_all`]);
+    /// a read of the kernel counters is the map operation tried without privilege.
+    pub fn drop_privileges(&self) {
+        let counters = &self.probes;
+        privileges::drop_all(&|| counters.try_counter(agent_ebpf::counter::EMITTED).is_ok());
+    }
+
     /// Binds the listener (a port below 1024 needs a capability), opens the output, finds the
     /// memory hierarchy, loads and attaches the probes and reads kallsyms. Call it on the main
-    /// thread before the async runtime starts; then call [`privileges::drop_all`].
+    /// thread before the async runtime starts; then call [`Privileged::drop_privileges`].
     pub fn acquire(args: &Args) -> anyhow::Result<Self> {
-        let listener = std::net::TcpListener::bind(args.listen).with_context(|| format!("listening on {}", args.listen))?;
+        let listener = std::net::TcpListener::bind(args.listen)
+            .with_context(|| format!("listening on {}", args.listen))?;
         listener.set_nonblocking(true)?;
-        let json = args.events_json.as_deref().map(JsonLines::open).transpose().context("opening --events-json")?;
-        let hierarchy = MemoryHierarchy::detect(&args.cgroup_root).context("finding the memory cgroup hierarchy")?;
-        let probes = Probes::load().context("loading the kernel probes")?;
+        let json = args
+            .events_json
+            .as_deref()
+            .map(JsonLines::open)
+            .transpose()
+            .context("opening --events-json")?;
+        let hierarchy = MemoryHierarchy::detect(&args.cgroup_root)
+            .context("finding the memory cgroup hierarchy")?;
+        let ring_buffer_bytes = args.ring_buffer_kib.map(|kib| kib << 10);
+        let probes = Probes::load_with(ring_buffer_bytes).context("loading the kernel probes")?;
         let oom_symbols = kallsyms::OomSymbols::load();
         if oom_symbols.is_none() {
-            warn!("/proc/kallsyms hides addresses: OOM scope is decided by the memory cgroup limits sampled at the kill");
+            warn!(
+                "/proc/kallsyms hides addresses: OOM scope is decided by the memory cgroup limits sampled at the kill"
+            );
         }
-        Ok(Self { probes, oom_symbols, listener, json, hierarchy })
+        Ok(Self {
+            probes,
+            oom_symbols,
+            listener,
+            json,
+            hierarchy,
+        })
     }
 }
 
 /// Runs until `SIGTERM` or `SIGINT`, then detaches, flushes and returns.
 pub async fn run(args: Args, privileged: Privileged) -> anyhow::Result<()> {
-    let Privileged { mut probes, oom_symbols, listener, json, hierarchy } = privileged;
+    let Privileged {
+        mut probes,
+        oom_symbols,
+        listener,
+        json,
+        hierarchy,
+    } = privileged;
     let node = args.node();
     let metrics = Metrics::new(MetricsConfig::default());
     let recent = RecentRecords::new(RECENT_RECORDS);
@@ -80,17 +109,27 @@ pub async fn run(args: Args, privileged: Privileged) -> anyhow::Result<()> {
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let http = tokio::spawn(crate::export::serve(
         listener,
-        HttpState { metrics: metrics.clone(), recent: recent.clone(), readiness: readiness.clone() },
+        HttpState {
+            metrics: metrics.clone(),
+            recent: recent.clone(),
+            readiness: readiness.clone(),
+        },
         async move {
             let _ = http_stopped.await;
         },
     ));
 
-    let kube = kube::connect(args.kube, KubeOptions::new(node.clone())).await.context("--kube")?;
+    let kube = kube::connect(args.kube, KubeOptions::new(node.clone()))
+        .await
+        .context("--kube")?;
     let events = probes.take_events().context("the ring buffer")?;
     let host_memcgs = probes.host_memcgs.take();
     let clock = BootClock::now().context("reading the clocks")?;
-    let correlator = Correlator::new(CorrelatorConfig::new(node.clone(), page_size().unwrap_or(4096), clock))?;
+    let correlator = Correlator::new(CorrelatorConfig::new(
+        node.clone(),
+        page_size().unwrap_or(4096),
+        clock,
+    ))?;
 
     let (records_tx, mut records_rx) = mpsc::channel::<TerminationRecord>(RECORD_CHANNEL);
     let shutdown = Arc::new(AtomicBool::new(false));

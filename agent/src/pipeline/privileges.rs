@@ -24,11 +24,19 @@ struct CapData {
     inheritable: u32,
 }
 
-/// Empties the calling thread's capability sets (capset(2) acts on one thread; threads
-/// created afterwards inherit the empty sets).
-fn capset_empty() -> std::io::Result<()> {
+/// `CAP_BPF`: kept only on kernels whose `bpf()` wants it for every command (see `drop_all`).
+const CAP_BPF: u32 = 39;
+
+/// Sets the calling thread's capability sets to `keep` (a bit mask) and nothing else.
+/// capset(2) acts on one thread; threads created afterwards inherit the sets.
+fn capset_only(keep: u64) -> std::io::Result<()> {
     let mut header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
-    let data = [CapData::default(); 2];
+    let word = |shift: u32| CapData {
+        effective: (keep >> shift) as u32,
+        permitted: (keep >> shift) as u32,
+        inheritable: 0,
+    };
+    let data = [word(0), word(32)];
     // SAFETY: capset with a v3 header and two data words, as the ABI defines.
     let rc = unsafe { libc::syscall(libc::SYS_capset, &raw mut header, data.as_ptr()) };
     if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
@@ -37,7 +45,10 @@ fn capset_empty() -> std::io::Result<()> {
 /// The effective capability set of this thread, from capget(2).
 #[must_use]
 pub fn effective_capabilities() -> u64 {
-    let mut header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
+    let mut header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
     let mut data = [CapData::default(); 2];
     // SAFETY: capget with a v3 header and room for two data words.
     let rc = unsafe { libc::syscall(libc::SYS_capget, &raw mut header, data.as_mut_ptr()) };
@@ -47,20 +58,39 @@ pub fn effective_capabilities() -> u64 {
     u64::from(data[0].effective) | (u64::from(data[1].effective) << 32)
 }
 
+/// Whether a map operation still works without any capability. Kernels before ≈6.5 with
+/// `kernel.unprivileged_bpf_disabled` set (most distributions) refuse every `bpf()` command
+/// to a task without CAP_BPF — map reads and updates on fds it already holds included; newer
+/// ones check per command. Capabilities are per thread, so this is tried on a throwaway
+/// thread that drops everything first: the answer costs the process nothing.
+fn map_ops_work_unprivileged(map_op: &(dyn Fn() -> bool + Sync)) -> bool {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| capset_only(0).is_ok() && map_op())
+            .join()
+            .unwrap_or(false)
+    })
+}
+
 /// Drops the bounding set (needs CAP_SETPCAP; skipped without it), sets `no_new_privs`, then
-/// empties this thread's capability sets. Threads started afterwards inherit the empty sets;
-/// the caller must run this before it starts any other thread that should be unprivileged.
-pub fn drop_all() {
+/// empties this thread's capability sets — all but CAP_BPF where this kernel needs it for the
+/// map operations the agent does later (`map_op` is one of them, tried unprivileged first).
+/// Threads started afterwards inherit the sets: call this before starting any.
+pub fn drop_all(map_op: &(dyn Fn() -> bool + Sync)) {
+    let keep = if map_ops_work_unprivileged(map_op) { 0 } else { 1u64 << CAP_BPF };
     for cap in 0..=LAST_CAP {
-        // SAFETY: prctl with integer arguments; failure (EINVAL, EPERM) is harmless.
-        unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
+        if keep & (1u64 << cap) == 0 {
+            // SAFETY: prctl with integer arguments; failure (EINVAL, EPERM) is harmless.
+            unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
+        }
     }
     // SAFETY: prctl with integer arguments.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         warn!("PR_SET_NO_NEW_PRIVS failed: {}", std::io::Error::last_os_error());
     }
-    match capset_empty() {
-        Ok(()) => info!("dropped all capabilities: the probes are attached and need none from here on"),
+    match capset_only(keep) {
+        Ok(()) if keep == 0 => info!("dropped all capabilities: the probes are attached and need none from here on"),
+        Ok(()) => info!("dropped all capabilities but CAP_BPF: this kernel's bpf() wants it for map reads and updates"),
         Err(e) => warn!("could not drop capabilities: {e}"),
     }
 }

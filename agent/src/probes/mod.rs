@@ -124,6 +124,12 @@ impl Probes {
     /// Resolves the layout, loads the object and attaches every probe this kernel supports.
     /// Exit and signal probes are required; the rest degrade with a logged reason.
     pub fn load() -> Result<Self, ProbeError> {
+        Self::load_with(None)
+    }
+
+    /// [`Probes::load`] with a ring buffer of `ring_buffer_bytes` (a power of two, at least a
+    /// page) instead of the object's `EVENTS_BYTES`.
+    pub fn load_with(ring_buffer_bytes: Option<u32>) -> Result<Self, ProbeError> {
         raise_memlock();
         let started = std::time::Instant::now();
         let resolved = {
@@ -138,9 +144,12 @@ impl Probes {
             warn!("this kernel lacks {gap}");
         }
         let global = LayoutGlobal(resolved.layout);
-        let mut ebpf = EbpfLoader::new()
-            .override_global(names::LAYOUT, &global, true)
-            .load(OBJECT)?;
+        let mut loader = EbpfLoader::new();
+        loader.override_global(names::LAYOUT, &global, true);
+        if let Some(bytes) = ring_buffer_bytes {
+            loader.map_max_entries(names::EVENTS, bytes);
+        }
+        let mut ebpf = loader.load(OBJECT)?;
         let kernel_btf = aya::Btf::from_sys_fs().map_err(|e| {
             ProbeError::Btf(btf::BtfError::Read {
                 path: "/sys/kernel/btf/vmlinux".into(),
@@ -245,6 +254,11 @@ impl Probes {
     /// long as `self` lives.
     pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
         self.events.take()
+    }
+
+    /// Sums a per-CPU counter slot, or says why it cannot be read.
+    pub fn try_counter(&self, slot: u32) -> Result<u64, aya::maps::MapError> {
+        self.counters.get(&slot, 0).map(|values| values.iter().sum())
     }
 
     /// Sums a per-CPU counter slot (`agent_ebpf::counter::*`).

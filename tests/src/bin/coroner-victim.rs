@@ -3,7 +3,8 @@
 //!
 //! `coroner-victim exit N | alloc MIB | rss MIB | sleep SECS | ignore-term SECS |
 //!  handle-usr1 SECS | segv | abort | exec PATH | shell-exec PATH | kill SIG PID |
-//!  child-alloc MIB SECS | self-term | threads N SECS | thread-segv`
+//!  child-alloc MIB SECS | self-term | threads N SECS | thread-segv | fork-kill N`,
+//! each optionally after `renamed` (the comm becomes 15 bytes that are not UTF-8 first).
 
 use std::time::Duration;
 
@@ -31,8 +32,20 @@ fn exec_or_exit(path: &str) -> ! {
     std::process::exit(if errno == libc::ENOENT { 127 } else { 126 });
 }
 
+/// The comm a hostile process may pick: 15 bytes (the most there is), none of them UTF-8.
+const HOSTILE_COMM: [u8; 15] = [
+    0x80, 0x81, 0xfe, 0xff, 0xc0, 0xc1, 0xf5, 0xf8, 0x90, 0xa0, 0xb0, 0xe0, 0xed, 0xf0, 0x9f,
+];
+
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == "renamed") {
+        args.remove(0);
+        let mut name = [0u8; 16];
+        name[..15].copy_from_slice(&HOSTILE_COMM);
+        // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+        unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+    }
     let arg = |i: usize| args.get(i).map_or("", String::as_str);
     match arg(0) {
         "exit" => std::process::exit(arg(1).parse().unwrap_or(1)),
@@ -121,6 +134,29 @@ fn main() {
             });
             let _ = worker.join();
             sleep("5");
+        }
+        "fork-kill" => {
+            // A storm of deaths by signal, as fast as one process makes them: N children,
+            // each killed by SIGKILL from this parent and reaped before the next.
+            for _ in 0..arg(1).parse::<u32>().unwrap_or(1000) {
+                // SAFETY: fork; the child only waits for its signal.
+                let pid = unsafe { libc::fork() };
+                if pid == 0 {
+                    loop {
+                        // SAFETY: pause(2) until the SIGKILL.
+                        unsafe { libc::pause() };
+                    }
+                }
+                if pid < 0 {
+                    std::process::exit(1);
+                }
+                let mut status = 0;
+                // SAFETY: kill and reap our own child.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                    libc::waitpid(pid, &raw mut status, 0);
+                }
+            }
         }
         other => {
             eprintln!("coroner-victim: unknown action {other:?}");

@@ -284,14 +284,22 @@ pub fn exec_failure(at: u64, tgid: u32, memcg: u64, errno: i32, path: &str) -> K
 
 /// `tgid` (child of `parent`) exec'd successfully after failing: its failures explain nothing.
 pub fn exec_later_success(at: u64, tgid: u32, memcg: u64) -> KernelEvent {
-    let KernelEvent::ExecFailure(mut e) = exec_failure_by(at, tgid, EXEC_PARENT, memcg, 0, "") else {
+    let KernelEvent::ExecFailure(mut e) = exec_failure_by(at, tgid, EXEC_PARENT, memcg, 0, "")
+    else {
         unreachable!()
     };
     e.flags = agent_ebpf::exec_flags::LATER_SUCCESS;
     KernelEvent::ExecFailure(e)
 }
 
-pub fn exec_failure_by(at: u64, tgid: u32, parent: u32, memcg: u64, errno: i32, path: &str) -> KernelEvent {
+pub fn exec_failure_by(
+    at: u64,
+    tgid: u32,
+    parent: u32,
+    memcg: u64,
+    errno: i32,
+    path: &str,
+) -> KernelEvent {
     let mut buf = [0; PATH_LEN];
     buf[..path.len()].copy_from_slice(path.as_bytes());
     KernelEvent::ExecFailure(ExecFailureEvent {
