@@ -15,6 +15,10 @@ fn main() -> anyhow::Result<()> {
     // the runtime starts its threads (they inherit the empty sets).
     let privileged = coroner::pipeline::Privileged::acquire(&args)?;
     privileged.drop_privileges();
+    // Loading parsed the kernel's whole BTF (aya's parser, then ours): tens of MiB freed now,
+    // which glibc would otherwise keep in the heap for good.
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe { libc::malloc_trim(0) };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -2,6 +2,7 @@
 //! fresh machine lacks (the nightly's rust-src, bpf-linker against the toolchain's own LLVM,
 //! tracefs, Prometheus) idempotently, so a second run costs nothing.
 
+mod fuzz;
 mod prereq;
 mod vm;
 
@@ -39,6 +40,8 @@ enum Cmd {
     Setup,
     /// The same agent on Debian's Linux 6.1 and 6.12 with cgroup v2, in QEMU guests.
     VmTest(vm::VmTestArgs),
+    /// The cargo-fuzz targets under libFuzzer, `--seconds` each (default 60; needs nightly).
+    Fuzz(fuzz::FuzzArgs),
 }
 
 #[must_use]
@@ -86,6 +89,7 @@ fn main() -> Result<()> {
         Cmd::Setup => prereq::ensure_build_tools(),
         Cmd::Build => build().map(drop),
         Cmd::VmTest(args) => vm::vm_test(&args),
+        Cmd::Fuzz(args) => fuzz::fuzz(&args),
         Cmd::Run { args } => {
             let binary = build()?;
             prereq::require_root("running the agent")?;
@@ -102,12 +106,26 @@ fn main() -> Result<()> {
             let mut cmd = cargo();
             cmd.args(["test", "--release", "--workspace", "--no-fail-fast"]);
             cmd.env("CORONER_BIN", &binary);
-            if let Some(filter) = filter {
+            if let Some(filter) = &filter {
                 cmd.arg(filter);
             }
             // Kernel tests share one machine's cgroups and kill real processes: one binary's
             // tests at a time is cargo's default; within one, they pick their own cgroup names.
-            run(&mut cmd)
+            let host = run(&mut cmd);
+            // The other kernels (6.1, 6.12, cgroup v2, a real node-wide OOM) in QEMU: about a
+            // minute with the binaries just built. Skipped only when a filter is given.
+            let vms = if filter.is_none() {
+                vm::vm_test(&vm::VmTestArgs {
+                    kernel: None,
+                    memory_mib: 320,
+                    timeout_secs: 420,
+                    sequential: false,
+                    no_build: true,
+                })
+            } else {
+                Ok(())
+            };
+            host.and(vms)
         }
         Cmd::Bench => {
             let binary = build()?;

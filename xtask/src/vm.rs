@@ -136,7 +136,10 @@ pub fn vm_test(args: &VmTestArgs) -> Result<()> {
                 .collect();
             handles
                 .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a guest's thread panicked"))))
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("a guest's thread panicked")))
+                })
                 .collect()
         })
     };

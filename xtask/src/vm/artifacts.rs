@@ -47,7 +47,13 @@ pub fn ensure_qemu() -> Result<()> {
         .args(["update", "-qq"])
         .envs(noninteractive))?;
     run(Command::new("apt-get")
-        .args(["install", "-y", "-qq", "--no-install-recommends", "qemu-system-x86"])
+        .args([
+            "install",
+            "-y",
+            "-qq",
+            "--no-install-recommends",
+            "qemu-system-x86",
+        ])
         .envs(noninteractive))?;
     if !quiet(Command::new("qemu-system-x86_64").arg("--version")) {
         bail!("qemu-system-x86 was installed but qemu-system-x86_64 does not run");
@@ -82,8 +88,7 @@ fn extract_once(cache: &Path, package: &str, member: &str) -> Result<PathBuf> {
     eprintln!("xtask: fetching {member} from Debian's {package} (once)");
     let staging = cache.join(format!("{package}.partial"));
     let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir_all(&staging)
-        .with_context(|| format!("creating {}", staging.display()))?;
+    std::fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
     let deb = download(&staging, package)?;
     untar_member(&deb, &staging.join("root"), member)?;
     std::fs::remove_file(&deb)?;

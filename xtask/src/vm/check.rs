@@ -92,7 +92,11 @@ impl Verdict {
             "case", "pid", "expected", "recorded", "exit/signal, oom, sender"
         );
         for row in &self.rows {
-            let result = if row.problems.is_empty() { "ok" } else { "FAIL" };
+            let result = if row.problems.is_empty() {
+                "ok"
+            } else {
+                "FAIL"
+            };
             let _ = writeln!(
                 out,
                 "{:<16} {:>5}  {:<19} {:<19} {:<44} {result}",
@@ -110,16 +114,31 @@ impl Verdict {
 }
 
 pub fn check(expected: &Expected, report: &Report) -> Verdict {
-    let mut problems: Vec<String> = report.errors.iter().map(|e| format!("guest: {e}")).collect();
+    let mut problems: Vec<String> = report
+        .errors
+        .iter()
+        .map(|e| format!("guest: {e}"))
+        .collect();
     if !report.done {
         problems.push("/init did not finish (no @@done): see the console log".into());
     }
-    problems.extend(report.malformed.iter().map(|l| format!("not a JSON record: {l}")));
+    problems.extend(
+        report
+            .malformed
+            .iter()
+            .map(|l| format!("not a JSON record: {l}")),
+    );
     if report.lost_events != Some(0) {
-        problems.push(format!("coroner_events_lost_total: want 0, got {:?}", report.lost_events));
+        problems.push(format!(
+            "coroner_events_lost_total: want 0, got {:?}",
+            report.lost_events
+        ));
     }
     if report.agent_exit != Some(0) {
-        problems.push(format!("coroner's exit status after SIGTERM: want 0, got {:?}", report.agent_exit));
+        problems.push(format!(
+            "coroner's exit status after SIGTERM: want 0, got {:?}",
+            report.agent_exit
+        ));
     }
     let mut rows = Vec::new();
     let mut claimed = vec![false; report.records.len()];
@@ -138,7 +157,9 @@ pub fn check(expected: &Expected, report: &Report) -> Verdict {
             let pid = resolve(want.get("pid"), report);
             let pick = unclaimed()
                 .find(|&i| mismatches(want, &report.records[i], report).is_empty())
-                .or_else(|| unclaimed().min_by_key(|&i| report.records[i].get("pid") != pid.as_ref()));
+                .or_else(|| {
+                    unclaimed().min_by_key(|&i| report.records[i].get("pid") != pid.as_ref())
+                });
             let row = match pick {
                 Some(i) => {
                     // Claimed even when it differs, so it is not listed again as unexpected.
@@ -201,7 +222,10 @@ fn compare(path: &str, want: &Value, got: Option<&Value>, report: &Report, out: 
             if pid.is_none() {
                 out.push(format!("{path}: /init reported no pid {s}"));
             } else if got != pid.as_ref() {
-                out.push(format!("{path}: want {s} = {}, got {got_text}", compact(pid.as_ref().unwrap_or(&Value::Null))));
+                out.push(format!(
+                    "{path}: want {s} = {}, got {got_text}",
+                    compact(pid.as_ref().unwrap_or(&Value::Null))
+                ));
             }
         }
         Value::Object(m) if m.contains_key("$not_null") => {
@@ -210,19 +234,33 @@ fn compare(path: &str, want: &Value, got: Option<&Value>, report: &Report, out: 
             }
         }
         Value::Object(m) if m.contains_key("$between") => {
-            let bounds = m["$between"].as_array().map(|b| (b.first().and_then(Value::as_f64), b.get(1).and_then(Value::as_f64)));
+            let bounds = m["$between"].as_array().map(|b| {
+                (
+                    b.first().and_then(Value::as_f64),
+                    b.get(1).and_then(Value::as_f64),
+                )
+            });
             let inside = match (bounds, got.and_then(Value::as_f64)) {
                 (Some((Some(lo), Some(hi))), Some(v)) => (lo..=hi).contains(&v),
                 _ => false,
             };
             if !inside {
-                out.push(format!("{path}: want within {}, got {got_text}", compact(&m["$between"])));
+                out.push(format!(
+                    "{path}: want within {}, got {got_text}",
+                    compact(&m["$between"])
+                ));
             }
         }
         Value::Object(m) => match got {
             Some(Value::Object(_)) => {
                 for (key, value) in m {
-                    compare(&format!("{path}.{key}"), value, got.and_then(|g| g.get(key)), report, out);
+                    compare(
+                        &format!("{path}.{key}"),
+                        value,
+                        got.and_then(|g| g.get(key)),
+                        report,
+                        out,
+                    );
                 }
             }
             _ => out.push(format!("{path}: want an object, got {got_text}")),
@@ -238,9 +276,10 @@ fn compare(path: &str, want: &Value, got: Option<&Value>, report: &Report, out: 
 /// The value a `"$pid:LABEL"` stands for; other values as they are.
 fn resolve(want: Option<&Value>, report: &Report) -> Option<Value> {
     match want? {
-        Value::String(s) if s.starts_with("$pid:") => {
-            report.pids.get(&s["$pid:".len()..]).map(|&p| Value::from(p))
-        }
+        Value::String(s) if s.starts_with("$pid:") => report
+            .pids
+            .get(&s["$pid:".len()..])
+            .map(|&p| Value::from(p)),
         other => Some(other.clone()),
     }
 }

@@ -61,7 +61,14 @@ impl<W: Write> Writer<W> {
         self.pad()
     }
 
-    fn header(&mut self, name: &str, inode: u32, mode: u32, nlink: u32, size: u32) -> io::Result<()> {
+    fn header(
+        &mut self,
+        name: &str,
+        inode: u32,
+        mode: u32,
+        nlink: u32,
+        size: u32,
+    ) -> io::Result<()> {
         let name_size = name.len() + 1;
         // magic, ino, mode, uid, gid, nlink, mtime, filesize, devmajor, devminor, rdevmajor,
         // rdevminor, namesize, check: every field 8 hex digits.

@@ -25,7 +25,11 @@ pub fn write(out: &Path, contents: &Contents) -> Result<()> {
     let mut files: Vec<(String, u32, Vec<u8>)> = vec![
         ("/init".into(), 0o755, read(contents.init)?),
         ("/bin/busybox".into(), 0o755, read(contents.busybox)?),
-        ("/usr/local/bin/coroner".into(), 0o755, without_debug_info(contents.agent, out)?),
+        (
+            "/usr/local/bin/coroner".into(),
+            0o755,
+            without_debug_info(contents.agent, out)?,
+        ),
         (
             "/usr/local/bin/coroner-victim".into(),
             0o755,
@@ -102,7 +106,11 @@ fn shared_libraries(binary: &Path) -> Result<Vec<String>> {
         if text.contains("not a dynamic executable") {
             return Ok(Vec::new());
         }
-        bail!("ldd {} failed: {}", binary.display(), String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "ldd {} failed: {}",
+            binary.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     parse_ldd(&text).with_context(|| format!("ldd {}", binary.display()))
 }

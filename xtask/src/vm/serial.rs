@@ -104,7 +104,9 @@ impl Report {
             "kernel" => self.kernel_facts.push(line.to_owned()),
             "kernel-oom" => match KernelOomKill::parse(line) {
                 Some(kill) => self.kernel_oom_kills.push(kill),
-                None => self.errors.push(format!("an OOM line the test cannot read: {line}")),
+                None => self
+                    .errors
+                    .push(format!("an OOM line the test cannot read: {line}")),
             },
             _ => {}
         }
@@ -114,13 +116,7 @@ impl Report {
     /// not, what the kernel lacks, warnings.
     pub fn startup_lines(&self) -> Vec<&str> {
         const TELLING: [&str; 7] = [
-            "layout",
-            "attached",
-            "lacks",
-            "tracefs",
-            "kallsyms",
-            "cgroup",
-            "WARN",
+            "layout", "attached", "lacks", "tracefs", "kallsyms", "cgroup", "WARN",
         ];
         self.agent_log
             .iter()
@@ -214,10 +210,27 @@ mod tests {
              [   18.00] Killed process garbage\n\
              @@end kernel-oom\n",
         );
-        let memcg = KernelOomKill { pid: 157, scope: "memcg", anon_kib: 65144, file_kib: 4, shmem_kib: 1812 };
-        let global = KernelOomKill { pid: 238, scope: "global", anon_kib: 195_032, file_kib: 0, shmem_kib: 1828 };
+        let memcg = KernelOomKill {
+            pid: 157,
+            scope: "memcg",
+            anon_kib: 65144,
+            file_kib: 4,
+            shmem_kib: 1812,
+        };
+        let global = KernelOomKill {
+            pid: 238,
+            scope: "global",
+            anon_kib: 195_032,
+            file_kib: 0,
+            shmem_kib: 1828,
+        };
         assert_eq!(report.kernel_oom_kills, [memcg, global]);
-        assert_eq!(report.errors.len(), 1, "the unreadable line is an error: {:?}", report.errors);
+        assert_eq!(
+            report.errors.len(),
+            1,
+            "the unreadable line is an error: {:?}",
+            report.errors
+        );
     }
 
     #[test]

@@ -42,12 +42,19 @@ fn a_wrong_scope_a_missing_record_and_an_extra_one_all_fail() {
     let verdict = check(&expected, &report(&[&memcg]));
     assert!(!verdict.passed());
     let table = verdict.table();
-    assert!(table.contains("oom.scope: want \"global\", got \"memcg\""), "{table}");
+    assert!(
+        table.contains("oom.scope: want \"global\", got \"memcg\""),
+        "{table}"
+    );
     assert!(table.contains("no record for this death"), "{table}");
 
     let stray = r#"{"pid":99,"cgroup":"/elsewhere","reason":"Error"}"#;
     let verdict = check(&expected, &report(&[OOM_OK, TERM_OK, stray]));
-    assert!(verdict.table().contains("unexpected record"), "{}", verdict.table());
+    assert!(
+        verdict.table().contains("unexpected record"),
+        "{}",
+        verdict.table()
+    );
     assert!(!verdict.passed());
 }
 
@@ -58,9 +65,18 @@ fn matchers_reject_what_they_should() {
     let wrong_pid = TERM_OK.replace("\"pid\":11", "\"pid\":12");
     let no_term = TERM_OK.replace("\"2026-11-22T00:00:00Z\"", "null");
     for (records, why) in [
-        ([big.as_str(), TERM_OK], "peak_rss_bytes: want within [100,200]"),
-        ([OOM_OK, wrong_pid.as_str()], "pid: want $pid:term = 11, got 12"),
-        ([OOM_OK, no_term.as_str()], "sigterm_time: want a value, got null"),
+        (
+            [big.as_str(), TERM_OK],
+            "peak_rss_bytes: want within [100,200]",
+        ),
+        (
+            [OOM_OK, wrong_pid.as_str()],
+            "pid: want $pid:term = 11, got 12",
+        ),
+        (
+            [OOM_OK, no_term.as_str()],
+            "sigterm_time: want a value, got null",
+        ),
     ] {
         let table = check(&expected, &report(&records)).table();
         assert!(table.contains(why), "expected {why:?} in\n{table}");
@@ -96,19 +112,34 @@ fn oom_kills_are_checked_against_the_kernels_log() {
 
     report.kernel_oom_kills[0].anon_kib = 80_000;
     let table = check(&expected, &report).table();
-    assert!(table.contains("oom.anon_rss_bytes Some(52428800), the kernel logged 80000 kB"), "{table}");
+    assert!(
+        table.contains("oom.anon_rss_bytes Some(52428800), the kernel logged 80000 kB"),
+        "{table}"
+    );
 
     report.kernel_oom_kills[0] = kernel.clone();
     report.kernel_oom_kills[0].scope = "memcg";
     let table = check(&expected, &report).table();
-    assert!(table.contains("the kernel logged a memcg OOM kill, the record says scope Some(\"global\")"), "{table}");
+    assert!(
+        table
+            .contains("the kernel logged a memcg OOM kill, the record says scope Some(\"global\")"),
+        "{table}"
+    );
 
     report.kernel_oom_kills[0] = kernel.clone();
-    report.kernel_oom_kills.push(KernelOomKill { pid: 77, ..kernel });
+    report
+        .kernel_oom_kills
+        .push(KernelOomKill { pid: 77, ..kernel });
     let table = check(&expected, &report).table();
-    assert!(table.contains("OOM-killed pid 77 (global), but no OOMKilled record"), "{table}");
+    assert!(
+        table.contains("OOM-killed pid 77 (global), but no OOMKilled record"),
+        "{table}"
+    );
 
     report.kernel_oom_kills.clear();
     let table = check(&expected, &report).table();
-    assert!(table.contains("the kernel logged no OOM kill of it"), "{table}");
+    assert!(
+        table.contains("the kernel logged no OOM kill of it"),
+        "{table}"
+    );
 }
