@@ -41,7 +41,7 @@ impl Task {
 
     /// `task->cgroups->subsys[memory_cgrp_id]`: the task's memory cgroup css, or null.
     #[inline(always)]
-    fn memory_css(self, layout: &KernelLayout) -> *const u8 {
+    pub fn memory_css(self, layout: &KernelLayout) -> *const u8 {
         let Ok(css_set) = self.read::<*const u8>(layout.task_cgroups) else {
             return core::ptr::null();
         };
@@ -58,8 +58,9 @@ impl Task {
     }
 }
 
+/// The memory cgroup id of a css (`css->cgroup->kn->id`), 0 when unknown.
 #[inline(always)]
-fn css_id(css: *const u8, layout: &KernelLayout) -> u64 {
+pub fn css_id(css: *const u8, layout: &KernelLayout) -> u64 {
     let Ok(cgroup) = field::<*const u8>(css, layout.css_cgroup) else {
         return 0;
     };
