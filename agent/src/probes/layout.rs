@@ -34,6 +34,8 @@ pub struct Resolved {
     pub oom_victim_arg: Option<OomVictimArg>,
     /// Things the kernel does not have, each with what is lost; logged once at start-up.
     pub missing: Vec<String>,
+    /// How this kernel keeps what differs between kernels, for the start-up log.
+    pub choices: Vec<String>,
 }
 
 fn off(btf: &Btf, ty: &str, path: &str) -> Result<u32, BtfError> {
@@ -74,10 +76,12 @@ pub fn resolve(btf: &Btf, tracefs: &Path) -> Result<Resolved, BtfError> {
     let memcg_usage = off(btf, "mem_cgroup", "memory.usage")? - css_in_memcg;
     let memcg_max = off(btf, "mem_cgroup", "memory.max")? - css_in_memcg;
 
+    let mut choices = Vec::new();
     let (mm_rss_base, mm_rss_stride) = match mm_rss(btf) {
-        Ok(v) => {
+        Ok((base, stride, form)) => {
             flags |= layout_flags::MM_RSS;
-            v
+            choices.push(format!("mm_struct.rss_stat is {form}"));
+            (base, stride)
         }
         Err(e) => {
             missing.push(format!(
@@ -116,6 +120,13 @@ pub fn resolve(btf: &Btf, tracefs: &Path) -> Result<Resolved, BtfError> {
         },
         Err(_) => None,
     };
+    match oom_victim_arg {
+        Some(OomVictimArg::Task) => choices.push("mark_victim(task_struct *, uid)".into()),
+        Some(OomVictimArg::Pid) => {
+            choices.push("mark_victim(int pid): victim RSS from its peak".into())
+        }
+        None => {}
+    }
     if oom_victim_arg.is_none() {
         missing.push("tracepoint oom/mark_victim: OOM kills are seen only as SIGKILL".into());
     }
@@ -163,12 +174,13 @@ pub fn resolve(btf: &Btf, tracefs: &Path) -> Result<Resolved, BtfError> {
         layout,
         oom_victim_arg,
         missing,
+        choices,
     })
 }
 
 /// `mm_struct.rss_stat`: since 6.2 an array of `percpu_counter` (read `.count`, the value the
 /// kernel's own `get_mm_counter` reports); before, `struct mm_rss_stat { atomic_long_t count[]; }`.
-fn mm_rss(btf: &Btf) -> Result<(u32, u32), BtfError> {
+fn mm_rss(btf: &Btf) -> Result<(u32, u32, &'static str), BtfError> {
     let mm = btf.find(Kind::Struct, "mm_struct")?;
     let (rss_off, rss_ty) = btf.offset_in(mm, "mm_struct", "rss_stat")?;
     if let Some((elem, _)) = btf.array(rss_ty) {
@@ -176,7 +188,7 @@ fn mm_rss(btf: &Btf) -> Result<(u32, u32), BtfError> {
         let stride = btf
             .size_of(elem)
             .ok_or(BtfError::Malformed("percpu_counter without size"))?;
-        return Ok((rss_off + count_off, stride));
+        return Ok((rss_off + count_off, stride, "percpu_counter[] (6.2+)"));
     }
     let (count_off, count_ty) = btf.offset_in(rss_ty, "mm_rss_stat", "count")?;
     let (elem, _) = btf
@@ -185,7 +197,11 @@ fn mm_rss(btf: &Btf) -> Result<(u32, u32), BtfError> {
     let stride = btf
         .size_of(elem)
         .ok_or(BtfError::Malformed("atomic_long_t without size"))?;
-    Ok((rss_off + count_off, stride))
+    Ok((
+        rss_off + count_off,
+        stride,
+        "struct mm_rss_stat (before 6.2)",
+    ))
 }
 
 /// Field offsets of the exec syscall tracepoints, from their tracefs `format` files.

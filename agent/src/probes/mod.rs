@@ -140,6 +140,7 @@ impl Probes {
             elapsed_ms = started.elapsed().as_millis(),
             "kernel layout resolved from BTF"
         );
+        info!(choices = %resolved.choices.join("; "), "this kernel's layout");
         for gap in &resolved.missing {
             warn!("this kernel lacks {gap}");
         }
@@ -258,7 +259,9 @@ impl Probes {
 
     /// Sums a per-CPU counter slot, or says why it cannot be read.
     pub fn try_counter(&self, slot: u32) -> Result<u64, aya::maps::MapError> {
-        self.counters.get(&slot, 0).map(|values| values.iter().sum())
+        self.counters
+            .get(&slot, 0)
+            .map(|values| values.iter().sum())
     }
 
     /// Sums a per-CPU counter slot (`agent_ebpf::counter::*`).
