@@ -93,11 +93,11 @@ pub fn process_exit(ctx: BtfTracePointContext) -> i32 {
 
 fn try_process_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let layout = LAYOUT.load();
-    let task = Task(ctx.arg::<*const u8>(0));
+    let task = Task::<true>(ctx.arg::<*const u8>(0));
     let signal: *const u8 = task.read(layout.task_signal)?;
     if layout.flags & layout_flags::SIGNAL_LIVE != 0 {
         // A thread, not the group: the group dies with its last thread, when `live` is 0.
-        let live: i32 = field(signal, layout.signal_live)?;
+        let live: i32 = read::btf_field(signal, layout.signal_live)?;
         if live != 0 {
             return Ok(());
         }
@@ -107,14 +107,14 @@ fn try_process_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let memcg_id = if layout.flags & layout_flags::MEMCG == 0 {
         0
     } else {
-        read::css_id(css, &layout)
+        read::css_id::<true>(css, &layout)
     };
     if is_host_memcg(memcg_id) {
         count(counter::EXIT_FILTERED);
         count(counter::EXIT_HOST);
         return Ok(());
     }
-    let parent = Task(task.read(layout.task_real_parent)?);
+    let parent = Task::<true>(task.read(layout.task_real_parent)?);
     // Same css, same memory cgroup: two reads instead of the five an id takes, on the path
     // every child's exit in a container goes.
     let parent_css = parent.memory_css(&layout);
@@ -126,7 +126,7 @@ fn try_process_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let parent_memcg_id = if parent_outside {
-        read::css_id(parent_css, &layout)
+        read::css_id::<true>(parent_css, &layout)
     } else {
         memcg_id
     };
@@ -143,7 +143,7 @@ fn try_process_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
         memcg_id,
         parent_memcg_id,
         start_boottime_ns: task.process_start(&layout),
-        maxrss_pages: field(signal, layout.signal_maxrss).unwrap_or(0),
+        maxrss_pages: read::btf_field(signal, layout.signal_maxrss).unwrap_or(0),
         flags: if parent_outside {
             exit_flags::PARENT_OUTSIDE
         } else {
@@ -175,7 +175,7 @@ fn try_signal_generate(ctx: &BtfTracePointContext) -> Result<(), i64> {
         count(counter::SIGNAL_FILTERED);
         return Ok(());
     }
-    let target = Task(ctx.arg::<*const u8>(2));
+    let target = Task::<true>(ctx.arg::<*const u8>(2));
     // A handled signal does not kill; SIGTERM is kept anyway because its time starts the
     // grace period a later SIGKILL may end.
     if sig != SIGKILL && sig != SIGTERM {
@@ -199,7 +199,7 @@ fn try_signal_generate(ctx: &BtfTracePointContext) -> Result<(), i64> {
         _ => field::<i32>(info as *const u8, layout.siginfo_code).unwrap_or(SI_USER),
     };
     // SAFETY: always callable from tracing programs; the task it returns is only read.
-    let sender = Task(unsafe { bpf_get_current_task() } as *const u8);
+    let sender = Task::<false>(unsafe { bpf_get_current_task() } as *const u8);
     let Some(mut entry) = EVENTS.reserve::<SignalEvent>(0) else {
         count(counter::LOST_SIGNAL);
         return Ok(());
@@ -236,7 +236,8 @@ fn try_signal_generate(ctx: &BtfTracePointContext) -> Result<(), i64> {
 /// `mark_victim(struct task_struct *, uid_t)`: kernels since ≈6.8, and backports (Debian 6.1).
 #[btf_tracepoint(function = "mark_victim")]
 pub fn mark_victim(ctx: BtfTracePointContext) -> i32 {
-    let victim = Task(ctx.arg::<*const u8>(0));
+    // Rare: the helper reads of the untyped path are cost enough, and keep one code path.
+    let victim = Task::<false>(ctx.arg::<*const u8>(0));
     let _ = try_mark_victim(&ctx, victim, 0);
     0
 }
@@ -246,14 +247,18 @@ pub fn mark_victim(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "mark_victim")]
 pub fn mark_victim_pid(ctx: BtfTracePointContext) -> i32 {
     let pid = ctx.arg::<u64>(0) as u32;
-    let _ = try_mark_victim(&ctx, Task(core::ptr::null()), pid);
+    let _ = try_mark_victim(&ctx, Task::<false>(core::ptr::null()), pid);
     0
 }
 
-fn try_mark_victim(ctx: &BtfTracePointContext, victim: Task, victim_pid: u32) -> Result<(), i64> {
+fn try_mark_victim(
+    ctx: &BtfTracePointContext,
+    victim: Task<false>,
+    victim_pid: u32,
+) -> Result<(), i64> {
     let layout = LAYOUT.load();
     // SAFETY: always callable from tracing programs; the task it returns is only read.
-    let trigger = Task(unsafe { bpf_get_current_task() } as *const u8);
+    let trigger = Task::<false>(unsafe { bpf_get_current_task() } as *const u8);
     let Some(mut entry) = EVENTS.reserve::<OomEvent>(0) else {
         count(counter::LOST_OOM);
         return Ok(());
@@ -354,7 +359,7 @@ pub fn execveat_exit(ctx: TracePointContext) -> u32 {
 
 fn stash_exec_path(ctx: &TracePointContext, layout: &KernelLayout, filename_at: u32) {
     // SAFETY: always callable from tracing programs; the task it returns is only read.
-    let task = Task(unsafe { bpf_get_current_task() } as *const u8);
+    let task = Task::<false>(unsafe { bpf_get_current_task() } as *const u8);
     if is_host_memcg(task.memcg_id(layout)) {
         return;
     }
@@ -391,7 +396,7 @@ fn try_exec_exit(ctx: &TracePointContext) -> Result<(), i64> {
         let _ = EXEC_FAILED.insert(&tgid, &1, 0);
     }
     // SAFETY: always callable from tracing programs; the task it returns is only read.
-    let task = Task(unsafe { bpf_get_current_task() } as *const u8);
+    let task = Task::<false>(unsafe { bpf_get_current_task() } as *const u8);
     let Some(mut entry) = EVENTS.reserve::<ExecFailureEvent>(0) else {
         count(counter::LOST_EXEC_FAILURE);
         return Ok(());
@@ -449,14 +454,14 @@ fn try_cgroup_mkdir(ctx: &BtfTracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let cgroup = ctx.arg::<*const u8>(0);
-    let root: *const u8 = field(cgroup, layout.cgroup_root)?;
-    let mask: u16 = field(root, layout.cgroup_root_subsys_mask)?;
+    let root: *const u8 = read::btf_field(cgroup, layout.cgroup_root)?;
+    let mask: u16 = read::btf_field(root, layout.cgroup_root_subsys_mask)?;
     // Other v1 hierarchies (cpu, pids, …) have directories and ids of their own.
     if u32::from(mask) & (1u32 << (layout.memory_cgrp_id & 15)) == 0 {
         return Ok(());
     }
-    let kn: *const u8 = field(cgroup, layout.cgroup_kn)?;
-    let memcg_id: u64 = field(kn, layout.kernfs_node_id)?;
+    let kn: *const u8 = read::btf_field(cgroup, layout.cgroup_kn)?;
+    let memcg_id: u64 = read::btf_field(kn, layout.kernfs_node_id)?;
     let path = ctx.arg::<*const u8>(1);
     let Some(mut entry) = EVENTS.reserve::<CgroupMkdirEvent>(0) else {
         count(counter::LOST_CGROUP_MKDIR);
