@@ -98,7 +98,8 @@ pub(super) fn assess(event: &OomEvent, page_size: u64, cgroups: &mut impl Cgroup
             bytes(event.shmem_rss_pages),
         )
     } else {
-        // The kernel could not read the victim's mm: the sizes are unknown, reported as 0.
+        // The kernel could not read the victim's mm: the split is unknown (0); the total
+        // becomes the victim's peak RSS once its exit is seen (assemble.rs).
         (0, 0, 0)
     };
     OomKill {
