@@ -35,14 +35,19 @@ pub struct Agent {
 impl Agent {
     /// Starts the agent and returns once `/healthz` answers 200: every probe attached.
     pub fn start(bin: &Path, dir: &Path, name: &str, config: &AgentConfig) -> Result<Self> {
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).context("a free port")?.port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .context("a free port")?
+            .port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let events = dir.join(format!("{name}.events.json"));
         let log = dir.join(format!("{name}.log"));
         let _ = fs::remove_file(&events);
-        let log_file = fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let log_file =
+            fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let mut cmd = Command::new(bin);
-        cmd.args(["--listen", &addr.to_string(), "--events-json"]).arg(&events);
+        cmd.args(["--listen", &addr.to_string(), "--events-json"])
+            .arg(&events);
         match &config.kubeconfig {
             Some(kubeconfig) => {
                 cmd.args(["--kube", "on"]).env("KUBECONFIG", kubeconfig);
@@ -54,7 +59,11 @@ impl Agent {
         if let Some(node) = &config.node {
             cmd.args(["--node-name", node]);
         }
-        cmd.env("RUST_LOG", "info").env("NO_COLOR", "1").stdin(Stdio::null()).stdout(log_file.try_clone()?).stderr(log_file);
+        cmd.env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file);
         // SAFETY: prctl(2) only, async-signal-safe: the agent must not outlive the bench.
         unsafe {
             cmd.pre_exec(|| {
@@ -62,19 +71,36 @@ impl Agent {
                 Ok(())
             });
         }
-        let child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
-        let mut agent = Self { child: Some(child), addr, events, log };
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let mut agent = Self {
+            child: Some(child),
+            addr,
+            events,
+            log,
+        };
         let deadline = Instant::now() + READY_LIMIT;
         loop {
-            if let Some(status) = agent.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = agent
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 agent.child = None;
-                bail!("coroner exited before it was ready ({status}):\n{}", agent.log_tail());
+                bail!(
+                    "coroner exited before it was ready ({status}):\n{}",
+                    agent.log_tail()
+                );
             }
             if scrape::get(addr, "/healthz").is_ok_and(|r| r.status == 200) {
                 return Ok(agent);
             }
             if Instant::now() > deadline {
-                bail!("coroner's /healthz not 200 after {READY_LIMIT:?}:\n{}", agent.log_tail());
+                bail!(
+                    "coroner's /healthz not 200 after {READY_LIMIT:?}:\n{}",
+                    agent.log_tail()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -99,7 +125,9 @@ impl Agent {
     }
 
     pub fn metrics(&self) -> Result<Exposition> {
-        Ok(Exposition { text: self.fetch_metrics()?.body })
+        Ok(Exposition {
+            text: self.fetch_metrics()?.body,
+        })
     }
 
     pub fn sample(&self) -> Result<ProcSample> {
@@ -115,7 +143,9 @@ impl Agent {
         loop {
             std::thread::sleep(Duration::from_millis(300));
             let now = self.metrics()?;
-            let still = now.records() == last.records() && now.events() == last.events();
+            // Counters are integers carried as f64.
+            let still = now.records() as u64 == last.records() as u64
+                && now.events() as u64 == last.events() as u64;
             last = now;
             if still || Instant::now() > deadline {
                 return Ok(last);
@@ -129,7 +159,9 @@ impl Agent {
     }
 
     fn shut_down(&mut self) -> bool {
-        let Some(mut child) = self.child.take() else { return true };
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
         // SAFETY: kill(2) on our own child.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + STOP_LIMIT;

@@ -87,4 +87,18 @@ mod tests {
         assert_eq!(entry - LOAD_ADDRESS, 120);
         assert_eq!(&elf[120..122], &[0xbf, 3]);
     }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_program_runs_and_exits_with_its_code() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("coroner-elf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("exit3");
+        std::fs::write(&path, exit_program(3)).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let status = std::process::Command::new(&path).status().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(status.code(), Some(3));
+    }
 }

@@ -30,6 +30,8 @@ pub struct Step {
     /// Records the agent made meanwhile (each death here needs one).
     pub records: u64,
     pub lost: u64,
+    /// `lost` by the stage that counted it.
+    pub lost_by_stage: Vec<(String, u64)>,
     pub latency_us: Option<Percentiles>,
 }
 
@@ -42,7 +44,7 @@ pub struct Churn {
     pub lost: u64,
     pub cpu_ns: u64,
     pub cpu_per_event_ns: Option<f64>,
-    /// (records made by the agent so far, VmRSS KiB) after each chunk: growth with churn.
+    /// (records made by the agent so far, `VmRSS` in KiB) after each chunk: growth with churn.
     pub rss_by_records: Vec<(u64, u64)>,
 }
 
@@ -63,15 +65,30 @@ pub struct Footprint {
 /// Kills children inside the container cgroup at `rate` a second in all (0: flat out) for
 /// `duration`; returns the deaths and the seconds they took.
 fn generate(bench: &Bench, rate: u64, duration: Duration) -> Result<(u64, f64)> {
-    let helpers = if rate == 0 || rate > 2_000 { bench.nproc } else { 1 };
+    let helpers = if rate == 0 || rate > 2_000 {
+        bench.nproc
+    } else {
+        1
+    };
     let start = monotonic_ns() + 200_000_000;
-    let args = [(rate / helpers as u64).to_string(), start.to_string(), duration.as_nanos().to_string()];
-    let running = (0..helpers).map(|_| bench.helper(&bench.container, helper::DEATHS, &args)).collect::<Result<Vec<_>>>()?;
+    let args = [
+        (rate / helpers as u64).to_string(),
+        start.to_string(),
+        duration.as_nanos().to_string(),
+    ];
+    let running = (0..helpers)
+        .map(|_| bench.helper(&bench.container, helper::DEATHS, &args))
+        .collect::<Result<Vec<_>>>()?;
     Ok((sum_counts(running)?, duration.as_secs_f64()))
 }
 
 pub fn run(bench: &Bench, max_kill_rate: Option<f64>, churn_budget: Duration) -> Result<Footprint> {
-    let agent = Agent::start(&bench.coroner, &bench.dir, "footprint", &AgentConfig::default())?;
+    let agent = Agent::start(
+        &bench.coroner,
+        &bench.dir,
+        "footprint",
+        &AgentConfig::default(),
+    )?;
     std::thread::sleep(IDLE_SETTLE);
     let idle = agent.sample()?;
     let mut ladder = Vec::new();
@@ -92,18 +109,24 @@ pub fn run(bench: &Bench, max_kill_rate: Option<f64>, churn_budget: Duration) ->
             deaths,
             records: (after.records() - before.records()) as u64,
             lost: (after.lost() - before.lost()) as u64,
+            lost_by_stage: after.lost_since(&before),
             latency_us: Percentiles::of(&latencies),
         };
-        eprintln!("  {} deaths/s asked, {:.0} reached: {} records, {} lost", rate, step.achieved_rate, step.records, step.lost);
+        eprintln!(
+            "  {} deaths/s asked, {:.0} reached: {} records, {} lost {:?}",
+            rate, step.achieved_rate, step.records, step.lost, step.lost_by_stage
+        );
         before = after;
-        let lost = step.lost > 0;
+        // Every step runs, past a loss too: a single loss at a low rate and none above it
+        // says something else than a ceiling.
         ladder.push(step);
-        if lost {
-            break;
-        }
     }
-    let highest_loss_free_rate = ladder.iter().filter(|s| s.lost == 0).map(|s| s.achieved_rate).reduce(f64::max);
-    let first_loss_rate = ladder.iter().find(|s| s.lost > 0).map(|s| s.achieved_rate);
+    let first_loss = ladder.iter().position(|s| s.lost > 0);
+    let highest_loss_free_rate = ladder[..first_loss.unwrap_or(ladder.len())]
+        .iter()
+        .map(|s| s.achieved_rate)
+        .reduce(f64::max);
+    let first_loss_rate = first_loss.map(|i| ladder[i].achieved_rate);
     let latency = latency_low_high(&ladder);
     let churn = churn(bench, &agent, churn_budget)?;
     let end = agent.settle(Duration::from_secs(10))?;
@@ -122,14 +145,20 @@ pub fn run(bench: &Bench, max_kill_rate: Option<f64>, churn_budget: Duration) ->
     })
 }
 
-/// The lowest step, and the fastest step without loss.
+/// The lowest step, and the fastest of the others.
 fn latency_low_high(ladder: &[Step]) -> Vec<LatencyAt> {
-    let at = |s: &Step| LatencyAt { target_rate: s.target_rate, achieved_rate: s.achieved_rate, micros: s.latency_us };
+    let at = |s: &Step| LatencyAt {
+        target_rate: s.target_rate,
+        achieved_rate: s.achieved_rate,
+        micros: s.latency_us,
+    };
     let mut out: Vec<LatencyAt> = ladder.first().map(at).into_iter().collect();
-    if let Some(high) = ladder.iter().filter(|s| s.lost == 0).max_by(|a, b| a.achieved_rate.total_cmp(&b.achieved_rate)) {
-        if ladder.len() > 1 {
-            out.push(at(high));
-        }
+    if let Some(high) = ladder
+        .iter()
+        .skip(1)
+        .max_by(|a, b| a.achieved_rate.total_cmp(&b.achieved_rate))
+    {
+        out.push(at(high));
     }
     out
 }
@@ -142,12 +171,18 @@ fn churn(bench: &Bench, agent: &Agent, budget: Duration) -> Result<Option<Churn>
     let first = agent.metrics()?;
     let cpu_before = agent.sample()?.cpu_ns;
     let (mut deaths, mut rss_by_records) = (0, Vec::new());
-    while started.elapsed() + CHURN_CHUNK <= budget && (first.records() as u64) + deaths < CHURN_DEATHS {
+    while started.elapsed() + CHURN_CHUNK <= budget
+        && (first.records() as u64) + deaths < CHURN_DEATHS
+    {
         check_interrupted()?;
         deaths += generate(bench, 0, CHURN_CHUNK)?.0;
         let now = agent.metrics()?;
         rss_by_records.push((now.records() as u64, agent.sample()?.rss_kib));
-        eprintln!("  churn: {} records so far, VmRSS {} KiB", now.records(), agent.sample()?.rss_kib);
+        eprintln!(
+            "  churn: {} records so far, VmRSS {} KiB",
+            now.records(),
+            agent.sample()?.rss_kib
+        );
     }
     let seconds = started.elapsed().as_secs_f64();
     let end = agent.settle(Duration::from_secs(10))?;

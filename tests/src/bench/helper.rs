@@ -2,8 +2,9 @@
 //! single-threaded (so fork is cheap and safe) and runs where the orchestrator put it: a
 //! storm inside a container's cgroup, a pod "shim" on the host.
 //!
-//! `__storm KIND START_NS DURATION_NS PROGRAM` — from CLOCK_MONOTONIC `START_NS` for
-//! `DURATION_NS`, repeat one operation (`spawn`, `fork`, `signal`, `kill`); print the count.
+//! `__storm KIND START_NS DURATION_NS PROGRAM` — from `CLOCK_MONOTONIC` `START_NS` for
+//! `DURATION_NS`, repeat one operation (`spawn`, `fork`, `signal`, `kill`); print the count and
+//! the CPU time (ns) it took, its own and its reaped children's together.
 //! `__deaths RATE START_NS DURATION_NS` — fork a child and kill it (SIGTERM and SIGKILL in
 //! turn) `RATE` times a second (0: as fast as possible); print the count.
 //! `__pods HOST_PROCS LIST` — for each container cgroup directory in the file `LIST`, stage
@@ -22,16 +23,29 @@ pub const DEATHS_PER_CONTAINER: u64 = 12;
 
 #[must_use]
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into a timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 fn sleep_until(ns: u64) {
-    let ts = libc::timespec { tv_sec: (ns / 1_000_000_000) as i64, tv_nsec: (ns % 1_000_000_000) as i64 };
+    let ts = libc::timespec {
+        tv_sec: (ns / 1_000_000_000) as i64,
+        tv_nsec: (ns % 1_000_000_000) as i64,
+    };
     // SAFETY: an absolute sleep on a timespec we own; an interruption only ends it early.
-    unsafe { libc::clock_nanosleep(libc::CLOCK_MONOTONIC, libc::TIMER_ABSTIME, &raw const ts, std::ptr::null_mut()) };
+    unsafe {
+        libc::clock_nanosleep(
+            libc::CLOCK_MONOTONIC,
+            libc::TIMER_ABSTIME,
+            &raw const ts,
+            std::ptr::null_mut(),
+        )
+    };
 }
 
 fn wait_child(pid: i32) {
@@ -65,7 +79,22 @@ fn die_of(sig: i32) -> ! {
 
 extern "C" fn on_usr1(_: i32) {}
 
-fn storm(kind: &str, start: u64, duration: u64, program: &str) -> Result<u64, String> {
+/// User + system time of this process and of its reaped children, in nanoseconds. Unlike the
+/// wall clock, it does not count the time other work on the machine takes the CPU away, and
+/// it does count what the probes add: tracepoint programs run in the task that hits them.
+fn cpu_ns() -> u64 {
+    let total = |who| {
+        // SAFETY: zeroed rusage is a valid out-parameter of getrusage.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: getrusage writes into a struct we own.
+        unsafe { libc::getrusage(who, &raw mut usage) };
+        let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1_000;
+        ns(usage.ru_utime) + ns(usage.ru_stime)
+    };
+    total(libc::RUSAGE_SELF) + total(libc::RUSAGE_CHILDREN)
+}
+
+fn storm(kind: &str, start: u64, duration: u64, program: &str) -> Result<String, String> {
     let path = CString::new(program).map_err(|e| e.to_string())?;
     let argv = [path.as_ptr(), std::ptr::null()];
     let envp = [std::ptr::null::<libc::c_char>()];
@@ -74,7 +103,14 @@ fn storm(kind: &str, start: u64, duration: u64, program: &str) -> Result<u64, St
             let mut pid = 0;
             // SAFETY: NUL-terminated argv and envp that outlive the call.
             let rc = unsafe {
-                libc::posix_spawn(&raw mut pid, path.as_ptr(), std::ptr::null(), std::ptr::null(), argv.as_ptr().cast_mut().cast(), envp.as_ptr().cast_mut().cast())
+                libc::posix_spawn(
+                    &raw mut pid,
+                    path.as_ptr(),
+                    std::ptr::null(),
+                    std::ptr::null(),
+                    argv.as_ptr().cast_mut().cast(),
+                    envp.as_ptr().cast_mut().cast(),
+                )
             };
             if rc == 0 {
                 wait_child(pid);
@@ -99,11 +135,12 @@ fn storm(kind: &str, start: u64, duration: u64, program: &str) -> Result<u64, St
                 unsafe { libc::kill(me, libc::SIGUSR1) };
             })
         }
-        "kill" => Box::new(|i| kill_one(i)),
+        "kill" => Box::new(kill_one),
         other => return Err(format!("unknown storm {other:?}")),
     };
     sleep_until(start);
     let end = start + duration;
+    let cpu_before = cpu_ns();
     let mut ops = 0;
     // The clock is read once per batch: a vDSO call is cheap, but not free next to a signal.
     let batch = if kind == "signal" { 32 } else { 1 };
@@ -113,13 +150,17 @@ fn storm(kind: &str, start: u64, duration: u64, program: &str) -> Result<u64, St
             ops += 1;
         }
     }
-    Ok(ops)
+    Ok(format!("{ops} {}", cpu_ns() - cpu_before))
 }
 
 /// A child's death by a signal from its parent, in turn SIGTERM and SIGKILL.
 fn kill_one(i: u64) {
     let pid = fork_sleeper();
-    let sig = if i % 2 == 0 { libc::SIGTERM } else { libc::SIGKILL };
+    let sig = if i.is_multiple_of(2) {
+        libc::SIGTERM
+    } else {
+        libc::SIGKILL
+    };
     // SAFETY: kill(2) on the child just forked.
     unsafe { libc::kill(pid, sig) };
     wait_child(pid);
@@ -134,12 +175,11 @@ fn deaths(rate: u64, start: u64, duration: u64) -> u64 {
         if now >= end {
             return done;
         }
-        if rate > 0 {
-            let due = start + done * 1_000_000_000 / rate;
-            if due > now {
-                sleep_until(due.min(end));
-                continue;
-            }
+        if let Some(due) = (done * 1_000_000_000).checked_div(rate).map(|d| start + d)
+            && due > now
+        {
+            sleep_until(due.min(end));
+            continue;
         }
         kill_one(done);
         done += 1;
@@ -153,7 +193,10 @@ fn deaths(rate: u64, start: u64, duration: u64) -> u64 {
 /// (SIGKILL, SIGTERM). The one that exits 0 first kills or crashes four children of its own
 /// (deaths of non-main processes). Two cgroup migrations per container, not twelve.
 fn pod_deaths(dir: &str, host_procs: i32) -> Result<(), String> {
-    let procs = OpenOptions::new().write(true).open(format!("{dir}/cgroup.procs")).map_err(|e| format!("{dir}: {e}"))?;
+    let procs = OpenOptions::new()
+        .write(true)
+        .open(format!("{dir}/cgroup.procs"))
+        .map_err(|e| format!("{dir}: {e}"))?;
     let container = procs.as_raw_fd();
     // SAFETY: single-threaded; the shim and its children use only async-signal-safe calls
     // (write, pipe, read, fork, kill, waitpid, raise, _exit) on descriptors opened before.
@@ -232,7 +275,10 @@ fn role_death(role: usize) -> ! {
 }
 
 fn pods(host_procs: &str, list: &str) -> Result<u64, String> {
-    let host = OpenOptions::new().write(true).open(host_procs).map_err(|e| format!("{host_procs}: {e}"))?;
+    let host = OpenOptions::new()
+        .write(true)
+        .open(host_procs)
+        .map_err(|e| format!("{host_procs}: {e}"))?;
     let dirs = std::fs::read_to_string(list).map_err(|e| format!("{list}: {e}"))?;
     let mut deaths = 0;
     for dir in dirs.lines().filter(|l| !l.is_empty()) {
@@ -247,16 +293,20 @@ fn pods(host_procs: &str, list: &str) -> Result<u64, String> {
 #[must_use]
 pub fn run(args: &[String]) -> Option<i32> {
     let arg = |i: usize| args.get(i).map_or("", String::as_str);
-    let num = |i: usize| arg(i).parse::<u64>().map_err(|e| format!("argument {i} ({:?}): {e}", arg(i)));
+    let num = |i: usize| {
+        arg(i)
+            .parse::<u64>()
+            .map_err(|e| format!("argument {i} ({:?}): {e}", arg(i)))
+    };
     let result = match arg(1) {
         STORM => (|| storm(arg(2), num(3)?, num(4)?, arg(5)))(),
-        DEATHS => (|| Ok(deaths(num(2)?, num(3)?, num(4)?)))(),
-        PODS => pods(arg(2), arg(3)),
+        DEATHS => (|| Ok(deaths(num(2)?, num(3)?, num(4)?).to_string()))(),
+        PODS => pods(arg(2), arg(3)).map(|n| n.to_string()),
         _ => return None,
     };
     Some(match result {
-        Ok(count) => {
-            println!("{count}");
+        Ok(output) => {
+            println!("{output}");
             0
         }
         Err(e) => {

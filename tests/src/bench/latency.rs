@@ -45,7 +45,9 @@ impl Tailer {
         let inotify = unsafe { OwnedFd::from_raw_fd(raw) };
         let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
         // SAFETY: a valid inotify descriptor and NUL-terminated path.
-        if unsafe { libc::inotify_add_watch(inotify.as_raw_fd(), c_path.as_ptr(), libc::IN_MODIFY) } < 0 {
+        if unsafe { libc::inotify_add_watch(inotify.as_raw_fd(), c_path.as_ptr(), libc::IN_MODIFY) }
+            < 0
+        {
             bail!("inotify_add_watch: {}", std::io::Error::last_os_error());
         }
         let stop = Arc::new(AtomicBool::new(false));
@@ -53,18 +55,28 @@ impl Tailer {
             let stop = stop.clone();
             move || tail(&inotify, &mut file, &stop)
         })?;
-        Ok(Self { stop, thread: Some(thread) })
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
     }
 
     /// Stops watching; the latency of every record seen, in microseconds.
     pub fn finish(mut self) -> Result<Vec<f64>> {
         self.stop.store(true, Ordering::Relaxed);
-        let seen = self.thread.take().context("tailer already finished")?.join().map_err(|_| anyhow::anyhow!("tailer panicked"))??;
+        let seen = self
+            .thread
+            .take()
+            .context("tailer already finished")?
+            .join()
+            .map_err(|_| anyhow::anyhow!("tailer panicked"))??;
         let mut latencies = Vec::with_capacity(seen.len());
         for s in seen {
-            let record: serde_json::Value = serde_json::from_str(&s.line).with_context(|| format!("not JSON: {}", s.line))?;
+            let record: serde_json::Value =
+                serde_json::from_str(&s.line).with_context(|| format!("not JSON: {}", s.line))?;
             let time = record["time"].as_str().context("a record without `time`")?;
-            let died = OffsetDateTime::parse(time, &Rfc3339).with_context(|| format!("`time` {time:?}"))?;
+            let died = OffsetDateTime::parse(time, &Rfc3339)
+                .with_context(|| format!("`time` {time:?}"))?;
             latencies.push((s.at_ns - died.unix_timestamp_nanos()) as f64 / 1_000.0);
         }
         Ok(latencies)
@@ -86,11 +98,22 @@ fn tail(inotify: &OwnedFd, file: &mut File, stop: &AtomicBool) -> Result<Vec<See
     let mut chunk = vec![0u8; 1 << 16];
     let mut events = [0u8; 4096];
     while !stop.load(Ordering::Relaxed) {
-        let mut pfd = libc::pollfd { fd: inotify.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let mut pfd = libc::pollfd {
+            fd: inotify.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         // SAFETY: one pollfd we own; a 20 ms timeout so that `stop` is noticed.
         unsafe { libc::poll(&raw mut pfd, 1, 20) };
         // SAFETY: reading into a buffer we own; non-blocking, so EAGAIN just means no events.
-        while unsafe { libc::read(inotify.as_raw_fd(), events.as_mut_ptr().cast(), events.len()) } > 0 {}
+        while unsafe {
+            libc::read(
+                inotify.as_raw_fd(),
+                events.as_mut_ptr().cast(),
+                events.len(),
+            )
+        } > 0
+        {}
         loop {
             let n = file.read(&mut chunk)?;
             if n == 0 {
@@ -100,7 +123,10 @@ fn tail(inotify: &OwnedFd, file: &mut File, stop: &AtomicBool) -> Result<Vec<See
             partial.push_str(&String::from_utf8_lossy(&chunk[..n]));
             while let Some(end) = partial.find('\n') {
                 let line: String = partial.drain(..=end).collect();
-                seen.push(Seen { at_ns, line: line.trim_end().to_owned() });
+                seen.push(Seen {
+                    at_ns,
+                    line: line.trim_end().to_owned(),
+                });
             }
         }
     }

@@ -41,13 +41,31 @@ fn slowdown(r: &Report, out: &mut String) {
         out,
         "## Workload slowdown\n\nEach storm runs {:.1} s with one helper per CPU inside a kubelet-style container \
          cgroup; {} pairs alternate with and without the agent (the agent is started afresh for each \
-         \"with\"). Spawned program: {}. Operations per second, all helpers together:\n",
+         \"with\"). Spawned program: {}. Throughput counts every operation of all helpers in the \
+         window; CPU time is the helpers' and their children's user + system time (getrusage), which \
+         includes the probes (they run in the task that hits the tracepoint) but not the agent's user \
+         space, and which other work on the machine does not inflate:\n",
         r.storm_seconds, r.pairs, r.spawn_program
     );
-    let _ = writeln!(out, "| storm | pair | with agent | without | slowdown |\n|---|---|---|---|---|");
+    let _ = writeln!(
+        out,
+        "| storm | pair | ops/s with agent | without | slowdown | CPU ns/op with agent | without | slowdown |\n|---|---|---|---|---|---|---|---|"
+    );
     for s in storms {
-        for (i, ((on, off), pct)) in s.with_agent.iter().zip(&s.without_agent).zip(&s.slowdown_pct).enumerate() {
-            let _ = writeln!(out, "| {} | {} | {on:.0} | {off:.0} | {pct:+.2}% |", s.storm, i + 1);
+        let (t, c) = (&s.throughput, &s.cpu_per_op);
+        for i in 0..t.with_agent.len().min(c.with_agent.len()) {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.0} | {:.0} | {:+.2}% | {:.0} | {:.0} | {:+.2}% |",
+                s.storm,
+                i + 1,
+                t.with_agent[i],
+                t.without_agent.get(i).copied().unwrap_or(f64::NAN),
+                t.slowdown_pct.get(i).copied().unwrap_or(f64::NAN),
+                c.with_agent[i],
+                c.without_agent.get(i).copied().unwrap_or(f64::NAN),
+                c.slowdown_pct.get(i).copied().unwrap_or(f64::NAN),
+            );
         }
     }
     out.push('\n');
@@ -60,9 +78,29 @@ fn programs(r: &Report, out: &mut String) {
         "## Kernel programs\n\nBPF run-time statistics on (`BPF_ENABLE_STATS`, as `kernel.bpf_stats_enabled=1`, \
          released after), each storm once, this agent's programs only (read from its fdinfo):\n"
     );
-    let _ = writeln!(out, "| program | storm | runs | average ns |\n|---|---|---|---|");
+    let _ = writeln!(
+        out,
+        "| program | storm | runs | average ns |\n|---|---|---|---|"
+    );
+    if let Some(f) = &r.program_floor {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} |",
+            f.program,
+            f.storm,
+            f.runs,
+            f.avg_ns.map_or("—".into(), |a| format!("{a:.0}"))
+        );
+    }
     for c in costs {
-        let _ = writeln!(out, "| {} | {} | {} | {} |", c.program, c.storm, c.runs, c.avg_ns.map_or("—".into(), |a| format!("{a:.0}")));
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} |",
+            c.program,
+            c.storm,
+            c.runs,
+            c.avg_ns.map_or("—".into(), |a| format!("{a:.0}"))
+        );
     }
     out.push('\n');
 }
@@ -72,16 +110,47 @@ fn footprint(r: &Report, out: &mut String) {
     let _ = writeln!(
         out,
         "## Loss, latency, footprint\n\nDeaths are children forked and killed (SIGTERM and SIGKILL in turn) inside the \
-         container cgroup, each needing a record; 2 s per step. Latency: a thread woken by inotify stamps each \
+         container cgroup, each needing a record; 2 s per step, every step run even after a loss. Records also count each \
+         generator's own exit (it is the container's main process). Latency: a thread woken by inotify stamps each \
          new line of `--events-json` with the wall clock and subtracts the record's `time`.\n"
     );
-    let _ = writeln!(out, "| asked/s | reached/s | deaths | records | lost | latency p50 | p99 | max |\n|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        out,
+        "| asked/s | reached/s | deaths | records | lost | latency p50 | p99 | max |\n|---|---|---|---|---|---|---|---|"
+    );
     for s in &f.ladder {
-        let asked = if s.target_rate == 0 { "max".to_owned() } else { s.target_rate.to_string() };
-        let (p50, p99, max) = s.latency_us.map_or(("—".into(), "—".into(), "—".into()), |p| {
-            (format!("{:.2} ms", p.p50 / 1e3), format!("{:.2} ms", p.p99 / 1e3), format!("{:.2} ms", p.max / 1e3))
-        });
-        let _ = writeln!(out, "| {asked} | {:.0} | {} | {} | {} | {p50} | {p99} | {max} |", s.achieved_rate, s.deaths, s.records, s.lost);
+        let asked = if s.target_rate == 0 {
+            "max".to_owned()
+        } else {
+            s.target_rate.to_string()
+        };
+        let (p50, p99, max) =
+            s.latency_us
+                .map_or(("—".into(), "—".into(), "—".into()), |p| {
+                    (
+                        format!("{:.2} ms", p.p50 / 1e3),
+                        format!("{:.2} ms", p.p99 / 1e3),
+                        format!("{:.2} ms", p.max / 1e3),
+                    )
+                });
+        let _ = writeln!(
+            out,
+            "| {asked} | {:.0} | {} | {} | {}{} | {p50} | {p99} | {max} |",
+            s.achieved_rate,
+            s.deaths,
+            s.records,
+            s.lost,
+            if s.lost_by_stage.is_empty() {
+                String::new()
+            } else {
+                let stages: Vec<String> = s
+                    .lost_by_stage
+                    .iter()
+                    .map(|(stage, n)| format!("{stage}: {n}"))
+                    .collect();
+                format!(" ({})", stages.join(", "))
+            }
+        );
     }
     if let Some(c) = &f.churn {
         let _ = writeln!(
@@ -95,7 +164,11 @@ fn footprint(r: &Report, out: &mut String) {
             c.events,
             c.lost,
             c.cpu_ns as f64 / 1e9,
-            c.rss_by_records.iter().map(|(n, kib)| format!("{n}: {:.1} MiB", *kib as f64 / 1024.0)).collect::<Vec<_>>().join(", ")
+            c.rss_by_records
+                .iter()
+                .map(|(n, kib)| format!("{n}: {:.1} MiB", *kib as f64 / 1024.0))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     } else {
         let _ = writeln!(out, "\nChurn: not measured (no time left in the budget).");
@@ -109,10 +182,23 @@ fn series(r: &Report, out: &mut String) {
         out,
         "## Many pods, many series\n\n`--kube on` against the API server double; 3 containers per pod, 12 deaths per \
          container (8 of the main process: exit 0/1/126/127, SIGSEGV, SIGUSR2, SIGKILL and SIGTERM from outside; \
-         4 of a child: SIGKILL, SIGTERM, SIGSEGV, SIGUSR2), {} deaths staged, {} events lost meanwhile (any stage).\n",
-        s.deaths_staged, s.lost
+         4 of a child: SIGKILL, SIGTERM, SIGSEGV, SIGUSR2), {} deaths staged, {} events lost meanwhile ({}).\n",
+        s.deaths_staged,
+        s.lost,
+        if s.lost_by_stage.is_empty() {
+            "no stage".to_owned()
+        } else {
+            s.lost_by_stage
+                .iter()
+                .map(|(stage, n)| format!("{stage}: {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
     );
-    let _ = writeln!(out, "| series | pods | records | body | wall median | agent CPU/scrape | VmRSS | VmHWM |\n|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        out,
+        "| series | pods | records | body | wall median | agent CPU/scrape | VmRSS | VmHWM |\n|---|---|---|---|---|---|---|---|"
+    );
     for p in &s.points {
         let _ = writeln!(
             out,

@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod elf;
+pub mod floor;
 pub mod footprint;
 pub mod helper;
 pub mod latency;
@@ -23,7 +24,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context as _, Result, bail};
 
-use coroner_tests::cgroups::{Layout, TestCgroup, container_path, kubepods_top, pod_uid, unique_hex};
+use coroner_tests::cgroups::{
+    Layout, TestCgroup, container_path, kubepods_top, pod_uid, unique_hex,
+};
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -67,7 +70,12 @@ impl Bench {
         let dir = std::env::temp_dir().join(format!("coroner-bench-{}", unique_hex(8)));
         std::fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
         let program = elf::write_spawn_program(&dir)?;
-        let container = TestCgroup::create(&container_path(Layout::CgroupfsBurstable, &kubepods_top(), &pod_uid(), &unique_hex(64)))?;
+        let container = TestCgroup::create(&container_path(
+            Layout::CgroupfsBurstable,
+            &kubepods_top(),
+            &pod_uid(),
+            &unique_hex(64),
+        ))?;
         let host = TestCgroup::create(&format!("coroner-bench-host-{}", unique_hex(8)))?;
         Ok(Self {
             coroner,
@@ -82,10 +90,16 @@ impl Bench {
 
     /// Starts this binary as helper `verb args…` inside `cgroup` (joined before exec).
     pub fn helper(&self, cgroup: &TestCgroup, verb: &str, args: &[String]) -> Result<Helper> {
-        let procs = std::fs::OpenOptions::new().write(true).open(cgroup.procs_file()).context("opening cgroup.procs")?;
+        let procs = std::fs::OpenOptions::new()
+            .write(true)
+            .open(cgroup.procs_file())
+            .context("opening cgroup.procs")?;
         let fd = procs.as_raw_fd();
         let mut cmd = Command::new(&self.me);
-        cmd.arg(verb).args(args).stdin(Stdio::null()).stdout(Stdio::piped());
+        cmd.arg(verb)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped());
         // SAFETY: write(2) and prctl(2) only, both async-signal-safe, between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
@@ -96,7 +110,9 @@ impl Bench {
                 Ok(())
             });
         }
-        let child = cmd.spawn().with_context(|| format!("starting helper {verb}"))?;
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting helper {verb}"))?;
         Ok(Helper { child: Some(child) })
     }
 }
@@ -114,7 +130,15 @@ pub struct Helper {
 
 impl Helper {
     /// Waits for the helper and returns the count it printed.
-    pub fn count(mut self) -> Result<u64> {
+    pub fn count(self) -> Result<u64> {
+        self.numbers()?
+            .first()
+            .copied()
+            .context("helper printed nothing")
+    }
+
+    /// Waits for the helper and returns the numbers it printed.
+    pub fn numbers(mut self) -> Result<Vec<u64>> {
         let mut child = self.child.take().context("helper already reaped")?;
         let mut out = String::new();
         if let Some(mut stdout) = child.stdout.take() {
@@ -124,7 +148,9 @@ impl Helper {
         if !status.success() {
             bail!("helper failed: {status}");
         }
-        out.trim().parse().with_context(|| format!("helper printed {out:?}"))
+        out.split_whitespace()
+            .map(|n| n.parse().with_context(|| format!("helper printed {out:?}")))
+            .collect()
     }
 }
 

@@ -32,9 +32,16 @@ pub fn sample(pid: u32) -> Result<ProcSample> {
     // utime the 14th and stime the 15th of the whole line.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     // SAFETY: sysconf has no preconditions.
-    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100).max(1);
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+        .unwrap_or(100)
+        .max(1);
     Ok(ProcSample {
         rss_kib: status_kib(&status, "VmRSS:").unwrap_or(0),
         hwm_kib: status_kib(&status, "VmHWM:").unwrap_or(0),
@@ -53,13 +60,19 @@ pub struct ProgRun {
 /// this agent's programs, even when other agents with the same program names are loaded.
 pub fn prog_runs(pid: u32) -> Result<BTreeMap<u32, ProgRun>> {
     let mut runs = BTreeMap::new();
-    let fds = fs::read_dir(format!("/proc/{pid}/fd")).with_context(|| format!("listing /proc/{pid}/fd"))?;
+    let fds = fs::read_dir(format!("/proc/{pid}/fd"))
+        .with_context(|| format!("listing /proc/{pid}/fd"))?;
     for fd in fds.flatten() {
-        let Ok(target) = fs::read_link(fd.path()) else { continue };
+        let Ok(target) = fs::read_link(fd.path()) else {
+            continue;
+        };
         if target.to_string_lossy() != "anon_inode:bpf-prog" {
             continue;
         }
-        let Ok(info) = fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_string_lossy())) else {
+        let Ok(info) = fs::read_to_string(format!(
+            "/proc/{pid}/fdinfo/{}",
+            fd.file_name().to_string_lossy()
+        )) else {
             continue;
         };
         let field = |key: &str| {
@@ -70,7 +83,10 @@ pub fn prog_runs(pid: u32) -> Result<BTreeMap<u32, ProgRun>> {
         if let Some(id) = field("prog_id:") {
             runs.insert(
                 id as u32,
-                ProgRun { run_time_ns: field("run_time_ns:").unwrap_or(0), run_cnt: field("run_cnt:").unwrap_or(0) },
+                ProgRun {
+                    run_time_ns: field("run_time_ns:").unwrap_or(0),
+                    run_cnt: field("run_cnt:").unwrap_or(0),
+                },
             );
         }
     }
@@ -79,9 +95,15 @@ pub fn prog_runs(pid: u32) -> Result<BTreeMap<u32, ProgRun>> {
 
 /// Program names by id, from `bpftool prog show -j` (fdinfo has no names).
 pub fn prog_names() -> Result<BTreeMap<u32, String>> {
-    let out = Command::new("bpftool").args(["prog", "show", "-j"]).output().context("running bpftool")?;
+    let out = Command::new("bpftool")
+        .args(["prog", "show", "-j"])
+        .output()
+        .context("running bpftool")?;
     if !out.status.success() {
-        bail!("bpftool prog show: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "bpftool prog show: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let progs: serde_json::Value = serde_json::from_slice(&out.stdout).context("bpftool's JSON")?;
     Ok(progs
@@ -105,19 +127,26 @@ impl BpfStats {
         // union bpf_attr { struct { __u32 type; } enable_stats; }: BPF_STATS_RUN_TIME is 0.
         let attr = [0u8; 64];
         // SAFETY: bpf(2) reads `attr.len()` bytes of a buffer we own.
-        let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_ENABLE_STATS, attr.as_ptr(), attr.len()) };
+        let fd =
+            unsafe { libc::syscall(libc::SYS_bpf, BPF_ENABLE_STATS, attr.as_ptr(), attr.len()) };
         if fd < 0 {
             bail!("BPF_ENABLE_STATS: {}", std::io::Error::last_os_error());
         }
         // SAFETY: a new descriptor the kernel just gave us and nothing else owns.
-        Ok(Self { _fd: unsafe { OwnedFd::from_raw_fd(fd as i32) } })
+        Ok(Self {
+            _fd: unsafe { OwnedFd::from_raw_fd(fd as i32) },
+        })
     }
 }
 
 /// `kernel.bpf_stats_enabled` now.
 #[must_use]
 pub fn bpf_stats_sysctl() -> Option<u8> {
-    fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").ok()?.trim().parse().ok()
+    fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The machine, as the report names it.
@@ -147,7 +176,10 @@ pub fn machine() -> Machine {
     let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     Machine {
         nproc: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
-        kernel: fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned(),
+        kernel: fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
         memory_bytes: status_kib(&meminfo, "MemTotal:").unwrap_or(0) * 1024,
         cpu_model: cpuinfo
             .lines()

@@ -20,9 +20,14 @@ pub fn get(addr: SocketAddr, path: &str) -> Result<Fetched> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
         .with_context(|| format!("connecting to {addr}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).with_context(|| format!("reading {path}"))?;
+    stream
+        .read_to_end(&mut raw)
+        .with_context(|| format!("reading {path}"))?;
     let elapsed = started.elapsed();
     let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
         bail!("{path}: no end of headers in {} bytes", raw.len());
@@ -38,8 +43,16 @@ pub fn get(addr: SocketAddr, path: &str) -> Result<Fetched> {
         let l = l.to_ascii_lowercase();
         l.starts_with("transfer-encoding:") && l.contains("chunked")
     });
-    let body = if chunked { dechunk(body)? } else { body.to_vec() };
-    Ok(Fetched { status, body: String::from_utf8_lossy(&body).into_owned(), elapsed })
+    let body = if chunked {
+        dechunk(body)?
+    } else {
+        body.to_vec()
+    };
+    Ok(Fetched {
+        status,
+        body: String::from_utf8_lossy(&body).into_owned(),
+        elapsed,
+    })
 }
 
 fn dechunk(mut raw: &[u8]) -> Result<Vec<u8>> {
@@ -69,10 +82,13 @@ pub struct Exposition {
 
 impl Exposition {
     fn samples(&self) -> impl Iterator<Item = (&str, f64)> {
-        self.text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).filter_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            Some((series, value.trim().parse::<f64>().ok()?))
-        })
+        self.text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .filter_map(|line| {
+                let (series, value) = line.rsplit_once(' ')?;
+                Some((series, value.trim().parse::<f64>().ok()?))
+            })
     }
 
     /// The sum over every series of `name` whose labels contain `label` (`""`: all).
@@ -97,6 +113,32 @@ impl Exposition {
     #[must_use]
     pub fn lost(&self) -> f64 {
         self.sum("coroner_events_lost_total", "")
+    }
+
+    /// `coroner_events_lost_total` by stage.
+    #[must_use]
+    pub fn lost_by_stage(&self) -> std::collections::BTreeMap<String, f64> {
+        self.samples()
+            .filter_map(|(series, value)| {
+                let labels = series.strip_prefix("coroner_events_lost_total{")?;
+                let stage = labels.split("stage=\"").nth(1)?.split('"').next()?;
+                Some((stage.to_owned(), value))
+            })
+            .collect()
+    }
+
+    /// What each stage lost since `before`; stages that lost nothing are left out.
+    #[must_use]
+    pub fn lost_since(&self, before: &Exposition) -> Vec<(String, u64)> {
+        let before = before.lost_by_stage();
+        self.lost_by_stage()
+            .into_iter()
+            .map(|(stage, n)| {
+                let grown = n - before.get(&stage).copied().unwrap_or(0.0);
+                (stage, grown as u64)
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect()
     }
 
     /// Kernel events user space handled.
@@ -125,13 +167,17 @@ mod tests {
         };
         assert_eq!(e.lost(), 3.0);
         assert_eq!(e.sum("coroner_events_lost_total", "stage=\"json\""), 1.0);
+        assert_eq!(e.lost_by_stage().get("kernel"), Some(&2.0));
         assert_eq!(e.events(), 5.0);
         assert_eq!(e.series(), 3);
     }
 
     #[test]
     fn chunked_bodies_are_joined() {
-        assert_eq!(dechunk(b"3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n").unwrap(), b"abcde");
+        assert_eq!(
+            dechunk(b"3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n").unwrap(),
+            b"abcde"
+        );
         assert!(dechunk(b"5\r\nab").is_err());
     }
 }

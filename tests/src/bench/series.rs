@@ -13,7 +13,9 @@ use super::stats::Spread;
 use super::{Bench, check_interrupted, helper, path_str, scratch, sum_counts};
 use coroner_tests::apiserver::ApiServer;
 use coroner_tests::apiserver::objects::{pod, with_owner, with_running};
-use coroner_tests::cgroups::{Layout, TestCgroup, container_path, kubepods_top, pod_uid, unique_hex};
+use coroner_tests::cgroups::{
+    Layout, TestCgroup, container_path, kubepods_top, pod_uid, unique_hex,
+};
 
 const NODE: &str = "bench-node";
 const CONTAINERS_PER_POD: usize = 3;
@@ -40,9 +42,13 @@ pub struct ScrapeCost {
 pub struct SeriesResult {
     /// The agent idle with `--kube on`, every pod in its watch cache, no deaths yet.
     pub idle: ProcSample,
+    /// Pods on the node (all in the agent's watch cache from the start).
+    pub pods_in_watch: usize,
     pub points: Vec<ScrapeCost>,
     pub deaths_staged: u64,
     pub lost: u64,
+    /// The same by stage (`coroner_events_lost_total{stage}`), stages that lost any.
+    pub lost_by_stage: Vec<(String, u64)>,
 }
 
 /// Pods and their containers' cgroups, removed in reverse order of creation on drop.
@@ -60,14 +66,22 @@ impl Drop for Pods {
 
 fn stage_pods(server: &ApiServer, count: usize) -> Result<Pods> {
     let top = kubepods_top();
-    let mut pods = Pods { containers: Vec::with_capacity(count * CONTAINERS_PER_POD) };
+    let mut pods = Pods {
+        containers: Vec::with_capacity(count * CONTAINERS_PER_POD),
+    };
     for i in 0..count {
         let uid = pod_uid();
-        let mut p = with_owner(pod("bench", &format!("web-{i}"), &uid, NODE), "apps/v1", "StatefulSet", &format!("web-{}", i / 16));
+        let mut p = with_owner(
+            pod("bench", &format!("web-{i}"), &uid, NODE),
+            "apps/v1",
+            "StatefulSet",
+            &format!("web-{}", i / 16),
+        );
         for c in 0..CONTAINERS_PER_POD {
             let id = unique_hex(64);
             p = with_running(p, &format!("c{c}"), &id);
-            let cgroup = TestCgroup::create(&container_path(Layout::CgroupfsBurstable, &top, &uid, &id))?;
+            let cgroup =
+                TestCgroup::create(&container_path(Layout::CgroupfsBurstable, &top, &uid, &id))?;
             pods.containers.push((path_str(&cgroup.dir()), cgroup));
         }
         server.put_pod(&p);
@@ -119,7 +133,10 @@ fn wait_watch_up(agent: &Agent, limit: Duration) -> Result<()> {
     let deadline = Instant::now() + limit;
     while agent.metrics()?.sum("coroner_kube_watch_up", "") < 1.0 {
         if Instant::now() > deadline {
-            bail!("the agent's pod watch did not sync in {limit:?}:\n{}", agent.log_tail());
+            bail!(
+                "the agent's pod watch did not sync in {limit:?}:\n{}",
+                agent.log_tail()
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -128,7 +145,10 @@ fn wait_watch_up(agent: &Agent, limit: Duration) -> Result<()> {
 
 /// Grows the agent's series to `targets` (e.g. 10k, 100k), measuring at each.
 pub fn run(bench: &Bench, targets: &[usize]) -> Result<SeriesResult> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
     let _in_runtime = runtime.enter();
     let server = ApiServer::start().context("starting the API server double")?;
     // Twelve termination series per container and two memory gauges, at most.
@@ -137,10 +157,17 @@ pub fn run(bench: &Bench, targets: &[usize]) -> Result<SeriesResult> {
     let pod_count = (max_target.div_ceil(CONTAINERS_PER_POD * 12) + 50).min(MAX_PODS);
     let started = Instant::now();
     let pods = stage_pods(&server, pod_count)?;
-    eprintln!("  {pod_count} pods, {} container cgroups staged in {:.1?}", pods.containers.len(), started.elapsed());
-    let config = AgentConfig { kubeconfig: Some(server.kubeconfig().to_path_buf()), node: Some(NODE.into()) };
+    eprintln!(
+        "  {pod_count} pods, {} container cgroups staged in {:.1?}",
+        pods.containers.len(),
+        started.elapsed()
+    );
+    let config = AgentConfig {
+        kubeconfig: Some(server.kubeconfig().to_path_buf()),
+        node: Some(NODE.into()),
+    };
     let agent = Agent::start(&bench.coroner, &bench.dir, "series", &config)?;
-    wait_watch_up(&agent, Duration::from_secs(60))?;
+    wait_watch_up(&agent, Duration::from_mins(1))?;
     std::thread::sleep(Duration::from_secs(2));
     let idle = agent.sample()?;
     let base = agent.metrics()?;
@@ -153,7 +180,10 @@ pub fn run(bench: &Bench, targets: &[usize]) -> Result<SeriesResult> {
                 break;
             }
             // Aim a little short by the lowest count per pod, then top up.
-            let more = (target - now).div_ceil(per_pod).max(1).min(pod_count - next_pod);
+            let more = (target - now)
+                .div_ceil(per_pod)
+                .max(1)
+                .min(pod_count - next_pod);
             let range = next_pod * CONTAINERS_PER_POD..(next_pod + more) * CONTAINERS_PER_POD;
             deaths_staged += stage_deaths(bench, &pods.containers[range])?;
             next_pod += more;
@@ -166,5 +196,12 @@ pub fn run(bench: &Bench, targets: &[usize]) -> Result<SeriesResult> {
     agent.stop();
     drop(pods);
     drop(server);
-    Ok(SeriesResult { idle, points, deaths_staged, lost: (end.lost() - base.lost()) as u64 })
+    Ok(SeriesResult {
+        idle,
+        pods_in_watch: pod_count,
+        points,
+        deaths_staged,
+        lost: (end.lost() - base.lost()) as u64,
+        lost_by_stage: end.lost_since(&base),
+    })
 }

@@ -4,10 +4,14 @@
 //! Markdown and JSON to `bench-results/`.
 //!
 //! `coroner-bench [PATH TO coroner]` (default: `CORONER_BIN`, else `target/release/coroner`).
-//! Knobs (environment): `CORONER_BENCH_PAIRS` (7), `CORONER_BENCH_CHURN_SECS` (60),
+//! Knobs (environment): `CORONER_BENCH_PAIRS` (11), `CORONER_BENCH_CHURN_SECS` (160),
 //! `CORONER_BENCH_SERIES` (`10000,100000`; empty: skip). Needs root.
 
 #[path = "../bench/mod.rs"]
+#[expect(
+    clippy::cast_precision_loss,
+    reason = "counters and nanoseconds become f64 for rates, averages and percentages; they stay far below 2^52"
+)]
 mod bench;
 
 use std::path::{Path, PathBuf};
@@ -19,14 +23,19 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use bench::report::Report;
-use bench::{Bench, check_interrupted, footprint, markdown, overhead, procfs, series};
+use bench::{Bench, check_interrupted, floor, footprint, markdown, overhead, procfs, series};
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
 /// Runs one phase; a failure is reported, not fatal, so the other figures still come out.
@@ -57,7 +66,10 @@ fn orchestrate(args: &[String]) -> Result<()> {
         .or_else(|| std::env::var_os("CORONER_BIN").map(PathBuf::from))
         .unwrap_or_else(|| workspace_root().join("target/release/coroner"));
     if !coroner.exists() {
-        bail!("{} is missing: run `cargo xtask bench` (it builds the release agent)", coroner.display());
+        bail!(
+            "{} is missing: run `cargo xtask bench` (it builds the release agent)",
+            coroner.display()
+        );
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -68,10 +80,12 @@ fn orchestrate(args: &[String]) -> Result<()> {
     let date = OffsetDateTime::now_utc();
     let mut machine = procfs::machine();
     if procfs::bpf_stats_sysctl() == Some(1) {
-        eprintln!("note: kernel.bpf_stats_enabled is already 1: the slowdown includes the statistics' own cost");
+        eprintln!(
+            "note: kernel.bpf_stats_enabled is already 1: the slowdown includes the statistics' own cost"
+        );
     }
-    let pairs: usize = env_or("CORONER_BENCH_PAIRS", 7).max(1);
-    let churn = Duration::from_secs(env_or("CORONER_BENCH_CHURN_SECS", 60));
+    let pairs: usize = env_or("CORONER_BENCH_PAIRS", 11).max(1);
+    let churn = Duration::from_secs(env_or("CORONER_BENCH_CHURN_SECS", 160));
     let targets: Vec<usize> = std::env::var("CORONER_BENCH_SERIES")
         .unwrap_or_else(|_| "10000,100000".into())
         .split(',')
@@ -80,11 +94,31 @@ fn orchestrate(args: &[String]) -> Result<()> {
 
     let bench = Bench::new(coroner)?;
     let mut errors = Vec::new();
-    let slowdown = phase("workload slowdown", &mut errors, || overhead::slowdown(&bench, pairs));
-    let program_cost = phase("kernel program cost", &mut errors, || overhead::program_cost(&bench));
-    let max_kill = slowdown.iter().flatten().find(|s| s.storm == "kill").and_then(|s| s.without_agent_rate).map(|r| r.median);
-    let footprint = phase("loss, latency, footprint", &mut errors, || footprint::run(&bench, max_kill, churn));
-    let series = if targets.is_empty() { None } else { phase("series and scrape", &mut errors, || series::run(&bench, &targets)) };
+    let slowdown = phase("workload slowdown", &mut errors, || {
+        overhead::slowdown(&bench, pairs)
+    });
+    let program_cost = phase("kernel program cost", &mut errors, || {
+        overhead::program_cost(&bench)
+    });
+    let program_floor = phase("kernel cost floor", &mut errors, || {
+        floor::empty_program_cost(&bench)
+    });
+    let max_kill = slowdown
+        .iter()
+        .flatten()
+        .find(|s| s.storm == "kill")
+        .and_then(|s| s.throughput.without_agent_spread)
+        .map(|r| r.median);
+    let footprint = phase("loss, latency, footprint", &mut errors, || {
+        footprint::run(&bench, max_kill, churn)
+    });
+    let series = if targets.is_empty() {
+        None
+    } else {
+        phase("series and scrape", &mut errors, || {
+            series::run(&bench, &targets)
+        })
+    };
     machine.loadavg_end = procfs::loadavg();
 
     let mut report = Report {
@@ -96,6 +130,7 @@ fn orchestrate(args: &[String]) -> Result<()> {
         storm_seconds: overhead::STORM_DURATION.as_secs_f64(),
         slowdown,
         program_cost,
+        program_floor,
         footprint,
         series,
         errors,
@@ -108,11 +143,26 @@ fn orchestrate(args: &[String]) -> Result<()> {
     std::fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
     let stem = format!("bench-{}", report.date.replace(':', "-"));
     let md = dir.join(format!("{stem}.md"));
-    std::fs::write(&md, markdown::render(&report)).with_context(|| format!("writing {}", md.display()))?;
+    std::fs::write(&md, markdown::render(&report))
+        .with_context(|| format!("writing {}", md.display()))?;
     let json = dir.join(format!("{stem}.json"));
-    std::fs::write(&json, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", json.display()))?;
-    println!("bench took {:.0} s; results in {} and {}", report.bench_seconds, md.display(), json.display());
-    if report.errors.is_empty() { Ok(()) } else { bail!("{} phase(s) failed: {}", report.errors.len(), report.errors.join("; ")) }
+    std::fs::write(&json, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("writing {}", json.display()))?;
+    println!(
+        "bench took {:.0} s; results in {} and {}",
+        report.bench_seconds,
+        md.display(),
+        json.display()
+    );
+    if report.errors.is_empty() {
+        Ok(())
+    } else {
+        bail!(
+            "{} phase(s) failed: {}",
+            report.errors.len(),
+            report.errors.join("; ")
+        )
+    }
 }
 
 fn main() -> ExitCode {
