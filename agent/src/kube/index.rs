@@ -98,11 +98,18 @@ impl PodIndex {
         slot.owner = view.owner;
         slot.template_hash = view.template_hash;
         slot.deleted_at = None;
+        // Every id the status shows now, plus up to IDS_PER_POD older ones: a pod with
+        // hundreds of containers keeps them all.
+        let cap = view.containers.len() + IDS_PER_POD;
         for seen in view.containers {
-            if slot.containers.iter().any(|c| c.id == seen.id) {
+            if let Some(at) = slot.containers.iter().position(|c| c.id == seen.id) {
+                // Still in the status: the most recent again, so that older ids go first.
+                if let Some(known) = slot.containers.remove(at) {
+                    slot.containers.push_back(known);
+                }
                 continue;
             }
-            if slot.containers.len() >= IDS_PER_POD
+            if slot.containers.len() >= cap
                 && let Some(old) = slot.containers.pop_front()
                 && self.containers.get(&old.id) == Some(&view.uid)
             {
@@ -270,11 +277,12 @@ mod tests {
         index.apply(view("u1", &["b", "a"]), now);
         index.apply(view("u1", &["c", "b"]), now);
         assert!(matches!(index.find("u1", "a"), Found::Container(..)));
-        for i in 0..IDS_PER_POD {
+        for i in 0..=IDS_PER_POD {
             index.apply(view("u1", &[&format!("x{i}")]), now);
         }
         assert!(matches!(index.find("u1", "a"), Found::Pod(_)));
-        assert_eq!(index.containers.len(), IDS_PER_POD);
+        // The one id the status shows now, and IDS_PER_POD older ones.
+        assert_eq!(index.containers.len(), IDS_PER_POD + 1);
     }
 
     #[test]
