@@ -10,6 +10,8 @@ pub mod cli;
 pub mod correlate;
 pub mod events;
 pub mod export;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod kube;
 pub mod pipeline;
 pub mod probes;

@@ -2,9 +2,11 @@
 //! libFuzzer for N seconds each (the suite's proptests run the same checks for seconds; this
 //! is the long run). Installs cargo-fuzz once; needs the nightly toolchain (installed by the
 //! build prerequisites). New inputs go to `fuzz/corpus/<target>`, crashes to
-//! `fuzz/artifacts/<target>`; `fuzz/seeds/<target>` starts each run.
+//! `fuzz/artifacts/<target>`; `fuzz/seeds/<target>` starts each run. A crash, once fixed,
+//! goes (minimised: `cargo +nightly fuzz tmin`) to `fuzz/regressions/<target>/`, which the
+//! agent's unit tests replay in every `cargo test`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -66,21 +68,35 @@ fn executed_units(log: &str) -> Option<u64> {
         .and_then(|n| n.trim().parse().ok())
 }
 
+/// Where `cargo fuzz build` puts the targets (its default: release, the host triple).
+fn built(fuzz_dir: &Path, target: &str) -> PathBuf {
+    fuzz_dir
+        .join("target")
+        .join(format!("{}-unknown-linux-gnu", std::env::consts::ARCH))
+        .join("release")
+        .join(target)
+}
+
 fn fuzz_one(fuzz_dir: &Path, target: &str, seconds: u64) -> Result<Outcome> {
     let corpus = fuzz_dir.join("corpus").join(target);
     let seeds = fuzz_dir.join("seeds").join(target);
+    let artifacts = fuzz_dir.join("artifacts").join(target);
     std::fs::create_dir_all(&corpus)?;
+    std::fs::create_dir_all(&artifacts)?;
     let started = Instant::now();
-    let mut cmd = Command::new("cargo");
-    cmd.current_dir(fuzz_dir)
-        .env("PATH", prereq::path_with_tools())
-        .args(["+nightly", "fuzz", "run", target])
-        .arg(&corpus);
+    // The binary the build made, not `cargo fuzz run`: that would rebuild the agent (minutes
+    // under the sanitizer) whenever a source file changed since, for every target.
+    let mut cmd = Command::new(built(fuzz_dir, target));
+    cmd.current_dir(fuzz_dir).arg(&corpus);
     if seeds.is_dir() {
         cmd.arg(&seeds);
     }
+    let mut prefix = artifacts.into_os_string();
+    prefix.push("/");
+    let mut artifact_prefix = std::ffi::OsString::from("-artifact_prefix=");
+    artifact_prefix.push(prefix);
+    cmd.arg(artifact_prefix);
     cmd.args([
-        "--",
         &format!("-max_total_time={seconds}"),
         "-print_final_stats=1",
         "-timeout=10",
@@ -92,7 +108,7 @@ fn fuzz_one(fuzz_dir: &Path, target: &str, seconds: u64) -> Result<Outcome> {
         .stdout(Stdio::inherit())
         .stderr(Stdio::piped())
         .output()
-        .with_context(|| format!("running cargo fuzz on {target}"))?;
+        .with_context(|| format!("running fuzz target {target}"))?;
     let log = String::from_utf8_lossy(&output.stderr);
     // libFuzzer prints everything on stderr; pass the end on for the person reading.
     let lines: Vec<&str> = log.lines().collect();
@@ -150,7 +166,9 @@ pub fn fuzz(args: &FuzzArgs) -> Result<()> {
         .map(|o| o.target.as_str())
         .collect();
     if !crashed.is_empty() {
-        bail!("fuzzing found crashes in {crashed:?}: reproduce with `cargo +nightly fuzz run <target> <artifact>` in fuzz/");
+        bail!(
+            "fuzzing found crashes in {crashed:?}: reproduce with `cargo +nightly fuzz run <target> <artifact>` in fuzz/"
+        );
     }
     Ok(())
 }

@@ -305,4 +305,6 @@ fn mentions_kubepods(component: &str) -> bool {
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;

@@ -122,7 +122,9 @@ pub fn describe(event: &KernelEvent) -> String {
         KernelEvent::CgroupMkdir(m) => format!(
             "memcg created id={} path={}",
             m.memcg_id,
-            String::from_utf8_lossy(c_str_bytes(&m.path[..(m.path_len as usize).min(m.path.len())]))
+            String::from_utf8_lossy(c_str_bytes(
+                &m.path[..(m.path_len as usize).min(m.path.len())]
+            ))
         ),
         KernelEvent::ExecFailure(x) => format!(
             "exec failed pid={} ({}) errno={} path={} memcg={}",
@@ -134,3 +136,6 @@ pub fn describe(event: &KernelEvent) -> String {
         ),
     }
 }
+
+#[cfg(test)]
+mod proptests;

@@ -55,7 +55,9 @@ impl JsonLines {
         } else {
             // O_APPEND: every write lands at the end even if another writer (or a log shipper
             // truncating the file) moved it, and a whole-line write is never interleaved.
+            // Readable too: the last byte is checked for a torn line (`end_a_torn_line`).
             let file = OpenOptions::new()
+                .read(true)
                 .append(true)
                 .create(true)
                 .open(spec)
@@ -63,6 +65,10 @@ impl JsonLines {
                     path: PathBuf::from(spec),
                     source,
                 })?;
+            end_a_torn_line(&file).map_err(|source| ExportError::Open {
+                path: PathBuf::from(spec),
+                source,
+            })?;
             Sink::File(file)
         };
         Ok(Self {
@@ -188,4 +194,22 @@ mod tests {
         assert_eq!(out.target(), "-");
         assert!(matches!(out.sink, Sink::Stdout));
     }
+}
+
+/// A file whose last line has no end — a writer killed mid-write, a full disk, a power cut —
+/// gets its newline now, so the first record of this run starts a line of its own instead
+/// of being glued to the torn one (which stays, unparseable, for a person to see).
+fn end_a_torn_line(file: &std::fs::File) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::FileExt as _;
+    let len = file.metadata()?.len();
+    if len == 0 || !file.metadata()?.is_file() {
+        return Ok(());
+    }
+    let mut last = [0u8; 1];
+    file.read_exact_at(&mut last, len - 1)?;
+    if last[0] != b'\n' {
+        (&*file).write_all(b"\n")?;
+    }
+    Ok(())
 }

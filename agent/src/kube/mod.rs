@@ -10,6 +10,8 @@ mod client;
 mod events;
 mod index;
 pub mod message;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod object_checks;
 mod owner;
 mod pods;
 mod ratelimit;

@@ -69,6 +69,10 @@ impl KernelStage {
                 if let KernelEvent::CgroupMkdir(mkdir) = &event {
                     // The path is relative to the memory hierarchy's root, as the resolver's.
                     let len = (mkdir.path_len as usize).min(mkdir.path.len());
+                    if len + 1 >= mkdir.path.len() {
+                        // Cut by the kernel: a walk of the hierarchy resolves the id instead.
+                        return;
+                    }
                     let path = String::from_utf8_lossy(agent_ebpf::c_str_bytes(&mkdir.path[..len]));
                     lookup.resolver.note_created(mkdir.memcg_id, &path);
                     return;

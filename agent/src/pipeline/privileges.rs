@@ -30,7 +30,10 @@ const CAP_BPF: u32 = 39;
 /// Sets the calling thread's capability sets to `keep` (a bit mask) and nothing else.
 /// capset(2) acts on one thread; threads created afterwards inherit the sets.
 fn capset_only(keep: u64) -> std::io::Result<()> {
-    let mut header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
+    let mut header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
     let word = |shift: u32| CapData {
         effective: (keep >> shift) as u32,
         permitted: (keep >> shift) as u32,
@@ -39,7 +42,11 @@ fn capset_only(keep: u64) -> std::io::Result<()> {
     let data = [word(0), word(32)];
     // SAFETY: capset with a v3 header and two data words, as the ABI defines.
     let rc = unsafe { libc::syscall(libc::SYS_capset, &raw mut header, data.as_ptr()) };
-    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// The effective capability set of this thread, from capget(2).
@@ -77,7 +84,11 @@ fn map_ops_work_unprivileged(map_op: &(dyn Fn() -> bool + Sync)) -> bool {
 /// map operations the agent does later (`map_op` is one of them, tried unprivileged first).
 /// Threads started afterwards inherit the sets: call this before starting any.
 pub fn drop_all(map_op: &(dyn Fn() -> bool + Sync)) {
-    let keep = if map_ops_work_unprivileged(map_op) { 0 } else { 1u64 << CAP_BPF };
+    let keep = if map_ops_work_unprivileged(map_op) {
+        0
+    } else {
+        1u64 << CAP_BPF
+    };
     for cap in 0..=LAST_CAP {
         if keep & (1u64 << cap) == 0 {
             // SAFETY: prctl with integer arguments; failure (EINVAL, EPERM) is harmless.
@@ -86,11 +97,18 @@ pub fn drop_all(map_op: &(dyn Fn() -> bool + Sync)) {
     }
     // SAFETY: prctl with integer arguments.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        warn!("PR_SET_NO_NEW_PRIVS failed: {}", std::io::Error::last_os_error());
+        warn!(
+            "PR_SET_NO_NEW_PRIVS failed: {}",
+            std::io::Error::last_os_error()
+        );
     }
     match capset_only(keep) {
-        Ok(()) if keep == 0 => info!("dropped all capabilities: the probes are attached and need none from here on"),
-        Ok(()) => info!("dropped all capabilities but CAP_BPF: this kernel's bpf() wants it for map reads and updates"),
+        Ok(()) if keep == 0 => {
+            info!("dropped all capabilities: the probes are attached and need none from here on")
+        }
+        Ok(()) => info!(
+            "dropped all capabilities but CAP_BPF: this kernel's bpf() wants it for map reads and updates"
+        ),
         Err(e) => warn!("could not drop capabilities: {e}"),
     }
 }

@@ -53,6 +53,12 @@ pub async fn handle(
         }
     };
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if method == Method::GET
+        && segments.last() == Some(&"pods")
+        && let Some(failure) = pods_fault(&shared).await
+    {
+        return Ok(failure);
+    }
     let response = match (&method, segments.as_slice()) {
         (&Method::GET, ["api", "v1", "pods"]) => pods(&shared, None, &query),
         (&Method::GET, ["api", "v1", "namespaces", ns, "pods"]) => pods(&shared, Some(ns), &query),
@@ -116,6 +122,24 @@ pub async fn handle(
         ),
     };
     Ok(response)
+}
+
+/// What the test asked pod lists and watches to suffer: a delay, then maybe an error status.
+async fn pods_fault(shared: &Shared) -> Option<Response<Body>> {
+    let (fail, delay) = shared.read(|s| (s.fail_pods, s.delay_pods));
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
+    let code = StatusCode::from_u16(fail?).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let reason = code.canonical_reason().unwrap_or("InternalError");
+    Some(json_response(
+        code,
+        &status(
+            code.as_u16(),
+            &reason.replace(' ', ""),
+            "injected by the test",
+        ),
+    ))
 }
 
 fn key(ns: &str, name: &str) -> (String, String) {

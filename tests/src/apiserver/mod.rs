@@ -230,6 +230,28 @@ impl ApiServer {
         self.shared.with(Store::bookmark);
     }
 
+    /// Sends `line` as it is (plus a newline) to every open watch, without storing anything:
+    /// a malformed or hostile watch event.
+    pub fn inject_watch_line(&self, line: &[u8]) {
+        let mut bytes = line.to_vec();
+        bytes.push(b'\n');
+        let bytes = bytes::Bytes::from(bytes);
+        self.shared.with(|s| {
+            s.watchers
+                .retain(|w| w.tx.send(WatchMsg::Line(bytes.clone())).is_ok());
+        });
+    }
+
+    /// Pod lists and watches answer `code` (with a `Status` body) while `Some`.
+    pub fn fail_pods(&self, code: Option<u16>) {
+        self.shared.with(|s| s.fail_pods = code);
+    }
+
+    /// Pod lists and watches are answered only after `delay` while `Some`.
+    pub fn delay_pods(&self, delay: Option<Duration>) {
+        self.shared.with(|s| s.delay_pods = delay);
+    }
+
     /// Forgets every stored Event, as the API server does after `--event-ttl`.
     pub fn expire_events(&self) {
         self.shared.with(|s| s.events.clear());

@@ -112,6 +112,10 @@ pub struct Store {
     pub fail_events: bool,
     /// The next request with a `continue` token gets `410 Gone` (as after a compaction).
     pub expire_next_continue: bool,
+    /// Pod lists and watches are answered with this status (a `Status` body) while set.
+    pub fail_pods: Option<u16>,
+    /// Pod lists and watches wait this long before they are answered, while set.
+    pub delay_pods: Option<std::time::Duration>,
 }
 
 /// History kept for resuming watches; older changes are compacted away like etcd's.

@@ -37,7 +37,9 @@ const HOSTILE_COMM: [u8; 15] = [
     0x80, 0x81, 0xfe, 0xff, 0xc0, 0xc1, 0xf5, 0xf8, 0x90, 0xa0, 0xb0, 0xe0, 0xed, 0xf0, 0x9f,
 ];
 
-fn main() {
+/// The arguments; `renamed ACTION…` takes [`HOSTILE_COMM`] as the comm first and leaves
+/// `ACTION…`.
+fn arguments() -> Vec<String> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().is_some_and(|a| a == "renamed") {
         args.remove(0);
@@ -46,6 +48,11 @@ fn main() {
         // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
         unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
     }
+    args
+}
+
+fn main() {
+    let args = arguments();
     let arg = |i: usize| args.get(i).map_or("", String::as_str);
     match arg(0) {
         "exit" => std::process::exit(arg(1).parse().unwrap_or(1)),
