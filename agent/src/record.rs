@@ -6,6 +6,40 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+/// Every top-level field of the contract (shared/RECORD.md), present in every record as
+/// JSON — null or not — plus `ppid`, which makes `main_process`. Tests and the fuzz checks
+/// hold serialised records to it.
+pub const FIELDS: [&str; 28] = [
+    "time",
+    "node",
+    "pid",
+    "comm",
+    "main_process",
+    "cgroup",
+    "pod_uid",
+    "container_id",
+    "namespace",
+    "pod",
+    "container",
+    "owner_kind",
+    "owner_name",
+    "exit_code",
+    "signal",
+    "core_dumped",
+    "reason",
+    "sender",
+    "sigterm_time",
+    "sigkill_time",
+    "grace_seconds",
+    "oom",
+    "peak_rss_bytes",
+    "container_memory_peak_bytes",
+    "container_memory_limit_bytes",
+    "exec_failure",
+    "exit_status",
+    "ppid",
+];
+
 /// One death, as written to `--events-json`, `/v1/terminations`, metrics and Events.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TerminationRecord {

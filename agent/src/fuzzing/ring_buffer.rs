@@ -31,35 +31,7 @@ const PAGE: u64 = 4096;
 const OFFSET_NS: i128 = 1_750_000_000_000_000_000;
 
 /// The fields every record carries (shared/RECORD.md), null or not.
-pub const CONTRACT_FIELDS: [&str; 27] = [
-    "time",
-    "node",
-    "pid",
-    "comm",
-    "main_process",
-    "cgroup",
-    "pod_uid",
-    "container_id",
-    "namespace",
-    "pod",
-    "container",
-    "owner_kind",
-    "owner_name",
-    "exit_code",
-    "signal",
-    "core_dumped",
-    "reason",
-    "sender",
-    "sigterm_time",
-    "sigkill_time",
-    "grace_seconds",
-    "oom",
-    "peak_rss_bytes",
-    "container_memory_peak_bytes",
-    "container_memory_limit_bytes",
-    "exec_failure",
-    "exit_status",
-];
+pub use crate::record::FIELDS as CONTRACT_FIELDS;
 
 /// The ABI types: `#[repr(C)]`, integers and byte arrays only, no padding (agent-ebpf checks
 /// their sizes field by field at compile time), so their bytes are fully initialised.

@@ -13,37 +13,7 @@ use crate::cgroups::{Layout, TestCgroup, container_path, kubepods_top, pod_uid, 
 use crate::victim::{Reaped, spawn_in};
 
 /// Every field RECORD.md names: present in every record, null or not.
-pub const CONTRACT_FIELDS: [&str; 28] = [
-    "time",
-    "node",
-    "pid",
-    "comm",
-    "main_process",
-    "cgroup",
-    "pod_uid",
-    "container_id",
-    "namespace",
-    "pod",
-    "container",
-    "owner_kind",
-    "owner_name",
-    "exit_code",
-    "signal",
-    "core_dumped",
-    "reason",
-    "sender",
-    "sigterm_time",
-    "sigkill_time",
-    "grace_seconds",
-    "oom",
-    "peak_rss_bytes",
-    "container_memory_peak_bytes",
-    "container_memory_limit_bytes",
-    "exec_failure",
-    "exit_status",
-    // Not in the table but in the agent's record: the parent, which makes `main_process`.
-    "ppid",
-];
+pub use coroner::record::FIELDS as CONTRACT_FIELDS;
 
 /// How far a record's `time` may be from the test's clock when it reads the record.
 const TIME_SLACK: Duration = Duration::from_secs(10);

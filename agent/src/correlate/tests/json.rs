@@ -5,37 +5,7 @@ use agent_ebpf::KernelEvent;
 use super::fixtures::*;
 use crate::correlate::verdict::sig::SIGKILL;
 
-/// Every field RECORD.md names, top level.
-const RECORD_FIELDS: [&str; 28] = [
-    "time",
-    "node",
-    "pid",
-    "comm",
-    "main_process",
-    "cgroup",
-    "pod_uid",
-    "container_id",
-    "namespace",
-    "pod",
-    "container",
-    "owner_kind",
-    "owner_name",
-    "exit_code",
-    "signal",
-    "core_dumped",
-    "reason",
-    "sender",
-    "sigterm_time",
-    "sigkill_time",
-    "grace_seconds",
-    "oom",
-    "peak_rss_bytes",
-    "container_memory_peak_bytes",
-    "container_memory_limit_bytes",
-    "exec_failure",
-    "exit_status",
-    "ppid",
-];
+use crate::record::FIELDS as RECORD_FIELDS;
 const SENDER_FIELDS: [&str; 4] = ["pid", "comm", "cgroup", "kind"];
 const OOM_FIELDS: [&str; 6] = [
     "scope",
