@@ -53,32 +53,7 @@ impl KernelStage {
         let mut last_housekeeping = Instant::now();
         let mut reported = Reported::default();
         while !self.shutdown.load(Ordering::Relaxed) {
-            let Self {
-                reader,
-                correlator,
-                lookup,
-                metrics,
-                trace_events,
-                ..
-            } = &mut self;
-            reader.poll(POLL, |event| {
-                metrics.event_handled(kind_of(&event));
-                if *trace_events {
-                    info!(target: "coroner::kernel", "{}", describe(&event));
-                }
-                if let KernelEvent::CgroupMkdir(mkdir) = &event {
-                    // The path is relative to the memory hierarchy's root, as the resolver's.
-                    let len = (mkdir.path_len as usize).min(mkdir.path.len());
-                    if len + 1 >= mkdir.path.len() {
-                        // Cut by the kernel: a walk of the hierarchy resolves the id instead.
-                        return;
-                    }
-                    let path = String::from_utf8_lossy(agent_ebpf::c_str_bytes(&mkdir.path[..len]));
-                    lookup.resolver.note_created(mkdir.memcg_id, &path);
-                    return;
-                }
-                correlator.ingest(&event, lookup);
-            });
+            self.read_events(POLL);
             if let Ok(now) = boottime_ns() {
                 let ready = self.correlator.drain_ready(now, &mut self.lookup);
                 self.send(ready);
@@ -88,6 +63,9 @@ impl KernelStage {
                 self.housekeeping(&mut reported);
             }
         }
+        // Deaths that reached the ring buffer after the last poll still count: read them (no
+        // waiting) before the final flush.
+        self.read_events(Duration::ZERO);
         let rest = self.correlator.flush(&mut self.lookup);
         info!(
             records = rest.len(),
@@ -96,6 +74,37 @@ impl KernelStage {
         self.send(rest);
         self.housekeeping(&mut reported);
         // Dropping `self.probes` detaches every program.
+    }
+
+    /// Hands every available kernel event (waiting up to `timeout` for the first) to the
+    /// resolver (new cgroups) or the correlator (deaths).
+    fn read_events(&mut self, timeout: Duration) {
+        let Self {
+            reader,
+            correlator,
+            lookup,
+            metrics,
+            trace_events,
+            ..
+        } = self;
+        reader.poll(timeout, |event| {
+            metrics.event_handled(kind_of(&event));
+            if *trace_events {
+                info!(target: "coroner::kernel", "{}", describe(&event));
+            }
+            if let KernelEvent::CgroupMkdir(mkdir) = &event {
+                // The path is relative to the memory hierarchy's root, as the resolver's.
+                let len = (mkdir.path_len as usize).min(mkdir.path.len());
+                if len + 1 >= mkdir.path.len() {
+                    // Cut by the kernel: a walk of the hierarchy resolves the id instead.
+                    return;
+                }
+                let path = String::from_utf8_lossy(agent_ebpf::c_str_bytes(&mkdir.path[..len]));
+                lookup.resolver.note_created(mkdir.memcg_id, &path);
+                return;
+            }
+            correlator.ingest(&event, lookup);
+        });
     }
 
     fn send(&self, records: Vec<TerminationRecord>) {
