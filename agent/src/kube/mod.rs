@@ -9,6 +9,7 @@
 mod client;
 mod events;
 mod index;
+mod lenient;
 pub mod message;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod object_checks;

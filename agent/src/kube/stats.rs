@@ -13,6 +13,8 @@ pub struct KubeStats {
     pub watch_errors: u64,
     /// Full lists of the node's pods: the first, and one after each `410 Gone`.
     pub relists: u64,
+    /// Pods the object model could not read whole (only their metadata was used).
+    pub pods_undecodable: u64,
     /// New pods not indexed because the index was full of live pods.
     pub index_full: u64,
     pub lookups: u64,
@@ -63,6 +65,7 @@ pub(crate) struct Counters {
     pub watch_errors: AtomicU64,
     pub relists: AtomicU64,
     pub index_full: AtomicU64,
+    pub pods_undecodable: AtomicU64,
     pub lookups: AtomicU64,
     pub lookups_waited: AtomicU64,
     pub lookups_pod_only: AtomicU64,
@@ -97,6 +100,7 @@ impl Counters {
             watch_errors: get(&self.watch_errors),
             relists: get(&self.relists),
             index_full: get(&self.index_full),
+            pods_undecodable: get(&self.pods_undecodable),
             lookups: get(&self.lookups),
             lookups_waited: get(&self.lookups_waited),
             lookups_pod_only: get(&self.lookups_pod_only),

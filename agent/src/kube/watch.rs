@@ -10,19 +10,19 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use tracing::{debug, info, warn};
 
 use super::index::PodIndex;
+use super::lenient::WatchedPod;
 use super::pods::PodView;
 use super::shared::Shared;
 use super::stats::bump;
 
 /// Runs until the task is aborted; the backoff never gives up.
 pub(crate) async fn run(client: Client, node_name: String, shared: Arc<Shared>) {
-    let pods: Api<Pod> = Api::all(client);
+    let pods: Api<WatchedPod> = Api::all(client);
     let config = watcher::Config::default().fields(&format!("spec.nodeName={node_name}"));
     let mut events = pin!(watcher(pods, config).default_backoff());
     while let Some(event) = events.next().await {
@@ -30,7 +30,7 @@ pub(crate) async fn run(client: Client, node_name: String, shared: Arc<Shared>) 
     }
 }
 
-pub(crate) fn apply(shared: &Shared, event: Result<watcher::Event<Pod>, watcher::Error>) {
+pub(crate) fn apply(shared: &Shared, event: Result<watcher::Event<WatchedPod>, watcher::Error>) {
     let c = &shared.counters;
     match event {
         Ok(watcher::Event::Init) => shared.update(PodIndex::begin_relist),
@@ -43,7 +43,8 @@ pub(crate) fn apply(shared: &Shared, event: Result<watcher::Event<Pod>, watcher:
         }
         Ok(watcher::Event::Delete(pod)) => {
             shared.set_watch_up(true);
-            if let Some(view) = PodView::from_pod(&pod) {
+            note_undecodable(shared, &pod);
+            if let Some(view) = PodView::from_pod(&pod.pod) {
                 shared.update(|index| index.delete(view, Instant::now()));
             }
         }
@@ -65,12 +66,29 @@ pub(crate) fn apply(shared: &Shared, event: Result<watcher::Event<Pod>, watcher:
     }
 }
 
-fn apply_pod(shared: &Shared, pod: &Pod) {
-    if let Some(view) = PodView::from_pod(pod) {
+/// A pod only partly readable still names its namespace, pod and workload: applied like any
+/// other (the index keeps the containers it already knew).
+fn apply_pod(shared: &Shared, pod: &WatchedPod) {
+    note_undecodable(shared, pod);
+    if let Some(view) = PodView::from_pod(&pod.pod) {
         let added = shared.update(|index| index.apply(view, Instant::now()));
         if !added {
             bump(&shared.counters.index_full);
             warn!("pod index full of live pods; a new pod is not labelled");
         }
     }
+}
+
+fn note_undecodable(shared: &Shared, pod: &WatchedPod) {
+    let Some(why) = &pod.undecodable else {
+        return;
+    };
+    bump(&shared.counters.pods_undecodable);
+    let meta = &pod.pod.metadata;
+    warn!(
+        namespace = meta.namespace.as_deref().unwrap_or("?"),
+        pod = meta.name.as_deref().unwrap_or("?"),
+        uid = meta.uid.as_deref().unwrap_or("?"),
+        "pod object not readable whole, only its metadata is used: {why}"
+    );
 }
