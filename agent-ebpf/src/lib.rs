@@ -310,6 +310,8 @@ pub mod names {
     pub const LAYOUT: &str = "LAYOUT";
     pub const EVENTS: &str = "EVENTS";
     pub const COUNTERS: &str = "COUNTERS";
+    /// Slot 0: 1 while the reader is parked; the first event after wakes it.
+    pub const READER: &str = "READER";
     /// memcg ids user space found to be outside any container: the programs drop their events.
     pub const HOST_MEMCGS: &str = "HOST_MEMCGS";
     pub const EXEC_STASH: &str = "EXEC_STASH";
@@ -346,10 +348,6 @@ const _: () = {
 
 /// The kernel's view of a decoded event, for user space.
 #[derive(Clone, Copy, Debug)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "decoded one at a time and consumed at once; boxing would allocate per event"
-)]
 pub enum KernelEvent {
     Exit(ExitEvent),
     Signal(SignalEvent),

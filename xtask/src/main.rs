@@ -70,14 +70,10 @@ fn cargo() -> Command {
 
 fn build() -> Result<PathBuf> {
     prereq::ensure_build_tools()?;
-    run(cargo().args([
-        "build",
-        "--release",
-        "--package",
-        "coroner",
-        "--bin",
-        "coroner",
-    ]))?;
+    // The test and bench binaries built with it: one feature set for the whole workspace, so
+    // `cargo test --workspace` and the bench reuse these artifacts instead of building the
+    // agent (and its dependencies) a second time with `-p coroner`'s narrower features.
+    run(cargo().args(["build", "--release", "--workspace", "--bins"]))?;
     let binary = workspace_root().join("target/release/coroner");
     println!("built {}", binary.display());
     Ok(binary)
@@ -130,17 +126,7 @@ fn main() -> Result<()> {
         Cmd::Bench => {
             let binary = build()?;
             prereq::require_root("the benchmark")?;
-            run(cargo()
-                .args([
-                    "run",
-                    "--release",
-                    "--package",
-                    "coroner-tests",
-                    "--bin",
-                    "coroner-bench",
-                    "--",
-                ])
-                .arg(&binary))
+            run(Command::new(workspace_root().join("target/release/coroner-bench")).arg(&binary))
         }
     }
 }

@@ -199,6 +199,18 @@ impl Correlator {
         }
     }
 
+    /// When [`Self::drain_ready`] next has a record to give (`CLOCK_BOOTTIME` ns): now when
+    /// one is ready, else the earliest end of a hold; `None` when no exit is waiting. OOM
+    /// kills waiting for their exit are left to the caller's regular tick (their wait is
+    /// seconds).
+    #[must_use]
+    pub fn next_deadline_ns(&self) -> Option<u64> {
+        if !self.ready.is_empty() {
+            return Some(0);
+        }
+        self.pending.peek().map(|Reverse(p)| p.deadline_ns)
+    }
+
     /// The records whose hold is over at `now_boot_ns` (`CLOCK_BOOTTIME`), plus those of OOM
     /// kills whose exit did not come in time. O(1) when nothing is due.
     pub fn drain_ready(

@@ -123,6 +123,10 @@ pub async fn run(args: Args, privileged: Privileged) -> anyhow::Result<()> {
         .await
         .context("--kube")?;
     let events = probes.take_events().context("the ring buffer")?;
+    let reader = match probes.take_reader_flag() {
+        Some(flag) => EventReader::with_parking(events, flag),
+        None => EventReader::new(events),
+    };
     let host_memcgs = probes.host_memcgs.take();
     let clock = BootClock::now().context("reading the clocks")?;
     let correlator = Correlator::new(CorrelatorConfig::new(
@@ -135,7 +139,7 @@ pub async fn run(args: Args, privileged: Privileged) -> anyhow::Result<()> {
     let shutdown = Arc::new(AtomicBool::new(false));
     let stage = kernel::KernelStage {
         probes,
-        reader: EventReader::new(events),
+        reader,
         correlator,
         lookup: lookup::ResolverLookup::new(
             CgroupResolver::new(hierarchy),

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use agent_ebpf::{KernelLayout, names};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, TracePoint},
 };
 use tracing::{info, warn};
@@ -70,6 +70,8 @@ pub struct Probes {
     pub counters: PerCpuArray<MapData, u64>,
     /// Taken by the cgroup lookup, which marks host memcgs in it.
     pub host_memcgs: Option<BpfHashMap<MapData, u64, u8>>,
+    /// Taken by the event reader (`take_reader_flag`), which parks with it.
+    reader_flag: Option<Array<MapData, u32>>,
     pub status: Vec<ProbeStatus>,
     pub layout: KernelLayout,
 }
@@ -241,11 +243,14 @@ impl Probes {
             .map_err(map_err(names::COUNTERS))?;
         let host_memcgs = BpfHashMap::try_from(take(&mut ebpf, names::HOST_MEMCGS)?)
             .map_err(map_err(names::HOST_MEMCGS))?;
+        let reader_flag =
+            Array::try_from(take(&mut ebpf, names::READER)?).map_err(map_err(names::READER))?;
         Ok(Probes {
             _ebpf: ebpf,
             events: Some(events),
             counters,
             host_memcgs: Some(host_memcgs),
+            reader_flag: Some(reader_flag),
             status,
             layout: resolved.layout,
         })
@@ -255,6 +260,12 @@ impl Probes {
     /// long as `self` lives.
     pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
         self.events.take()
+    }
+
+    /// The programs' `READER` flag, for the one reader that parks with it
+    /// ([`crate::events::EventReader::with_parking`]).
+    pub fn take_reader_flag(&mut self) -> Option<Array<MapData, u32>> {
+        self.reader_flag.take()
     }
 
     /// Sums a per-CPU counter slot, or says why it cannot be read.
