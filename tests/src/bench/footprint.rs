@@ -2,6 +2,7 @@
 //! many deaths, CPU per event, the highest rate with no counted loss, and record latency at
 //! each rate.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -12,7 +13,10 @@ use super::helper::{self, monotonic_ns};
 use super::latency::{LatencyAt, Tailer};
 use super::procfs::ProcSample;
 use super::stats::Percentiles;
-use super::{Bench, check_interrupted, sum_counts};
+use super::{Bench, check_interrupted, path_str, scratch, sum_counts};
+use coroner_tests::cgroups::{
+    Layout, TestCgroup, container_path, kubepods_top, pod_uid, unique_hex,
+};
 
 /// Deaths per second asked at each step; 0 is "as fast as the machine goes".
 const LADDER: [u64; 7] = [250, 1_000, 2_000, 4_000, 8_000, 16_000, 0];
@@ -21,6 +25,9 @@ const CHURN_CHUNK: Duration = Duration::from_secs(10);
 const IDLE_SETTLE: Duration = Duration::from_secs(2);
 /// Deaths the churn aims for; it stops earlier when its time is up.
 pub const CHURN_DEATHS: u64 = 1_000_000;
+/// Short-lived containers made (and removed) at a time beside the churn's kill storm, each
+/// with its own pod cgroup and twelve deaths of every kind.
+const CHURN_CONTAINERS_AT_ONCE: usize = 16;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Step {
@@ -44,6 +51,9 @@ pub struct Churn {
     pub lost: u64,
     pub cpu_ns: u64,
     pub cpu_per_event_ns: Option<f64>,
+    /// Container cgroups (each in a pod cgroup of its own) created, died in and removed
+    /// during the churn.
+    pub containers_churned: u64,
     /// (records made by the agent so far, `VmRSS` in KiB) after each chunk: growth with churn.
     pub rss_by_records: Vec<(u64, u64)>,
 }
@@ -171,19 +181,32 @@ fn churn(bench: &Bench, agent: &Agent, budget: Duration) -> Result<Option<Churn>
     let first = agent.metrics()?;
     let cpu_before = agent.sample()?.cpu_ns;
     let (mut deaths, mut rss_by_records) = (0, Vec::new());
-    while started.elapsed() + CHURN_CHUNK <= budget
-        && (first.records() as u64) + deaths < CHURN_DEATHS
-    {
-        check_interrupted()?;
-        deaths += generate(bench, 0, CHURN_CHUNK)?.0;
-        let now = agent.metrics()?;
-        rss_by_records.push((now.records() as u64, agent.sample()?.rss_kib));
-        eprintln!(
-            "  churn: {} records so far, VmRSS {} KiB",
-            now.records(),
-            agent.sample()?.rss_kib
-        );
-    }
+    let stop = AtomicBool::new(false);
+    let (containers_churned, container_deaths) = std::thread::scope(|scope| {
+        let churner = scope.spawn(|| churn_containers(bench, &stop));
+        let storm = (|| {
+            while started.elapsed() + CHURN_CHUNK <= budget
+                && (first.records() as u64) + deaths < CHURN_DEATHS
+            {
+                check_interrupted()?;
+                deaths += generate(bench, 0, CHURN_CHUNK)?.0;
+                let now = agent.metrics()?;
+                let rss_kib = agent.sample()?.rss_kib;
+                rss_by_records.push((now.records() as u64, rss_kib));
+                eprintln!(
+                    "  churn: {} records so far, VmRSS {rss_kib} KiB",
+                    now.records()
+                );
+            }
+            anyhow::Ok(())
+        })();
+        stop.store(true, Ordering::Relaxed);
+        let churned = churner
+            .join()
+            .map_err(|_| anyhow::anyhow!("the container churner panicked"))?;
+        storm.and(churned)
+    })?;
+    deaths += container_deaths;
     let seconds = started.elapsed().as_secs_f64();
     let end = agent.settle(Duration::from_secs(10))?;
     let cpu_ns = agent.sample()?.cpu_ns - cpu_before;
@@ -196,6 +219,36 @@ fn churn(bench: &Bench, agent: &Agent, budget: Duration) -> Result<Option<Churn>
         lost: (end.lost() - first.lost()) as u64,
         cpu_ns,
         cpu_per_event_ns: (events > 0).then(|| cpu_ns as f64 / events as f64),
+        containers_churned,
         rss_by_records,
     }))
+}
+
+/// Until `stop`: makes a batch of container cgroups (a new pod each), has twelve processes
+/// die in each, removes them. Returns the containers churned and their deaths.
+fn churn_containers(bench: &Bench, stop: &AtomicBool) -> Result<(u64, u64)> {
+    let (mut containers, mut deaths) = (0, 0);
+    let list = scratch(bench, "churn-containers.txt");
+    while !stop.load(Ordering::Relaxed) {
+        check_interrupted()?;
+        let top = kubepods_top();
+        let batch = (0..CHURN_CONTAINERS_AT_ONCE)
+            .map(|_| {
+                TestCgroup::create(&container_path(
+                    Layout::CgroupfsBurstable,
+                    &top,
+                    &pod_uid(),
+                    &unique_hex(64),
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let dirs: Vec<String> = batch.iter().map(|c| path_str(&c.dir())).collect();
+        std::fs::write(&list, dirs.join("\n"))?;
+        let args = [path_str(&bench.host.procs_file()), path_str(&list)];
+        deaths += bench.helper(&bench.host, helper::PODS, &args)?.count()?;
+        containers += batch.len() as u64;
+        // Dropping the guards removes the container and pod cgroups.
+        drop(batch);
+    }
+    Ok((containers, deaths))
 }

@@ -155,11 +155,13 @@ fn footprint(r: &Report, out: &mut String) {
     if let Some(c) = &f.churn {
         let _ = writeln!(
             out,
-            "\nChurn: {} deaths in {:.0} s ({:.0}/s), {} records, {} events, {} lost; agent CPU {:.2} s. \
+            "\nChurn: {} deaths in {:.0} s ({:.0}/s), {} short-lived containers (a pod cgroup \
+             each, created and removed), {} records, {} events, {} lost; agent CPU {:.2} s. \
              VmRSS by records made: {}.",
             c.deaths,
             c.seconds,
             c.deaths as f64 / c.seconds,
+            c.containers_churned,
             c.records,
             c.events,
             c.lost,

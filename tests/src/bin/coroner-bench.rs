@@ -4,7 +4,7 @@
 //! Markdown and JSON to `bench-results/`.
 //!
 //! `coroner-bench [PATH TO coroner]` (default: `CORONER_BIN`, else `target/release/coroner`).
-//! Knobs (environment): `CORONER_BENCH_PAIRS` (11), `CORONER_BENCH_CHURN_SECS` (160),
+//! Knobs (environment): `CORONER_BENCH_PAIRS` (11), `CORONER_BENCH_CHURN_SECS` (280),
 //! `CORONER_BENCH_SERIES` (`10000,100000`; empty: skip). Needs root.
 
 #[path = "../bench/mod.rs"]
@@ -85,7 +85,7 @@ fn orchestrate(args: &[String]) -> Result<()> {
         );
     }
     let pairs: usize = env_or("CORONER_BENCH_PAIRS", 11).max(1);
-    let churn = Duration::from_secs(env_or("CORONER_BENCH_CHURN_SECS", 160));
+    let churn = Duration::from_secs(env_or("CORONER_BENCH_CHURN_SECS", 280));
     let targets: Vec<usize> = std::env::var("CORONER_BENCH_SERIES")
         .unwrap_or_else(|_| "10000,100000".into())
         .split(',')
