@@ -83,6 +83,49 @@ impl JsonLines {
         &self.target
     }
 
+    /// Writes `records`, one line each, with as few writes as the output takes (one, unless
+    /// it is short), then flushes. Returns how many records did not make it whole (a record
+    /// that cannot be serialised, or lines a failed write cut or never reached) and the
+    /// first error, for the caller to count at stage `json`. Lines before a failure stay
+    /// whole: a torn last line is ended by the next [`Self::open`].
+    pub fn write_batch<'a>(
+        &mut self,
+        records: impl IntoIterator<Item = &'a TerminationRecord>,
+    ) -> (usize, Option<ExportError>) {
+        let mut buffer = Vec::new();
+        let mut line_ends = Vec::new();
+        let (mut lost, mut first_error) = (0, None);
+        for record in records {
+            match serde_json::to_writer(&mut buffer, record) {
+                Ok(()) => {
+                    buffer.push(b'\n');
+                    line_ends.push(buffer.len());
+                }
+                Err(e) => {
+                    buffer.truncate(line_ends.last().copied().unwrap_or(0));
+                    lost += 1;
+                    first_error.get_or_insert(ExportError::Serialize(e));
+                }
+            }
+        }
+        if buffer.is_empty() {
+            return (lost, first_error);
+        }
+        let mut written = 0;
+        let result = match &mut self.sink {
+            Sink::Stdout => write_counting(&mut io::stdout().lock(), &buffer, &mut written),
+            Sink::File(file) => write_counting(file, &buffer, &mut written),
+        };
+        if let Err(source) = result {
+            lost += line_ends.iter().filter(|&&end| end > written).count();
+            first_error.get_or_insert(ExportError::Write {
+                target: self.target.clone(),
+                source,
+            });
+        }
+        (lost, first_error)
+    }
+
     /// Writes `record` as one line and flushes it. The caller counts a failure as a loss at
     /// stage `json`.
     pub fn write(&mut self, record: &TerminationRecord) -> Result<(), ExportError> {
@@ -101,6 +144,39 @@ impl JsonLines {
             source,
         })
     }
+}
+
+/// `write_all` that says how far it got, then a flush.
+fn write_counting(out: &mut impl Write, mut bytes: &[u8], written: &mut usize) -> io::Result<()> {
+    while !bytes.is_empty() {
+        match out.write(bytes) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                *written += n;
+                bytes = &bytes[n..];
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    out.flush()
+}
+
+/// A file whose last line has no end — a writer killed mid-write, a full disk, a power cut —
+/// gets its newline now, so the first record of this run starts a line of its own instead
+/// of being glued to the torn one (which stays, unparseable, for a person to see).
+fn end_a_torn_line(file: &File) -> io::Result<()> {
+    use std::os::unix::fs::FileExt as _;
+    let len = file.metadata()?.len();
+    if len == 0 || !file.metadata()?.is_file() {
+        return Ok(());
+    }
+    let mut last = [0u8; 1];
+    file.read_exact_at(&mut last, len - 1)?;
+    if last[0] != b'\n' {
+        (&*file).write_all(b"\n")?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -194,22 +270,4 @@ mod tests {
         assert_eq!(out.target(), "-");
         assert!(matches!(out.sink, Sink::Stdout));
     }
-}
-
-/// A file whose last line has no end — a writer killed mid-write, a full disk, a power cut —
-/// gets its newline now, so the first record of this run starts a line of its own instead
-/// of being glued to the torn one (which stays, unparseable, for a person to see).
-fn end_a_torn_line(file: &std::fs::File) -> std::io::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::FileExt as _;
-    let len = file.metadata()?.len();
-    if len == 0 || !file.metadata()?.is_file() {
-        return Ok(());
-    }
-    let mut last = [0u8; 1];
-    file.read_exact_at(&mut last, len - 1)?;
-    if last[0] != b'\n' {
-        (&*file).write_all(b"\n")?;
-    }
-    Ok(())
 }

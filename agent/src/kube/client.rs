@@ -246,6 +246,31 @@ impl KubeClient {
         }
     }
 
+    /// [`Self::label`]'s answer when it needs no waiting: the container is in the index (or
+    /// its pod is deleted, or there is no container id) and its workload is known without a
+    /// request. `None`: call [`Self::label`]. Lets a death storm be labelled in place, without
+    /// a task per record.
+    #[must_use]
+    pub fn label_cached(&self, pod_uid: &str, container_id: &str) -> Option<Labelled> {
+        let inner = &*self.inner;
+        let container_id = super::strip_runtime_prefix(container_id);
+        let (pod, container) = match inner.shared.find(pod_uid, container_id) {
+            Found::Container(pod, c) => (pod, Some(c)),
+            Found::Pod(pod) if pod.deleted || container_id.is_empty() => (pod, None),
+            Found::Pod(_) | Found::Unknown => return None,
+        };
+        let workload = match &pod.owner {
+            Some(owner) => Some(inner.owners.peek(&pod.namespace, owner)?),
+            None => None,
+        };
+        let c = &inner.shared.counters;
+        bump(&c.lookups);
+        if container.is_none() {
+            bump(&c.lookups_pod_only);
+        }
+        Some(Self::labels(pod, container, workload))
+    }
+
     async fn labelled(
         &self,
         pod: PodFacts,
@@ -266,6 +291,14 @@ impl KubeClient {
             ),
             None => None,
         };
+        Self::labels(pod, container, workload)
+    }
+
+    fn labels(
+        pod: PodFacts,
+        container: Option<super::pods::ContainerSeen>,
+        workload: Option<super::owner::Workload>,
+    ) -> Labelled {
         Labelled {
             outcome: if container.is_some() {
                 LabelOutcome::Complete

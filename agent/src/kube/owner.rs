@@ -118,6 +118,24 @@ impl OwnerResolver {
         resolved.workload.clone()
     }
 
+    /// The workload when it is known without a request: a direct owner, or an answer still
+    /// fresh in the cache. `None`: [`Self::resolve`] must ask the API server.
+    pub fn peek(&self, namespace: &str, owner: &OwnerRef) -> Option<Workload> {
+        let kind = match owner.kind.as_str() {
+            "ReplicaSet" => Intermediate::ReplicaSet,
+            "Job" => Intermediate::Job,
+            _ => return Some(direct(owner, OwnerSource::Direct)),
+        };
+        let key = Key {
+            namespace: namespace.to_owned(),
+            kind,
+            name: owner.name.clone(),
+        };
+        let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        let resolved = cache.get(&key)?.get()?;
+        (resolved.until > Instant::now()).then(|| resolved.workload.clone())
+    }
+
     /// The cache slot for `key`; an expired answer gets a fresh slot.
     fn cell(&self, key: &Key) -> Arc<OnceCell<Resolved>> {
         let now = Instant::now();

@@ -21,9 +21,11 @@ use super::lookup::ResolverLookup;
 /// How often the kernel counters and the correlator's statistics reach the metrics, and the
 /// boot→wall clock offset is refreshed (NTP may step the wall clock).
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
-/// While events come, how often the ring is read (the programs do not wake the reader then):
-/// with the correlator's 250 µs hold, an exit becomes a record within about 0.5 ms.
-const SCAN: Duration = Duration::from_micros(250);
+/// While events come, how often the ring is read (the programs do not wake the reader then).
+/// An exit becomes final at the later of its hold's end (250 µs) and the first read after
+/// it, so within this much plus the write: inside the 1 ms latency budget, while each read
+/// (a wake-up of this thread and of the writer) serves a batch of deaths, not one.
+const SCAN: Duration = Duration::from_micros(500);
 /// Empty scans in a row before the reader parks: a storm with short gaps keeps reading on the
 /// timer instead of costing a wake-up per gap.
 const IDLE_SCANS_BEFORE_PARK: u32 = 4;

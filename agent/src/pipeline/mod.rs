@@ -3,6 +3,7 @@
 
 pub mod kallsyms;
 pub mod kernel;
+pub mod labelling;
 pub mod lookup;
 pub mod privileges;
 pub mod sink;
@@ -12,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::cgroup::{CgroupResolver, MemoryHierarchy};
@@ -135,7 +136,7 @@ pub async fn run(args: Args, privileged: Privileged) -> anyhow::Result<()> {
         clock,
     ))?;
 
-    let (records_tx, mut records_rx) = mpsc::channel::<TerminationRecord>(RECORD_CHANNEL);
+    let (records_tx, records_rx) = mpsc::channel::<TerminationRecord>(RECORD_CHANNEL);
     let shutdown = Arc::new(AtomicBool::new(false));
     let stage = kernel::KernelStage {
         probes,
@@ -156,50 +157,21 @@ pub async fn run(args: Args, privileged: Privileged) -> anyhow::Result<()> {
         .spawn(move || stage.run())?;
 
     // Labelling may wait seconds per record (a container id not yet in the pod status): each
-    // waits in its own task, bounded, and hands the result to the one sink task.
-    let (labelled_tx, mut labelled_rx) = mpsc::channel::<TerminationRecord>(RECORD_CHANNEL);
-    let mut sink = sink::Sink {
+    // such record waits in a task of its own, bounded; the rest goes straight to the sink.
+    let sink = sink::Sink {
         metrics: metrics.clone(),
         recent,
         json,
         kube: kube.clone(),
         print: args.print,
     };
-    let sink_task = tokio::spawn(async move {
-        while let Some(record) = labelled_rx.recv().await {
-            sink.emit(record);
-        }
-        sink
-    });
-    let labelling = {
-        let (metrics, kube) = (metrics.clone(), kube.clone());
-        tokio::spawn(async move {
-            let permits = Arc::new(Semaphore::new(LABELLING_IN_FLIGHT));
-            while let Some(mut record) = records_rx.recv().await {
-                let Some(kube) = kube.clone() else {
-                    let _ = labelled_tx.send(record).await;
-                    continue;
-                };
-                let Some((pod_uid, container_id)) =
-                    record.pod_uid.clone().zip(record.container_id.clone())
-                else {
-                    let _ = labelled_tx.send(record).await;
-                    continue;
-                };
-                let permit = permits.clone().acquire_owned().await;
-                let (tx, metrics) = (labelled_tx.clone(), metrics.clone());
-                tokio::spawn(async move {
-                    let labelled = kube.label_default(&pod_uid, &container_id).await;
-                    if labelled.is_partial() {
-                        metrics.lost(LossStage::Label, 1);
-                    }
-                    labelled.apply_to(&mut record);
-                    let _ = tx.send(record).await;
-                    drop(permit);
-                });
-            }
-        })
-    };
+    let labelling = labelling::spawn(
+        records_rx,
+        sink,
+        kube.clone(),
+        metrics.clone(),
+        LABELLING_IN_FLIGHT,
+    );
 
     // Every 30 s: drop the series of pods gone for a while; every 2 s: the API side's health.
     let housekeeping = {
@@ -233,10 +205,9 @@ pub async fn run(args: Args, privileged: Privileged) -> anyhow::Result<()> {
     tokio::task::spawn_blocking(move || kernel_thread.join())
         .await?
         .map_err(|_| anyhow::anyhow!("kernel stage panicked"))?;
-    // The kernel stage dropped its sender: labelling ends when its queue is empty, then
-    // every in-flight lookup finishes (bounded by the label wait) and the sink drains.
-    let _ = tokio::time::timeout(Duration::from_secs(10), labelling).await;
-    let sink = tokio::time::timeout(Duration::from_secs(15), sink_task).await;
+    // The kernel stage dropped its sender: labelling ends when its queue is empty and every
+    // in-flight lookup has finished (bounded by the label wait).
+    let sink = tokio::time::timeout(labelling::SHUTDOWN_WAIT, labelling).await;
     if let Some(kube) = sink.ok().and_then(Result::ok).and_then(|s| s.kube) {
         kube.flush_events(Duration::from_secs(3)).await;
     }

@@ -18,14 +18,40 @@ pub struct Sink {
 }
 
 impl Sink {
-    pub fn emit(&mut self, record: TerminationRecord) {
-        self.metrics.observe(&record);
+    /// [`Self::emit`] for a batch: one write of the JSON lines for all of them.
+    pub fn emit_all(&mut self, records: impl IntoIterator<Item = TerminationRecord>) {
+        let records: Vec<TerminationRecord> = records.into_iter().collect();
+        if records.is_empty() {
+            return;
+        }
         if let Some(json) = self.json.as_mut() {
-            if let Err(e) = json.write(&record) {
-                self.metrics.lost(LossStage::Json, 1);
-                warn!("writing a record to {}: {e}", json.target());
+            let (lost, error) = json.write_batch(&records);
+            if lost > 0 {
+                self.metrics.lost(LossStage::Json, lost as u64);
+            }
+            if let Some(e) = error {
+                warn!("writing records to {}: {e}", json.target());
             }
         }
+        for record in records {
+            self.metrics.observe(&record);
+            self.after_write(record);
+        }
+    }
+
+    pub fn emit(&mut self, record: TerminationRecord) {
+        self.metrics.observe(&record);
+        if let Some(json) = self.json.as_mut()
+            && let Err(e) = json.write(&record)
+        {
+            self.metrics.lost(LossStage::Json, 1);
+            warn!("writing a record to {}: {e}", json.target());
+        }
+        self.after_write(record);
+    }
+
+    /// The outputs after the metrics and the JSON line: the Event, stdout, the recent ring.
+    fn after_write(&mut self, record: TerminationRecord) {
         if let Some(kube) = &self.kube {
             kube.record_event(&record);
         }
@@ -49,23 +75,20 @@ fn mib(bytes: u64) -> String {
 #[must_use]
 pub fn human(r: &TerminationRecord) -> String {
     let mut line = format!("{} ", r.time.time());
-    match (&r.namespace, &r.pod) {
-        (Some(ns), Some(pod)) => {
-            let _ = write!(
-                line,
-                "{ns}/{pod}/{} ",
-                r.container.as_deref().unwrap_or("?")
-            );
-        }
-        _ => {
-            let id = r.container_id.as_deref().unwrap_or("");
-            let _ = write!(
-                line,
-                "pod {} container {} ",
-                r.pod_uid.as_deref().unwrap_or("?"),
-                &id[..id.len().min(12)]
-            );
-        }
+    if let (Some(ns), Some(pod)) = (&r.namespace, &r.pod) {
+        let _ = write!(
+            line,
+            "{ns}/{pod}/{} ",
+            r.container.as_deref().unwrap_or("?")
+        );
+    } else {
+        let id = r.container_id.as_deref().unwrap_or("");
+        let _ = write!(
+            line,
+            "pod {} container {} ",
+            r.pod_uid.as_deref().unwrap_or("?"),
+            &id[..id.len().min(12)]
+        );
     }
     let role = if r.main_process { "main" } else { "child" };
     let _ = write!(

@@ -1,0 +1,124 @@
+//! Labelling and the sink in one task: records that need no wait (no API server, no pod, or
+//! the index already knows the container) go straight to the sink in batches; each one that
+//! must wait for its pod metadata waits in a task of its own, bounded, and comes back through
+//! a second channel to the same loop.
+//!
+//! One task, not two joined by a channel: in a death storm every hop between tasks is a
+//! worker wake-up, and wake-ups were most of the agent's CPU per event.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinHandle;
+
+use crate::export::{LossStage, Metrics};
+use crate::kube::KubeClient;
+use crate::record::TerminationRecord;
+
+use super::sink::Sink;
+
+/// Records handled per wake-up of the loop.
+const BATCH: usize = 512;
+
+/// Spawns the loop; it ends (returning the sink) once `records` is closed and every record
+/// waiting for its labels has been emitted.
+pub fn spawn(
+    mut records: mpsc::Receiver<TerminationRecord>,
+    mut sink: Sink,
+    kube: Option<KubeClient>,
+    metrics: Metrics,
+    in_flight: usize,
+) -> JoinHandle<Sink> {
+    tokio::spawn(async move {
+        let permits = Arc::new(Semaphore::new(in_flight));
+        let (waited_tx, mut waited_rx) = mpsc::channel::<TerminationRecord>(in_flight.max(1));
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut waited = Vec::with_capacity(BATCH);
+        let mut records_open = true;
+        while records_open {
+            tokio::select! {
+                biased;
+                // Waited records first: they are the oldest.
+                n = waited_rx.recv_many(&mut waited, BATCH) => {
+                    if n > 0 {
+                        sink.emit_all(waited.drain(..));
+                    }
+                }
+                n = records.recv_many(&mut batch, BATCH) => {
+                    if n == 0 {
+                        records_open = false;
+                        continue;
+                    }
+                    let ready: Vec<TerminationRecord> = batch
+                        .drain(..)
+                        .filter_map(|record| match (&kube, wait_key(&record)) {
+                            (Some(kube), Some(key)) => {
+                                match kube.label_cached(&key.0, &key.1) {
+                                    Some(labelled) => {
+                                        let mut record = record;
+                                        note_partial(&metrics, &labelled);
+                                        labelled.apply_to(&mut record);
+                                        Some(record)
+                                    }
+                                    None => wait_for_labels(
+                                        kube, key, record, &permits, &waited_tx, &metrics,
+                                    ),
+                                }
+                            }
+                            _ => Some(record),
+                        })
+                        .collect();
+                    sink.emit_all(ready);
+                }
+            }
+        }
+        // The kernel stage is done: what still waits for labels finishes (each bounded by
+        // the label wait), then the channel closes.
+        drop(waited_tx);
+        while waited_rx.recv_many(&mut waited, BATCH).await > 0 {
+            sink.emit_all(waited.drain(..));
+        }
+        sink
+    })
+}
+
+fn wait_key(record: &TerminationRecord) -> Option<(String, String)> {
+    record.pod_uid.clone().zip(record.container_id.clone())
+}
+
+fn note_partial(metrics: &Metrics, labelled: &crate::kube::Labelled) {
+    if labelled.is_partial() {
+        metrics.lost(LossStage::Label, 1);
+    }
+}
+
+/// Starts a bounded wait for the record's labels; the record comes back through `waited`.
+/// With `in_flight` waits already running, the record is handed back at once, unlabelled
+/// and counted in stage `label`: the loop never blocks on the API server, and nothing
+/// queues without bound.
+fn wait_for_labels(
+    kube: &KubeClient,
+    (pod_uid, container_id): (String, String),
+    mut record: TerminationRecord,
+    permits: &Arc<Semaphore>,
+    waited: &mpsc::Sender<TerminationRecord>,
+    metrics: &Metrics,
+) -> Option<TerminationRecord> {
+    let Ok(permit) = permits.clone().try_acquire_owned() else {
+        metrics.lost(LossStage::Label, 1);
+        return Some(record);
+    };
+    let (kube, waited, metrics) = (kube.clone(), waited.clone(), metrics.clone());
+    tokio::spawn(async move {
+        let _permit = permit;
+        let labelled = kube.label_default(&pod_uid, &container_id).await;
+        note_partial(&metrics, &labelled);
+        labelled.apply_to(&mut record);
+        let _ = waited.send(record).await;
+    });
+    None
+}
+
+/// How long shutdown waits for the loop: the longest label wait plus the sink's drain.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(20);
