@@ -122,3 +122,79 @@ fn wait_for_labels(
 
 /// How long shutdown waits for the loop: the longest label wait plus the sink's drain.
 pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(20);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::recent::tests::record;
+    use crate::export::{JsonLines, MetricsConfig, RecentFilter, RecentRecords};
+
+    fn lost(metrics: &Metrics, stage: &str) -> f64 {
+        let text = metrics.encode();
+        let prefix = format!("coroner_events_lost_total{{stage=\"{stage}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(f64::NAN)
+    }
+
+    fn sink(json: Option<JsonLines>, metrics: &Metrics) -> Sink {
+        Sink {
+            metrics: metrics.clone(),
+            recent: RecentRecords::new(4096),
+            json,
+            kube: None,
+            print: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn without_an_api_server_every_record_reaches_the_sink_in_order_once() {
+        let metrics = Metrics::new(MetricsConfig::default());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("records.json");
+        let json = JsonLines::open(path.to_str().unwrap()).unwrap();
+        let (tx, rx) = mpsc::channel(4096);
+        let task = spawn(rx, sink(Some(json), &metrics), None, metrics.clone(), 8);
+        for pid in 0..3000 {
+            tx.send(record(Some("ns"), Some("pod"), pid)).await.unwrap();
+        }
+        drop(tx);
+        let sink = task.await.unwrap();
+        let recent: Vec<u32> = sink
+            .recent
+            .snapshot(&RecentFilter::default())
+            .iter()
+            .map(|r| r.pid)
+            .collect();
+        assert_eq!(recent, (0..3000).collect::<Vec<_>>());
+        let lines = std::fs::read_to_string(&path).unwrap();
+        let pids: Vec<u64> = lines
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["pid"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(pids, (0..3000).collect::<Vec<_>>());
+        assert_eq!(lost(&metrics, "json"), 0.0);
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_counts_every_record_it_lost() {
+        let metrics = Metrics::new(MetricsConfig::default());
+        // Every write to /dev/full fails with ENOSPC.
+        let json = JsonLines::open("/dev/full").unwrap();
+        let (tx, rx) = mpsc::channel(64);
+        let task = spawn(rx, sink(Some(json), &metrics), None, metrics.clone(), 8);
+        for pid in 0..40 {
+            tx.send(record(None, None, pid)).await.unwrap();
+        }
+        drop(tx);
+        let sink = task.await.unwrap();
+        assert_eq!(lost(&metrics, "json"), 40.0);
+        // The other outputs still have them.
+        assert_eq!(sink.recent.snapshot(&RecentFilter::default()).len(), 40);
+    }
+}
