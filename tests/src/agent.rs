@@ -5,11 +5,12 @@
 //! the test stages afterwards is seen. [`Agent::stop`] (or drop) sends SIGTERM and checks the
 //! contract's shutdown: exit 0 within a few seconds, and a JSON file of whole lines only.
 
+pub mod bare;
 pub mod expect;
 
 use std::fs;
-use std::io::{Read as _, Seek as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{Read as _, Seek as _};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -19,6 +20,7 @@ use coroner::record::TerminationRecord;
 use serde_json::Value;
 
 use crate::cgroups::unique_hex;
+use crate::http::Response;
 
 /// How long the agent may take to attach its probes (a debug build, tests in parallel).
 const READY_LIMIT: Duration = Duration::from_secs(30);
@@ -95,13 +97,6 @@ impl Record {
     pub fn sigkill_ns(&self) -> Option<i128> {
         self.record.sigkill_time.map(|t| t.unix_timestamp_nanos())
     }
-}
-
-/// An HTTP answer: status and body.
-#[derive(Clone, Debug)]
-pub struct Response {
-    pub status: u16,
-    pub body: String,
 }
 
 /// How to start the agent beyond what [`Agent::start`] does: the Kubernetes side, a node name
@@ -323,26 +318,9 @@ impl Agent {
         self.wait_for(&format!("pid {pid}"), limit, |r| r.record.pid == pid)
     }
 
-    /// `GET path` on the agent's listener, over HTTP/1.0 so the body ends with the connection.
+    /// `GET path` on the agent's listener.
     pub fn get(&self, path: &str) -> Result<Response> {
-        let mut stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2))?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        write!(stream, "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", self.addr)?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw)?;
-        let raw = String::from_utf8(raw).context("HTTP answer is not UTF-8")?;
-        let (head, body) = raw
-            .split_once("\r\n\r\n")
-            .with_context(|| format!("no end of head in {raw:?}"))?;
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .with_context(|| format!("no status in {head:?}"))?;
-        Ok(Response {
-            status,
-            body: body.to_string(),
-        })
+        crate::http::get(self.addr, path)
     }
 
     /// SIGTERM, then: exit 0 within [`STOP_LIMIT`], every line of the file whole and a record.

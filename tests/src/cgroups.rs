@@ -1,6 +1,7 @@
 //! Memory cgroups the tests create — kubelet-style paths, real directories in the memory
 //! hierarchy — and remove again, killing only processes inside them.
 
+use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,13 +53,14 @@ pub fn unique_hex(len: usize) -> String {
         x ^= x >> 12;
         x ^= x << 25;
         x ^= x >> 27;
-        out.push_str(&format!("{:016x}", x.wrapping_mul(0x2545_f491_4f6c_dd1d)));
+        let _ = write!(out, "{:016x}", x.wrapping_mul(0x2545_f491_4f6c_dd1d));
     }
     out.truncate(len);
     out
 }
 
 /// A pod UID in the API server's spelling.
+#[must_use]
 pub fn pod_uid() -> String {
     let h = unique_hex(32);
     format!(
@@ -85,10 +87,12 @@ pub enum Layout {
 }
 
 /// Where the test's kubepods trees go: a private top so nothing real is touched.
+#[must_use]
 pub fn kubepods_top() -> String {
     format!("coroner-test-{}", unique_hex(8))
 }
 
+#[must_use]
 pub fn container_path(layout: Layout, top: &str, pod_uid: &str, container_id: &str) -> String {
     let uid_ = pod_uid.replace('-', "_");
     match layout {
@@ -137,17 +141,20 @@ impl TestCgroup {
         })
     }
 
+    #[must_use]
     pub fn dir(&self) -> PathBuf {
         self.root.root.join(&self.rel)
     }
 
     /// The cgroup's memory cgroup id: its directory's inode.
+    #[must_use]
     pub fn id(&self) -> u64 {
         use std::os::unix::fs::MetadataExt as _;
         fs::metadata(self.dir()).map_or(0, |m| m.ino())
     }
 
     /// `/`-rooted path as the agent reports it.
+    #[must_use]
     pub fn path(&self) -> String {
         format!("/{}", self.rel)
     }
@@ -162,6 +169,7 @@ impl TestCgroup {
             .with_context(|| format!("setting {file}"))
     }
 
+    #[must_use]
     pub fn procs_file(&self) -> PathBuf {
         self.dir().join("cgroup.procs")
     }

@@ -4,5 +4,8 @@
 pub mod agent;
 pub mod apiserver;
 pub mod cgroups;
+pub mod exposition;
+pub mod http;
+pub mod privileges;
 pub mod prometheus;
 pub mod victim;

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::Write as _;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,6 +16,7 @@ use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
 
 use crate::cgroups::unique_hex;
+use crate::http::{self, Response};
 
 pub const PROMETHEUS: &str = "/usr/bin/prometheus";
 pub const PROMTOOL: &str = "/usr/bin/promtool";
@@ -121,7 +122,7 @@ scrape_configs:
                 let log = format!("{status}\n{}", prometheus.log_tail());
                 return Ok(Err(log));
             }
-            if http_get(addr, "/-/ready").is_ok_and(|(status, _)| status == 200) {
+            if http::get(addr, "/-/ready").is_ok_and(|r| r.status == 200) {
                 return Ok(Ok(prometheus));
             }
             if Instant::now() > deadline {
@@ -151,7 +152,7 @@ scrape_configs:
     /// `GET /api/v1/query?query=…`: the instant vector now.
     pub fn query(&self, promql: &str) -> Result<Vec<Sample>> {
         let path = format!("/api/v1/query?query={}", percent_encode(promql));
-        let (status, body) = http_get(self.addr, &path)?;
+        let Response { status, body } = http::get(self.addr, &path)?;
         let answer: Value = serde_json::from_str(&body)
             .with_context(|| format!("{promql}: answer is not JSON ({status}): {body}"))?;
         if status != 200 || answer["status"] != "success" {
@@ -248,25 +249,6 @@ fn percent_encode(s: &str) -> String {
         }
     }
     out
-}
-
-/// `GET path` over HTTP/1.0 (the body ends with the connection): status and body.
-pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    let raw = String::from_utf8(raw).context("HTTP answer is not UTF-8")?;
-    let (head, body) = raw
-        .split_once("\r\n\r\n")
-        .with_context(|| format!("no end of head in {raw:?}"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .with_context(|| format!("no status in {head:?}"))?;
-    Ok((status, body.to_owned()))
 }
 
 /// What `promtool check metrics` said of an exposition.

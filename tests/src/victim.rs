@@ -1,6 +1,7 @@
 //! Starting the test's own helper (`coroner-victim`) inside a cgroup the way a runtime shim
 //! does: the parent (the test) stays outside, the child joins the cgroup before exec.
 
+use std::fs::File;
 use std::os::fd::AsRawFd as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
@@ -11,6 +12,7 @@ use anyhow::{Context as _, Result};
 use crate::cgroups::TestCgroup;
 
 /// The helper binary, built next to the test binaries.
+#[must_use]
 pub fn victim_bin() -> PathBuf {
     if let Some(path) = std::env::var_os("CARGO_BIN_EXE_coroner-victim") {
         return path.into();
@@ -25,15 +27,24 @@ pub fn victim_bin() -> PathBuf {
 
 /// Starts `coroner-victim <args>` as a process of `cgroup`.
 pub fn spawn_in(cgroup: &TestCgroup, args: &[&str]) -> Result<Child> {
-    let procs = std::fs::OpenOptions::new()
+    let procs = File::options()
         .write(true)
         .open(cgroup.procs_file())
         .context("opening cgroup.procs")?;
-    let fd = procs.as_raw_fd();
     let mut cmd = Command::new(victim_bin());
-    cmd.args(args).stdin(Stdio::null());
+    cmd.args(args);
+    spawn_joining(&mut cmd, &procs)
+        .with_context(|| format!("spawning {} {args:?}", victim_bin().display()))
+}
+
+/// Starts `cmd` (stdin from /dev/null) in the cgroup whose `cgroup.procs` is open as `procs`:
+/// the child joins it between fork and exec, so everything it execs runs there.
+pub fn spawn_joining(cmd: &mut Command, procs: &File) -> Result<Child> {
+    let fd = procs.as_raw_fd();
+    cmd.stdin(Stdio::null());
     // SAFETY: only async-signal-safe calls (write(2)) between fork and exec; "0" moves the
-    // writing process itself, so nothing is formatted after the fork.
+    // writing process itself, so nothing is formatted after the fork. `procs` outlives the
+    // spawn, so `fd` is open in the child.
     unsafe {
         cmd.pre_exec(move || {
             if libc::write(fd, b"0\n".as_ptr().cast(), 2) < 0 {
@@ -42,11 +53,7 @@ pub fn spawn_in(cgroup: &TestCgroup, args: &[&str]) -> Result<Child> {
             Ok(())
         });
     }
-    let child = cmd
-        .spawn()
-        .with_context(|| format!("spawning {} {args:?}", victim_bin().display()))?;
-    drop(procs);
-    Ok(child)
+    Ok(cmd.spawn()?)
 }
 
 /// What `wait4` says of a child: its status and peak RSS in KiB.
@@ -57,10 +64,12 @@ pub struct Reaped {
 }
 
 impl Reaped {
+    #[must_use]
     pub fn exit_code(&self) -> Option<i32> {
         libc::WIFEXITED(self.status).then(|| libc::WEXITSTATUS(self.status))
     }
 
+    #[must_use]
     pub fn signal(&self) -> Option<i32> {
         libc::WIFSIGNALED(self.status).then(|| libc::WTERMSIG(self.status))
     }
@@ -84,7 +93,7 @@ pub fn reap(child: Child) -> Result<Reaped> {
     })
 }
 
-/// The real Python interpreter, not the pyenv shim (which spawns extra processes).
+/// Sends `sig` to `pid`; whether it arrived is for the test to observe.
 pub fn signal_pid(pid: u32, sig: i32) {
     // SAFETY: kill(2) on a pid the test started.
     unsafe { libc::kill(pid as i32, sig) };

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use coroner_tests::agent::Agent;
 use coroner_tests::agent::expect::Container;
 use coroner_tests::cgroups::Layout;
+use coroner_tests::exposition::sum;
 use coroner_tests::victim::reap;
 
 const RUN: Duration = Duration::from_secs(35);
@@ -38,15 +39,10 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// Every stage of `coroner_events_lost_total`, summed (counts: whole numbers).
 fn lost_total(agent: &Agent) -> u64 {
-    agent
-        .get("/metrics")
-        .unwrap()
-        .body
-        .lines()
-        .filter(|l| l.starts_with("coroner_events_lost_total{"))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .map(|v| v as u64)
-        .sum()
+    sum(
+        &agent.get("/metrics").unwrap().body,
+        "coroner_events_lost_total",
+    ) as u64
 }
 
 #[test]

@@ -16,10 +16,11 @@ use coroner_tests::agent::expect::{Container, death, wait_ignoring};
 use coroner_tests::apiserver::ApiServer;
 use coroner_tests::apiserver::objects::{job, pod, with_owner, with_terminated, with_waiting};
 use coroner_tests::cgroups::{Layout, unique_hex};
+use coroner_tests::exposition::metric;
 use coroner_tests::victim::{reap, signal_pid};
 use support::{
     EVENT_WAIT, LIMIT, NS, RECONNECT_WAIT, RECORD_WAIT, agent, assert_event, assert_labelled,
-    deployment_pod, die, metric, name_of, node, runtime, watch_open,
+    deployment_pod, die, name_of, node, runtime, watch_open,
 };
 
 #[test]

@@ -146,7 +146,11 @@ async fn malformed_watch_events_do_not_stop_the_labelling() {
     let stats = client.stats();
     assert!(stats.pods_undecodable >= 1, "{stats:?}");
     let typed = client
-        .label("u-typed", "containerd://c-typed", Duration::from_millis(200))
+        .label(
+            "u-typed",
+            "containerd://c-typed",
+            Duration::from_millis(200),
+        )
         .await;
     assert_eq!(
         typed.metadata.map(|m| m.pod),

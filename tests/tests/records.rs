@@ -5,53 +5,24 @@
 
 use std::time::Duration;
 
-use coroner_tests::agent::expect::{Container, common, death, main_process};
+use coroner_tests::agent::expect::{
+    Container, common, death, main_process, main_process_in, quiet,
+};
 use coroner_tests::agent::{Agent, Record};
 use coroner_tests::cgroups::Layout;
-use coroner_tests::victim::{Reaped, reap};
+use coroner_tests::victim::reap;
 
 const WAIT: Duration = Duration::from_secs(10);
 const MIB: u64 = 1 << 20;
-
-fn reason(record: &Record) -> &str {
-    record.field("reason").as_str().unwrap_or("")
-}
-
-/// Runs `args` as the main process of a new container and returns its record.
-fn main_process_record(
-    agent: &mut Agent,
-    layout: Layout,
-    args: &[&str],
-) -> (Container, Record, Reaped) {
-    let container = Container::new(layout).unwrap();
-    let (record, reaped) = main_process(agent, &container, args).unwrap();
-    (container, record, reaped)
-}
-
-fn assert_quiet(record: &Record) {
-    for field in [
-        "sender",
-        "sigterm_time",
-        "sigkill_time",
-        "grace_seconds",
-        "oom",
-    ] {
-        assert!(
-            record.field(field).is_null(),
-            "{field} should be null: {}",
-            record.json
-        );
-    }
-}
 
 #[test]
 fn exit_0_is_completed_with_the_peak_rss() {
     let mut agent = Agent::start().unwrap();
     let (container, record, reaped) =
-        main_process_record(&mut agent, Layout::CgroupfsBurstable, &["rss", "32"]);
+        main_process_in(&mut agent, Layout::CgroupfsBurstable, &["rss", "32"]).unwrap();
     assert_eq!(reaped.exit_code(), Some(0));
-    assert_eq!(reason(&record), "Completed");
-    assert_quiet(&record);
+    assert_eq!(record.reason(), "Completed");
+    quiet(&record).unwrap();
     assert!(record.field("exec_failure").is_null());
     let peak = record.record.peak_rss_bytes;
     let wait4 = reaped.maxrss_kib as u64 * 1024;
@@ -89,10 +60,10 @@ fn exit_0_is_completed_with_the_peak_rss() {
 fn exit_1_is_error() {
     let mut agent = Agent::start().unwrap();
     let (_container, record, _) =
-        main_process_record(&mut agent, Layout::SystemdContainerd, &["exit", "1"]);
-    assert_eq!(reason(&record), "Error");
+        main_process_in(&mut agent, Layout::SystemdContainerd, &["exit", "1"]).unwrap();
+    assert_eq!(record.reason(), "Error");
     assert_eq!(record.record.exit_code, Some(1));
-    assert_quiet(&record);
+    quiet(&record).unwrap();
     assert!(record.field("exec_failure").is_null());
 }
 
@@ -100,7 +71,7 @@ const LIMIT: u64 = 64 * MIB;
 
 /// `oom` of a kill at a 64 MiB limit set on `limit_cgroup`.
 fn assert_memcg_oom(record: &Record, limit_cgroup: &str) {
-    assert_eq!(reason(record), "OOMKilled", "{}", record.json);
+    assert_eq!(record.reason(), "OOMKilled", "{}", record.json);
     assert_eq!(record.record.signal, Some(9));
     assert_eq!(record.record.exit_status, 137);
     assert_eq!(record.sub("oom", "scope"), "memcg", "{}", record.json);
@@ -155,13 +126,8 @@ fn oom_of_the_main_process_at_the_container_limit() {
     let mut agent = Agent::start().unwrap();
     let container = Container::new(Layout::SystemdContainerd).unwrap();
     container.cgroup.set_limit(LIMIT).unwrap();
-    let child = container.spawn(&["alloc", "300"]).unwrap();
-    let pid = child.id();
-    let reaped = reap(child).unwrap();
+    let (record, reaped) = main_process(&mut agent, &container, &["alloc", "300"]).unwrap();
     assert_eq!(reaped.signal(), Some(9), "the OOM killer took it");
-    let record = agent.wait_for_pid(pid, WAIT).unwrap();
-    common(&record, agent.node(), &container, pid, true).unwrap();
-    death(&record, reaped).unwrap();
     assert_memcg_oom(&record, &container.path());
     assert_eq!(record.record.container_memory_limit_bytes, Some(LIMIT));
     let peak = record
@@ -205,7 +171,7 @@ fn oom_of_a_child_while_the_main_process_lives_on() {
     let record = agent.wait_for_pid(main, WAIT).unwrap();
     common(&record, agent.node(), &container, main, true).unwrap();
     death(&record, reaped).unwrap();
-    assert_eq!(reason(&record), "Completed");
+    assert_eq!(record.reason(), "Completed");
     assert!(
         record.field("oom").is_null(),
         "the main process was not the victim: {}",
@@ -231,13 +197,8 @@ fn oom_at_the_pod_limit_names_the_pods_cgroup() {
             .unwrap()
             .display()
     );
-    let child = container.spawn(&["alloc", "300"]).unwrap();
-    let pid = child.id();
-    let reaped = reap(child).unwrap();
+    let (record, reaped) = main_process(&mut agent, &container, &["alloc", "300"]).unwrap();
     assert_eq!(reaped.signal(), Some(9), "the OOM killer took it");
-    let record = agent.wait_for_pid(pid, WAIT).unwrap();
-    common(&record, agent.node(), &container, pid, true).unwrap();
-    death(&record, reaped).unwrap();
     assert_memcg_oom(&record, &pod_path);
     assert_eq!(
         record.record.container_memory_limit_bytes, None,

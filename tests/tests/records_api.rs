@@ -11,14 +11,11 @@ use coroner_tests::agent::expect::{
 };
 use coroner_tests::agent::{Agent, Record};
 use coroner_tests::cgroups::{Layout, TestCgroup, kubepods_top, unique_hex};
+use coroner_tests::exposition::metric;
 use coroner_tests::victim::{reap, signal_pid, victim_bin};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn reason(record: &Record) -> &str {
-    record.field("reason").as_str().unwrap_or("")
-}
 
 /// Layouts beyond [`Layout`]: cgroupfs best-effort with CRI-O's `crio-` prefix, and a
 /// guaranteed pod under the systemd driver with docker.
@@ -70,13 +67,13 @@ fn every_layout_gives_pod_uid_container_id_and_cgroup() {
         common(&record, agent.node(), &container, exits_pid, true)
             .unwrap_or_else(|e| panic!("{layout}: {e:#}"));
         death(&record, exited).unwrap();
-        assert_eq!(reason(&record), "Completed", "{layout}");
+        assert_eq!(record.reason(), "Completed", "{layout}");
 
         let record = agent.wait_for_pid(sleeper_pid, WAIT).unwrap();
         common(&record, agent.node(), &container, sleeper_pid, true)
             .unwrap_or_else(|e| panic!("{layout}: {e:#}"));
         death(&record, killed).unwrap();
-        assert_eq!(reason(&record), "Killed", "{layout}");
+        assert_eq!(record.reason(), "Killed", "{layout}");
         sender(
             &record,
             "host",
@@ -92,12 +89,7 @@ fn every_layout_gives_pod_uid_container_id_and_cgroup() {
 fn counter(agent: &Agent, name: &str) -> u64 {
     let metrics = agent.get("/metrics").unwrap();
     assert_eq!(metrics.status, 200);
-    metrics
-        .body
-        .lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map_or_else(|| panic!("no {name} in /metrics"), |v| v as u64)
+    metric(&metrics.body, name, &[]).unwrap_or_else(|| panic!("no {name} in /metrics")) as u64
 }
 
 /// Stages deaths outside every container — in a memory cgroup of no kubelet layout, and in

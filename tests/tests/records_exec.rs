@@ -7,42 +7,10 @@ use std::ffi::CString;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
-use coroner_tests::agent::expect::{Container, RECORD_WAIT, main_process};
+use coroner_tests::agent::expect::{Container, RECORD_WAIT, main_process, main_process_in, quiet};
 use coroner_tests::agent::{Agent, Record};
 use coroner_tests::cgroups::{Layout, unique_hex};
-use coroner_tests::victim::{Reaped, reap};
-
-fn reason(record: &Record) -> &str {
-    record.field("reason").as_str().unwrap_or("")
-}
-
-/// Runs `args` as the main process of a new container and returns its record.
-fn main_process_record(
-    agent: &mut Agent,
-    layout: Layout,
-    args: &[&str],
-) -> (Container, Record, Reaped) {
-    let container = Container::new(layout).unwrap();
-    let (record, reaped) = main_process(agent, &container, args).unwrap();
-    (container, record, reaped)
-}
-
-/// An exit, not a kill: nothing of signals or OOM.
-fn assert_quiet(record: &Record) {
-    for field in [
-        "sender",
-        "sigterm_time",
-        "sigkill_time",
-        "grace_seconds",
-        "oom",
-    ] {
-        assert!(
-            record.field(field).is_null(),
-            "{field} should be null: {}",
-            record.json
-        );
-    }
-}
+use coroner_tests::victim::reap;
 
 /// A private directory for files the test execs; removed on drop.
 struct Scratch(PathBuf);
@@ -72,47 +40,47 @@ impl Drop for Scratch {
     }
 }
 
+/// The record's `exec_failure` names `path` and `errno`.
+fn assert_exec_failure(record: &Record, path: &str, errno: &str) {
+    assert_eq!(record.sub("exec_failure", "path"), path, "{}", record.json);
+    assert_eq!(
+        record.sub("exec_failure", "errno"),
+        errno,
+        "{}",
+        record.json
+    );
+}
+
 #[test]
 fn exit_127_after_a_failed_exec_is_command_not_found() {
     let mut agent = Agent::start().unwrap();
     let missing = format!("/nonexistent/coroner-{}", unique_hex(8));
     let (_container, record, _) =
-        main_process_record(&mut agent, Layout::SystemdCrio, &["exec", &missing]);
-    assert_eq!(reason(&record), "CommandNotFound");
+        main_process_in(&mut agent, Layout::SystemdCrio, &["exec", &missing]).unwrap();
+    assert_eq!(record.reason(), "CommandNotFound");
     assert_eq!(record.record.exit_status, 127);
-    assert_eq!(
-        record.sub("exec_failure", "path"),
-        missing.as_str(),
-        "{}",
-        record.json
-    );
-    assert_eq!(record.sub("exec_failure", "errno"), "ENOENT");
+    assert_exec_failure(&record, &missing, "ENOENT");
     assert_eq!(
         record.sub("exec_failure", "pid"),
         record.pid(),
         "the main process itself failed to exec"
     );
-    assert_quiet(&record);
+    quiet(&record).unwrap();
 }
 
 #[test]
 fn a_shell_whose_child_cannot_exec_is_command_not_found() {
     let mut agent = Agent::start().unwrap();
     let missing = format!("/nonexistent/coroner-{}", unique_hex(8));
-    let (container, record, _) = main_process_record(
+    let (container, record, _) = main_process_in(
         &mut agent,
         Layout::CgroupfsGuaranteed,
         &["shell-exec", &missing],
-    );
-    assert_eq!(reason(&record), "CommandNotFound");
+    )
+    .unwrap();
+    assert_eq!(record.reason(), "CommandNotFound");
     assert_eq!(record.record.exit_status, 127);
-    assert_eq!(
-        record.sub("exec_failure", "path"),
-        missing.as_str(),
-        "{}",
-        record.json
-    );
-    assert_eq!(record.sub("exec_failure", "errno"), "ENOENT");
+    assert_exec_failure(&record, &missing, "ENOENT");
     let child = record
         .sub("exec_failure", "pid")
         .as_u64()
@@ -138,16 +106,10 @@ fn exit_126_for_a_file_without_x_is_not_executable() {
     // A script without the x bit: execve says EACCES.
     let path = scratch.file("tool", 0o644, b"#!/bin/sh\nexit 0\n");
     let (_container, record, _) =
-        main_process_record(&mut agent, Layout::CgroupfsBurstable, &["exec", &path]);
-    assert_eq!(reason(&record), "NotExecutable");
+        main_process_in(&mut agent, Layout::CgroupfsBurstable, &["exec", &path]).unwrap();
+    assert_eq!(record.reason(), "NotExecutable");
     assert_eq!(record.record.exit_status, 126);
-    assert_eq!(
-        record.sub("exec_failure", "path"),
-        path.as_str(),
-        "{}",
-        record.json
-    );
-    assert_eq!(record.sub("exec_failure", "errno"), "EACCES");
+    assert_exec_failure(&record, &path, "EACCES");
 }
 
 #[test]
@@ -157,15 +119,9 @@ fn exit_126_for_a_file_that_is_no_program_is_not_executable() {
     // Executable, but neither ELF nor `#!`: execve says ENOEXEC.
     let path = scratch.file("tool", 0o755, b"\x01\x02 not a program");
     let (_container, record, _) =
-        main_process_record(&mut agent, Layout::SystemdContainerd, &["exec", &path]);
-    assert_eq!(reason(&record), "NotExecutable");
-    assert_eq!(
-        record.sub("exec_failure", "path"),
-        path.as_str(),
-        "{}",
-        record.json
-    );
-    assert_eq!(record.sub("exec_failure", "errno"), "ENOEXEC");
+        main_process_in(&mut agent, Layout::SystemdContainerd, &["exec", &path]).unwrap();
+    assert_eq!(record.reason(), "NotExecutable");
+    assert_exec_failure(&record, &path, "ENOEXEC");
 }
 
 #[test]
@@ -192,7 +148,7 @@ fn an_exec_failure_of_another_main_process_is_not_this_ones() {
 
     let missing = format!("/nonexistent/probe-{}", unique_hex(8));
     let (probe, _) = main_process(&mut agent, &container, &["exec", &missing]).unwrap();
-    assert_eq!(reason(&probe), "CommandNotFound");
+    assert_eq!(probe.reason(), "CommandNotFound");
     assert_eq!(probe.sub("exec_failure", "path"), missing.as_str());
 
     std::fs::write(&fifo, "go\n").unwrap();
@@ -207,7 +163,7 @@ fn an_exec_failure_of_another_main_process_is_not_this_ones() {
         "the probe's failure is not the main process's: {}",
         record.json
     );
-    assert_eq!(reason(&record), "Error", "{}", record.json);
+    assert_eq!(record.reason(), "Error", "{}", record.json);
 }
 
 #[test]
@@ -231,7 +187,7 @@ fn a_command_found_on_path_after_a_miss_is_no_command_not_found() {
     assert_eq!(record.record.cgroup, container.path());
     assert_eq!(record.record.comm, "sh", "env exec'd sh after the miss");
     assert_eq!(
-        reason(&record),
+        record.reason(),
         "Error",
         "a PATH miss before a successful exec: {}",
         record.json

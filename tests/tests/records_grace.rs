@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use coroner_tests::agent::expect::{Container, host_sender, killed, now_ns, sender, wait_ignoring};
+use coroner_tests::agent::expect::{
+    Container, host_sender, killed, now_ns, victim_sender, wait_ignoring,
+};
 use coroner_tests::agent::{Agent, Record};
 use coroner_tests::cgroups::Layout;
 use coroner_tests::victim::{reap, signal_pid};
@@ -118,14 +120,7 @@ fn sigterm_from_the_host_then_sigkill_from_another_container() {
     })
     .unwrap();
     assert_eq!(record.reason(), "GracePeriodExpired", "{}", record.json);
-    sender(
-        &record,
-        "other_container",
-        killer,
-        Some("coroner-victim"),
-        Some(&other.path()),
-    )
-    .unwrap();
+    victim_sender(&record, "other_container", killer, &other).unwrap();
     assert_timing(&record, term_at, kill_at);
 }
 

@@ -4,7 +4,7 @@
 
 use coroner_tests::agent::Agent;
 use coroner_tests::agent::expect::{
-    Container, RECORD_WAIT, common, host_sender, killed, now_ns, sender,
+    Container, RECORD_WAIT, common, host_sender, killed, now_ns, victim_sender,
 };
 use coroner_tests::cgroups::Layout;
 use coroner_tests::victim::{Reaped, reap, signal_pid};
@@ -19,6 +19,29 @@ fn killed_ok(
     let (record, reaped) = killed(agent, container, args, act).unwrap();
     assert!(record.field("oom").is_null(), "{}", record.json);
     (record, reaped)
+}
+
+/// Kills a `sleep` in `container` with signal `sig`, sent by `coroner-victim kill` in `from`
+/// (another container of the pod, or `container` itself): the record and the sender's pid.
+fn killed_from(
+    agent: &mut Agent,
+    container: &Container,
+    from: &Container,
+    sig: i32,
+) -> (coroner_tests::agent::Record, u32) {
+    let mut killer = 0;
+    let (record, _) = killed_ok(agent, container, &["sleep", "30"], |pid| {
+        let child = from
+            .spawn(&["kill", &sig.to_string(), &pid.to_string()])
+            .unwrap();
+        killer = child.id();
+        assert_eq!(
+            reap(child).unwrap().exit_code(),
+            Some(0),
+            "the kill was sent"
+        );
+    });
+    (record, killer)
 }
 
 #[test]
@@ -51,21 +74,9 @@ fn sigkill_from_another_container_is_killed() {
     let mut agent = Agent::start().unwrap();
     let container = Container::new(Layout::SystemdContainerd).unwrap();
     let other = container.sibling().unwrap();
-    let mut killer = 0;
-    let (record, _) = killed_ok(&mut agent, &container, &["sleep", "30"], |pid| {
-        let child = other.spawn(&["kill", "9", &pid.to_string()]).unwrap();
-        killer = child.id();
-        assert_eq!(reap(child).unwrap().exit_code(), Some(0));
-    });
+    let (record, killer) = killed_from(&mut agent, &container, &other, libc::SIGKILL);
     assert_eq!(record.reason(), "Killed", "{}", record.json);
-    sender(
-        &record,
-        "other_container",
-        killer,
-        Some("coroner-victim"),
-        Some(&other.path()),
-    )
-    .unwrap();
+    victim_sender(&record, "other_container", killer, &other).unwrap();
     assert!(record.field("sigterm_time").is_null() && record.field("grace_seconds").is_null());
     assert!(
         record.sigkill_ns().is_some(),
@@ -81,21 +92,9 @@ fn sigkill_from_another_container_is_killed() {
 fn sigkill_from_the_same_container_is_killed() {
     let mut agent = Agent::start().unwrap();
     let container = Container::new(Layout::CgroupfsGuaranteed).unwrap();
-    let mut killer = 0;
-    let (record, _) = killed_ok(&mut agent, &container, &["sleep", "30"], |pid| {
-        let child = container.spawn(&["kill", "9", &pid.to_string()]).unwrap();
-        killer = child.id();
-        assert_eq!(reap(child).unwrap().exit_code(), Some(0));
-    });
+    let (record, killer) = killed_from(&mut agent, &container, &container, libc::SIGKILL);
     assert_eq!(record.reason(), "Killed", "{}", record.json);
-    sender(
-        &record,
-        "same_container",
-        killer,
-        Some("coroner-victim"),
-        Some(&container.path()),
-    )
-    .unwrap();
+    victim_sender(&record, "same_container", killer, &container).unwrap();
 }
 
 #[test]
@@ -103,21 +102,9 @@ fn sigint_from_another_container_is_terminated() {
     let mut agent = Agent::start().unwrap();
     let container = Container::new(Layout::SystemdCrio).unwrap();
     let other = container.sibling().unwrap();
-    let mut killer = 0;
-    let (record, _) = killed_ok(&mut agent, &container, &["sleep", "30"], |pid| {
-        let child = other.spawn(&["kill", "2", &pid.to_string()]).unwrap();
-        killer = child.id();
-        reap(child).unwrap();
-    });
+    let (record, killer) = killed_from(&mut agent, &container, &other, libc::SIGINT);
     assert_eq!(record.reason(), "Terminated", "{}", record.json);
-    sender(
-        &record,
-        "other_container",
-        killer,
-        Some("coroner-victim"),
-        Some(&other.path()),
-    )
-    .unwrap();
+    victim_sender(&record, "other_container", killer, &other).unwrap();
 }
 
 #[test]
@@ -138,14 +125,7 @@ fn sigabrt_is_crashed_by_itself() {
     let (record, reaped) = killed_ok(&mut agent, &container, &["abort"], |_| {});
     assert_eq!(reaped.signal(), Some(libc::SIGABRT));
     assert_eq!(record.reason(), "Crashed");
-    sender(
-        &record,
-        "self",
-        record.pid(),
-        Some("coroner-victim"),
-        Some(&container.path()),
-    )
-    .unwrap();
+    victim_sender(&record, "self", record.pid(), &container).unwrap();
 }
 
 #[test]
@@ -153,7 +133,7 @@ fn sigusr1_from_the_host_is_signaled() {
     let mut agent = Agent::start().unwrap();
     let container = Container::new(Layout::CgroupfsGuaranteed).unwrap();
     let (record, reaped) = killed_ok(&mut agent, &container, &["sleep", "30"], |pid| {
-        signal_pid(pid, libc::SIGUSR1)
+        signal_pid(pid, libc::SIGUSR1);
     });
     assert_eq!(reaped.signal(), Some(libc::SIGUSR1));
     assert_eq!(record.reason(), "Signaled");
@@ -169,14 +149,7 @@ fn sigterm_to_itself_is_signaled() {
     let (record, reaped) = killed_ok(&mut agent, &container, &["self-term"], |_| {});
     assert_eq!(reaped.signal(), Some(libc::SIGTERM));
     assert_eq!(record.reason(), "Signaled", "{}", record.json);
-    sender(
-        &record,
-        "self",
-        record.pid(),
-        Some("coroner-victim"),
-        Some(&container.path()),
-    )
-    .unwrap();
+    victim_sender(&record, "self", record.pid(), &container).unwrap();
     assert!(
         record.field("sigterm_time").is_null(),
         "sigterm_time is for SIGTERMs from another process: {}",

@@ -1,12 +1,12 @@
 //! Once the programs are attached, the maps open (their fds carry the access), kallsyms read
 //! and the output file open, the agent needs no privilege at all: it drops every capability,
 //! the bounding set where it can, and forbids gaining any back (`no_new_privs`). A bug in the
-//! HTTP server or the API client then runs without CAP_BPF, CAP_PERFMON or CAP_SYS_ADMIN.
+//! HTTP server or the API client then runs without `CAP_BPF`, `CAP_PERFMON` or `CAP_SYS_ADMIN`.
 
 use tracing::{info, warn};
 
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
-/// Highest capability number worth dropping from the bounding set (CAP_CHECKPOINT_RESTORE is
+/// Highest capability number worth dropping from the bounding set (`CAP_CHECKPOINT_RESTORE` is
 /// 40 in 6.x); higher numbers just fail with EINVAL.
 const LAST_CAP: i32 = 63;
 
@@ -67,7 +67,7 @@ pub fn effective_capabilities() -> u64 {
 
 /// Whether a map operation still works without any capability. Kernels before ≈6.5 with
 /// `kernel.unprivileged_bpf_disabled` set (most distributions) refuse every `bpf()` command
-/// to a task without CAP_BPF — map reads and updates on fds it already holds included; newer
+/// to a task without `CAP_BPF` — map reads and updates on fds it already holds included; newer
 /// ones check per command. Capabilities are per thread, so this is tried on a throwaway
 /// thread that drops everything first: the answer costs the process nothing.
 fn map_ops_work_unprivileged(map_op: &(dyn Fn() -> bool + Sync)) -> bool {
@@ -79,8 +79,8 @@ fn map_ops_work_unprivileged(map_op: &(dyn Fn() -> bool + Sync)) -> bool {
     })
 }
 
-/// Drops the bounding set (needs CAP_SETPCAP; skipped without it), sets `no_new_privs`, then
-/// empties this thread's capability sets — all but CAP_BPF where this kernel needs it for the
+/// Drops the bounding set (needs `CAP_SETPCAP`; skipped without it), sets `no_new_privs`, then
+/// empties this thread's capability sets — all but `CAP_BPF` where this kernel needs it for the
 /// map operations the agent does later (`map_op` is one of them, tried unprivileged first).
 /// Threads started afterwards inherit the sets: call this before starting any.
 pub fn drop_all(map_op: &(dyn Fn() -> bool + Sync)) {
@@ -104,7 +104,7 @@ pub fn drop_all(map_op: &(dyn Fn() -> bool + Sync)) {
     }
     match capset_only(keep) {
         Ok(()) if keep == 0 => {
-            info!("dropped all capabilities: the probes are attached and need none from here on")
+            info!("dropped all capabilities: the probes are attached and need none from here on");
         }
         Ok(()) => info!(
             "dropped all capabilities but CAP_BPF: this kernel's bpf() wants it for map reads and updates"

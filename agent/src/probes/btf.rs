@@ -204,10 +204,10 @@ impl Btf {
     /// The id of the type of `kind` named `name` (kinds are kept apart: a function and a
     /// struct may share a name).
     pub fn find(&self, kind: Kind, name: &str) -> Result<u32, BtfError> {
-        if let Some(&id) = self.by_name.get(&(kind as u8, name_hash(name.as_bytes()))) {
-            if self.raw(id).is_some_and(|t| self.name(t.name_off) == name) {
-                return Ok(id);
-            }
+        if let Some(&id) = self.by_name.get(&(kind as u8, name_hash(name.as_bytes())))
+            && self.raw(id).is_some_and(|t| self.name(t.name_off) == name)
+        {
+            return Ok(id);
         }
         // A hash collision, or a kind that is not indexed: scan.
         (1..=self.offsets.len() as u32)

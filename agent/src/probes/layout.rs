@@ -42,34 +42,55 @@ fn off(btf: &Btf, ty: &str, path: &str) -> Result<u32, BtfError> {
     btf.offset_of(ty, path)
 }
 
+/// What this kernel has, as `layout_flags`, and what it lacks, each with what is lost.
+#[derive(Default)]
+struct Features {
+    flags: u32,
+    missing: Vec<String>,
+}
+
+impl Features {
+    /// `found`'s value with `flag` set, or the default with `what` listed as missing.
+    fn take<T: Default, E: std::fmt::Display>(
+        &mut self,
+        found: Result<T, E>,
+        flag: u32,
+        what: &str,
+        lost: &str,
+    ) -> T {
+        match found {
+            Ok(value) => {
+                self.flags |= flag;
+                value
+            }
+            Err(e) => {
+                self.missing.push(format!("{what} ({e}): {lost}"));
+                T::default()
+            }
+        }
+    }
+}
+
 /// Resolves every offset the programs need. Offsets the programs cannot work without are
 /// errors; the rest degrade a feature and are listed in `missing`.
 pub fn resolve(btf: &Btf, tracefs: &Path) -> Result<Resolved, BtfError> {
-    let mut missing = Vec::new();
-    let mut flags = 0u32;
+    let mut features = Features::default();
     let memcg_id = btf.enum_value("memory_cgrp_id");
-    let css_set_memory_css = match memcg_id {
-        Some(id) => {
-            flags |= layout_flags::MEMCG;
-            off(btf, "css_set", &format!("subsys[{id}]"))?
-        }
-        None => {
-            missing.push("memory controller (memory_cgrp_id): no container identity".into());
-            0
-        }
+    let css_set_memory_css = if let Some(id) = memcg_id {
+        features.flags |= layout_flags::MEMCG;
+        off(btf, "css_set", &format!("subsys[{id}]"))?
+    } else {
+        features
+            .missing
+            .push("memory controller (memory_cgrp_id): no container identity".into());
+        0
     };
-    let signal_live = match off(btf, "signal_struct", "live.counter") {
-        Ok(o) => {
-            flags |= layout_flags::SIGNAL_LIVE;
-            o
-        }
-        Err(e) => {
-            missing.push(format!(
-                "signal_struct.live ({e}): thread exits are not told from group exits in the kernel"
-            ));
-            0
-        }
-    };
+    let signal_live = features.take(
+        off(btf, "signal_struct", "live.counter"),
+        layout_flags::SIGNAL_LIVE,
+        "signal_struct.live",
+        "thread exits are not told from group exits in the kernel",
+    );
     // `mem_cgroup.css` is its first member on every kernel; the programs hold the css pointer,
     // so page-counter offsets are taken relative to it.
     let css_in_memcg = off(btf, "mem_cgroup", "css")?;
@@ -77,19 +98,15 @@ pub fn resolve(btf: &Btf, tracefs: &Path) -> Result<Resolved, BtfError> {
     let memcg_max = off(btf, "mem_cgroup", "memory.max")? - css_in_memcg;
 
     let mut choices = Vec::new();
-    let (mm_rss_base, mm_rss_stride) = match mm_rss(btf) {
-        Ok((base, stride, form)) => {
-            flags |= layout_flags::MM_RSS;
-            choices.push(format!("mm_struct.rss_stat is {form}"));
-            (base, stride)
-        }
-        Err(e) => {
-            missing.push(format!(
-                "mm_struct.rss_stat ({e}): OOM victim RSS comes from its peak RSS instead"
-            ));
-            (0, 0)
-        }
-    };
+    let (mm_rss_base, mm_rss_stride, rss_form) = features.take(
+        mm_rss(btf),
+        layout_flags::MM_RSS,
+        "mm_struct.rss_stat",
+        "OOM victim RSS comes from its peak RSS instead",
+    );
+    if !rss_form.is_empty() {
+        choices.push(format!("mm_struct.rss_stat is {rss_form}"));
+    }
     let enum_u32 = |name: &str| btf.enum_value(name).map_or(0, |v| v as u32);
 
     let sighand_handler =
@@ -98,37 +115,22 @@ pub fn resolve(btf: &Btf, tracefs: &Path) -> Result<Resolved, BtfError> {
         .size_of(btf.find(Kind::Struct, "k_sigaction")?)
         .ok_or(BtfError::Malformed("k_sigaction has no size"))?;
 
-    let exec = exec_fields(tracefs);
-    let (execve_enter_filename, execveat_enter_filename, exec_exit_ret) = match exec {
-        Ok(v) => {
-            flags |= layout_flags::EXEC_TRACEPOINTS;
-            v
-        }
-        Err(e) => {
-            missing.push(format!(
-                "syscalls/sys_{{enter,exit}}_execve in tracefs ({e}): failed execs are not seen"
-            ));
-            (0, 0, 0)
-        }
-    };
+    let (execve_enter_filename, execveat_enter_filename, exec_exit_ret) = features.take(
+        exec_fields(tracefs),
+        layout_flags::EXEC_TRACEPOINTS,
+        "syscalls/sys_{enter,exit}_execve in tracefs",
+        "failed execs are not seen",
+    );
 
-    let oom_victim_arg = match btf.tracepoint_params("mark_victim") {
-        Ok(params) => match params.first() {
-            Some(&p) if btf.pointee_struct(p) == Some("task_struct") => Some(OomVictimArg::Task),
-            Some(&p) if btf.kind(p) == Some(Kind::Int) => Some(OomVictimArg::Pid),
-            _ => None,
-        },
-        Err(_) => None,
-    };
+    let oom_victim_arg = oom_victim_arg(btf);
     match oom_victim_arg {
         Some(OomVictimArg::Task) => choices.push("mark_victim(task_struct *, uid)".into()),
         Some(OomVictimArg::Pid) => {
-            choices.push("mark_victim(int pid): victim RSS from its peak".into())
+            choices.push("mark_victim(int pid): victim RSS from its peak".into());
         }
-        None => {}
-    }
-    if oom_victim_arg.is_none() {
-        missing.push("tracepoint oom/mark_victim: OOM kills are seen only as SIGKILL".into());
+        None => features
+            .missing
+            .push("tracepoint oom/mark_victim: OOM kills are seen only as SIGKILL".into()),
     }
 
     let layout = KernelLayout {
@@ -163,7 +165,7 @@ pub fn resolve(btf: &Btf, tracefs: &Path) -> Result<Resolved, BtfError> {
         execveat_enter_filename,
         exec_exit_ret,
         fatal_signals: fatal_signal_mask(),
-        flags,
+        flags: features.flags,
         siginfo_code: off(btf, "kernel_siginfo", "si_code")?,
         task_group_leader: off(btf, "task_struct", "group_leader")?,
         cgroup_root: off(btf, "cgroup", "root")?,
@@ -173,9 +175,19 @@ pub fn resolve(btf: &Btf, tracefs: &Path) -> Result<Resolved, BtfError> {
     Ok(Resolved {
         layout,
         oom_victim_arg,
-        missing,
+        missing: features.missing,
         choices,
     })
+}
+
+/// How `mark_victim` passes its victim, from the tracepoint's BTF parameters.
+fn oom_victim_arg(btf: &Btf) -> Option<OomVictimArg> {
+    let params = btf.tracepoint_params("mark_victim").ok()?;
+    match params.first() {
+        Some(&p) if btf.pointee_struct(p) == Some("task_struct") => Some(OomVictimArg::Task),
+        Some(&p) if btf.kind(p) == Some(Kind::Int) => Some(OomVictimArg::Pid),
+        _ => None,
+    }
 }
 
 /// `mm_struct.rss_stat`: since 6.2 an array of `percpu_counter` (read `.count`, the value the

@@ -41,7 +41,7 @@ pub enum ProbeError {
     Required(&'static str),
 }
 
-/// `KernelLayout` as a loader global: aya needs `Pod`, which the shared no_std type cannot
+/// `KernelLayout` as a loader global: aya needs `Pod`, which the shared `no_std` type cannot
 /// implement without depending on aya.
 #[derive(Clone, Copy)]
 #[repr(transparent)]
@@ -106,7 +106,7 @@ fn tracefs() -> PathBuf {
     dir
 }
 
-/// Raises RLIMIT_MEMLOCK for kernels before 5.11 (BPF memory charged to it); newer kernels
+/// Raises `RLIMIT_MEMLOCK` for kernels before 5.11 (BPF memory charged to it); newer kernels
 /// charge the memory cgroup instead, so failing here is only a warning.
 fn raise_memlock() {
     let unlimited = libc::rlimit {
@@ -153,85 +153,7 @@ impl Probes {
             loader.map_max_entries(names::EVENTS, bytes);
         }
         let mut ebpf = loader.load(OBJECT)?;
-        let kernel_btf = aya::Btf::from_sys_fs().map_err(|e| {
-            ProbeError::Btf(btf::BtfError::Read {
-                path: "/sys/kernel/btf/vmlinux".into(),
-                source: std::io::Error::other(e.to_string()),
-            })
-        })?;
-
-        let mut status = Vec::new();
-        let mut attach_btf = |ebpf: &mut Ebpf, name: &'static str, tracepoint: &str| {
-            let result = (|| -> Result<(), aya::programs::ProgramError> {
-                let program: &mut BtfTracePoint = ebpf
-                    .program_mut(name)
-                    .ok_or(aya::programs::ProgramError::UnexpectedProgramType)?
-                    .try_into()?;
-                program.load(tracepoint, &kernel_btf)?;
-                program.attach()?;
-                Ok(())
-            })();
-            status.push(ProbeStatus {
-                name,
-                attach: format!("tp_btf/{tracepoint}"),
-                attached: result.is_ok(),
-                reason: result.err().map(|e| format!("{e}: {}", error_chain(&e))),
-            });
-        };
-        attach_btf(&mut ebpf, names::PROCESS_EXIT, "sched_process_exit");
-        attach_btf(&mut ebpf, names::SIGNAL_GENERATE, "signal_generate");
-        attach_btf(&mut ebpf, names::CGROUP_MKDIR, "cgroup_mkdir");
-        match resolved.oom_victim_arg {
-            Some(OomVictimArg::Task) => attach_btf(&mut ebpf, names::MARK_VICTIM, "mark_victim"),
-            Some(OomVictimArg::Pid) => attach_btf(&mut ebpf, "mark_victim_pid", "mark_victim"),
-            None => status.push(ProbeStatus {
-                name: names::MARK_VICTIM,
-                attach: "tp_btf/mark_victim".into(),
-                attached: false,
-                reason: Some("this kernel has no oom/mark_victim tracepoint".into()),
-            }),
-        }
-        let exec_ok = resolved.layout.flags & agent_ebpf::layout_flags::EXEC_TRACEPOINTS != 0;
-        for (name, event) in [
-            (names::EXECVE_ENTER, "sys_enter_execve"),
-            (names::EXECVEAT_ENTER, "sys_enter_execveat"),
-            (names::EXECVE_EXIT, "sys_exit_execve"),
-            (names::EXECVEAT_EXIT, "sys_exit_execveat"),
-        ] {
-            let result = if exec_ok {
-                (|| -> Result<(), aya::programs::ProgramError> {
-                    let program: &mut TracePoint = ebpf
-                        .program_mut(name)
-                        .ok_or(aya::programs::ProgramError::UnexpectedProgramType)?
-                        .try_into()?;
-                    program.load()?;
-                    program.attach("syscalls", event)?;
-                    Ok(())
-                })()
-                .map_err(|e| format!("{e}: {}", error_chain(&e)))
-            } else {
-                Err("tracefs or the syscall tracepoints are not available".into())
-            };
-            status.push(ProbeStatus {
-                name,
-                attach: format!("tracepoint/syscalls/{event}"),
-                attached: result.is_ok(),
-                reason: result.err(),
-            });
-        }
-        for probe in &status {
-            match &probe.reason {
-                None => info!(probe = probe.name, attach = %probe.attach, "attached"),
-                Some(why) => {
-                    warn!(probe = probe.name, attach = %probe.attach, "not attached: {why}")
-                }
-            }
-        }
-        for required in [names::PROCESS_EXIT, names::SIGNAL_GENERATE] {
-            if !status.iter().any(|p| p.name == required && p.attached) {
-                return Err(ProbeError::Required(required));
-            }
-        }
+        let status = attach(&mut ebpf, &resolved)?;
 
         let take = |ebpf: &mut Ebpf, name: &'static str| {
             ebpf.take_map(name).ok_or(ProbeError::MissingMap(name))
@@ -303,6 +225,91 @@ impl Probes {
             Err(format!("probes not attached: {}", failed.join(", ")))
         }
     }
+}
+
+/// Attaches every probe this kernel supports and logs how each fared. Exit and signal probes
+/// are required; the rest degrade with their reason in the status.
+fn attach(ebpf: &mut Ebpf, resolved: &layout::Resolved) -> Result<Vec<ProbeStatus>, ProbeError> {
+    let kernel_btf = aya::Btf::from_sys_fs().map_err(|e| {
+        ProbeError::Btf(btf::BtfError::Read {
+            path: "/sys/kernel/btf/vmlinux".into(),
+            source: std::io::Error::other(e.to_string()),
+        })
+    })?;
+
+    let mut status = Vec::new();
+    let mut attach_btf = |ebpf: &mut Ebpf, name: &'static str, tracepoint: &str| {
+        let result = (|| -> Result<(), aya::programs::ProgramError> {
+            let program: &mut BtfTracePoint = ebpf
+                .program_mut(name)
+                .ok_or(aya::programs::ProgramError::UnexpectedProgramType)?
+                .try_into()?;
+            program.load(tracepoint, &kernel_btf)?;
+            program.attach()?;
+            Ok(())
+        })();
+        status.push(ProbeStatus {
+            name,
+            attach: format!("tp_btf/{tracepoint}"),
+            attached: result.is_ok(),
+            reason: result.err().map(|e| format!("{e}: {}", error_chain(&e))),
+        });
+    };
+    attach_btf(ebpf, names::PROCESS_EXIT, "sched_process_exit");
+    attach_btf(ebpf, names::SIGNAL_GENERATE, "signal_generate");
+    attach_btf(ebpf, names::CGROUP_MKDIR, "cgroup_mkdir");
+    match resolved.oom_victim_arg {
+        Some(OomVictimArg::Task) => attach_btf(ebpf, names::MARK_VICTIM, "mark_victim"),
+        Some(OomVictimArg::Pid) => attach_btf(ebpf, "mark_victim_pid", "mark_victim"),
+        None => status.push(ProbeStatus {
+            name: names::MARK_VICTIM,
+            attach: "tp_btf/mark_victim".into(),
+            attached: false,
+            reason: Some("this kernel has no oom/mark_victim tracepoint".into()),
+        }),
+    }
+    let exec_ok = resolved.layout.flags & agent_ebpf::layout_flags::EXEC_TRACEPOINTS != 0;
+    for (name, event) in [
+        (names::EXECVE_ENTER, "sys_enter_execve"),
+        (names::EXECVEAT_ENTER, "sys_enter_execveat"),
+        (names::EXECVE_EXIT, "sys_exit_execve"),
+        (names::EXECVEAT_EXIT, "sys_exit_execveat"),
+    ] {
+        let result = if exec_ok {
+            (|| -> Result<(), aya::programs::ProgramError> {
+                let program: &mut TracePoint = ebpf
+                    .program_mut(name)
+                    .ok_or(aya::programs::ProgramError::UnexpectedProgramType)?
+                    .try_into()?;
+                program.load()?;
+                program.attach("syscalls", event)?;
+                Ok(())
+            })()
+            .map_err(|e| format!("{e}: {}", error_chain(&e)))
+        } else {
+            Err("tracefs or the syscall tracepoints are not available".into())
+        };
+        status.push(ProbeStatus {
+            name,
+            attach: format!("tracepoint/syscalls/{event}"),
+            attached: result.is_ok(),
+            reason: result.err(),
+        });
+    }
+    for probe in &status {
+        match &probe.reason {
+            None => info!(probe = probe.name, attach = %probe.attach, "attached"),
+            Some(why) => {
+                warn!(probe = probe.name, attach = %probe.attach, "not attached: {why}");
+            }
+        }
+    }
+    for required in [names::PROCESS_EXIT, names::SIGNAL_GENERATE] {
+        if !status.iter().any(|p| p.name == required && p.attached) {
+            return Err(ProbeError::Required(required));
+        }
+    }
+    Ok(status)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -145,9 +145,9 @@ fn handmade() -> Vec<u8> {
     };
     let mut t = Vec::new();
     let mut push = |words: &[u32]| {
-        words
-            .iter()
-            .for_each(|w| t.extend_from_slice(&w.to_le_bytes()))
+        for w in words {
+            t.extend_from_slice(&w.to_le_bytes());
+        }
     };
     let info = |kind: u32, vlen: u32| (kind << 24) | vlen;
     push(&[name("int"), info(1, 0), 4, 32]); // [1] int

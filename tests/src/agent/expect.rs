@@ -117,6 +117,43 @@ pub fn main_process(
     Ok((record, reaped))
 }
 
+/// [`main_process`] in a new container of `layout`, returned with it.
+pub fn main_process_in(
+    agent: &mut Agent,
+    layout: Layout,
+    args: &[&str],
+) -> Result<(Container, Record, Reaped)> {
+    let container = Container::new(layout)?;
+    let (record, reaped) = main_process(agent, &container, args)?;
+    Ok((container, record, reaped))
+}
+
+/// A death in `container`, recorded with the fields every record carries: proof the agent
+/// still records (after whatever the test threw at it).
+pub fn still_records(agent: &mut Agent, container: &Container) -> Result<()> {
+    let child = container.spawn(&["exit", "3"])?;
+    let pid = child.id();
+    crate::victim::reap(child)?;
+    let record = agent.wait_for_pid(pid, RECORD_WAIT)?;
+    common(&record, agent.node(), container, pid, true)
+}
+
+/// An exit, not a kill: nothing of signals or OOM.
+pub fn quiet(record: &Record) -> Result<()> {
+    for field in [
+        "sender",
+        "sigterm_time",
+        "sigkill_time",
+        "grace_seconds",
+        "oom",
+    ] {
+        if !record.field(field).is_null() {
+            bail!("{field} should be null: {}", record.json);
+        }
+    }
+    Ok(())
+}
+
 /// Nanoseconds since the epoch, now.
 #[must_use]
 pub fn now_ns() -> i128 {
@@ -240,6 +277,17 @@ pub fn sender(
         bail!("sender {s}, want kind {kind} pid {pid} comm {comm:?} cgroup {cgroup:?}");
     }
     Ok(())
+}
+
+/// `sender` is the test's helper (`coroner-victim`) process `pid` in `from`.
+pub fn victim_sender(record: &Record, kind: &str, pid: u32, from: &Container) -> Result<()> {
+    sender(
+        record,
+        kind,
+        pid,
+        Some("coroner-victim"),
+        Some(&from.path()),
+    )
 }
 
 /// `sender` is this test's thread: a `kill(2)` from outside every container.

@@ -202,21 +202,3 @@ pub fn assert_event(events: &[Value], record: &Record, pod: &str, container: &st
         assert!(note.contains(phrase), "the note says {phrase:?}: {note:?}");
     }
 }
-
-/// The value of the first series of `name` in the agent's exposition that carries every one
-/// of `labels` (label values here hold no commas).
-pub fn metric(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (family, inner) = match series.split_once('{') {
-                Some((family, rest)) => (family, rest.strip_suffix('}')?),
-                None => (series, ""),
-            };
-            let has = |(k, v): &(&str, &str)| inner.split(',').any(|p| p == format!("{k}=\"{v}\""));
-            (family == name && labels.iter().all(has))
-                .then(|| value.parse().ok())
-                .flatten()
-        })
-}

@@ -1,18 +1,19 @@
-//! A `coroner` started by hand, for what the harness (`coroner_tests::agent`) does not offer:
-//! an `--events-json` of the test's choosing, capabilities taken away before exec, raw HTTP
+//! A `coroner` started by hand, for what [`Agent`](super::Agent) does not offer: an
+//! `--events-json` of the test's choosing, capabilities taken away before exec, raw HTTP
 //! requests. It listens on a free loopback port, and SIGTERM stops it on drop.
 
 use std::fs;
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use coroner_tests::agent::coroner_bin;
-use coroner_tests::cgroups::unique_hex;
+
+use super::coroner_bin;
+use crate::cgroups::unique_hex;
+use crate::http::{self, Response};
 
 const READY_LIMIT: Duration = Duration::from_secs(30);
 const STOP_LIMIT: Duration = Duration::from_secs(5);
@@ -88,33 +89,32 @@ impl Bare {
             Started::Exited { status, log } => bail!("coroner exited ({status}):\n{log}"),
             Started::Answering(bare) => {
                 let health = bare.get("/healthz")?;
-                if health.0 != 200 {
-                    bail!("/healthz {}: {}\n{}", health.0, health.1, bare.log());
+                if health.status != 200 {
+                    bail!(
+                        "/healthz {}: {}\n{}",
+                        health.status,
+                        health.body,
+                        bare.log()
+                    );
                 }
                 Ok(bare)
             }
         }
     }
 
+    #[must_use]
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
 
+    #[must_use]
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
     }
 
-    /// `GET path` → (status, body).
-    pub fn get(&self, path: &str) -> Result<(u16, String)> {
-        self.request(&format!(
-            "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n",
-            self.addr
-        ))
-    }
-
-    /// Sends `raw` as is (HTTP/1.0, so the answer ends with the connection) → (status, body).
-    pub fn request(&self, raw: &str) -> Result<(u16, String)> {
-        request(self.addr, raw)
+    /// `GET path` on the agent's listener.
+    pub fn get(&self, path: &str) -> Result<Response> {
+        http::get(self.addr, path)
     }
 
     /// SIGTERM; the agent must exit 0 within a few seconds.
@@ -163,49 +163,4 @@ impl Drop for Bare {
         }
         let _ = fs::remove_dir_all(&self.dir);
     }
-}
-
-/// One raw HTTP/1.0 exchange with `addr` → (status, body).
-pub fn request(addr: SocketAddr, raw: &str) -> Result<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    stream.write_all(raw.as_bytes())?;
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer)?;
-    let answer = String::from_utf8_lossy(&answer).into_owned();
-    let (head, body) = answer
-        .split_once("\r\n\r\n")
-        .with_context(|| format!("no end of head in {answer:?}"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .with_context(|| format!("no status in {head:?}"))?;
-    Ok((status, body.to_owned()))
-}
-
-/// The value of the first series of `name` in an exposition that carries every one of
-/// `labels`.
-pub fn metric(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (family, inner) = match series.split_once('{') {
-                Some((family, rest)) => (family, rest.strip_suffix('}')?),
-                None => (series, ""),
-            };
-            let has = |(k, v): &(&str, &str)| inner.split(',').any(|p| p == format!("{k}=\"{v}\""));
-            (family == name && labels.iter().all(has))
-                .then(|| value.parse().ok())
-                .flatten()
-        })
-}
-
-/// `coroner_events_lost_total{stage}` in an exposition; panics when the series is missing
-/// (every stage has one from the start).
-pub fn lost(body: &str, stage: &str) -> u64 {
-    metric(body, "coroner_events_lost_total", &[("stage", stage)])
-        .unwrap_or_else(|| panic!("no coroner_events_lost_total{{stage=\"{stage}\"}} in\n{body}"))
-        as u64
 }

@@ -1,0 +1,76 @@
+//! Reading the agent's `/metrics` (Prometheus text exposition) in the tests: the value of a
+//! series, the sum of a family, the losses of a stage.
+
+/// Every sample of `body`: its family, the text between its braces (empty when it has no
+/// labels) and its value.
+fn samples(body: &str) -> impl Iterator<Item = (&str, &str, f64)> {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (family, labels) = match series.split_once('{') {
+                Some((family, rest)) => (family, rest.strip_suffix('}')?),
+                None => (series, ""),
+            };
+            Some((family, labels, value.parse().ok()?))
+        })
+}
+
+/// The value of the first series of `name` that carries every one of `labels` (the agent's
+/// label values hold no commas).
+#[must_use]
+pub fn metric(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples(body).find_map(|(family, inner, value)| {
+        let has = |(k, v): &(&str, &str)| inner.split(',').any(|p| p == format!("{k}=\"{v}\""));
+        (family == name && labels.iter().all(has)).then_some(value)
+    })
+}
+
+/// Every series of `name`, summed (0 when it has none).
+#[must_use]
+pub fn sum(body: &str, name: &str) -> f64 {
+    samples(body)
+        .filter(|&(family, _, _)| family == name)
+        .map(|(_, _, value)| value)
+        .sum()
+}
+
+/// `coroner_events_lost_total{stage}`; panics when the series is missing (every stage has one
+/// from the start).
+#[must_use]
+pub fn lost(body: &str, stage: &str) -> u64 {
+    metric(body, "coroner_events_lost_total", &[("stage", stage)])
+        .unwrap_or_else(|| panic!("no coroner_events_lost_total{{stage=\"{stage}\"}} in\n{body}"))
+        as u64
+}
+
+#[cfg(test)]
+#[expect(
+    clippy::float_cmp,
+    reason = "the expected values are small integers, exact in f64"
+)]
+mod tests {
+    use super::*;
+
+    const BODY: &str = "# HELP coroner_events_lost_total x\n\
+        coroner_events_lost_total{stage=\"kernel\"} 2\n\
+        coroner_events_lost_total{stage=\"json\"} 1\n\
+        coroner_probe_attached{probe=\"execve_exit\",kind=\"tracepoint\"} 0\n\
+        coroner_deaths_outside_containers_total 7\n";
+
+    #[test]
+    fn series_by_name_and_labels() {
+        assert_eq!(lost(BODY, "json"), 1);
+        assert_eq!(
+            metric(BODY, "coroner_probe_attached", &[("probe", "execve_exit")]),
+            Some(0.0)
+        );
+        assert_eq!(
+            metric(BODY, "coroner_probe_attached", &[("probe", "exit")]),
+            None
+        );
+        assert_eq!(sum(BODY, "coroner_events_lost_total"), 3.0);
+        assert_eq!(sum(BODY, "coroner_deaths_outside_containers_total"), 7.0);
+        assert_eq!(sum(BODY, "coroner_nothing"), 0.0);
+    }
+}
