@@ -1,6 +1,6 @@
 //! Ring buffer → typed kernel events.
 //!
-//! Wake-ups are what an event costs the dying task most (an irq_work and a self-IPI: ≈12 µs
+//! Wake-ups are what an event costs the dying task most (an `irq_work` and a self-IPI: ≈12 µs
 //! in a VM against 0.4 µs without), so the programs submit without one and the reader polls
 //! on a timer while there is work. When there is none it *parks*: it raises the `READER` flag
 //! and sleeps on the ring's fd; the first event after that wakes it (see

@@ -23,6 +23,7 @@ const BATCH: usize = 512;
 
 /// Spawns the loop; it ends (returning the sink) once `records` is closed and every record
 /// waiting for its labels has been emitted.
+#[must_use = "the handle gives the sink back at shutdown"]
 pub fn spawn(
     mut records: mpsc::Receiver<TerminationRecord>,
     mut sink: Sink,
@@ -129,13 +130,12 @@ mod tests {
     use crate::export::recent::tests::record;
     use crate::export::{JsonLines, MetricsConfig, RecentFilter, RecentRecords};
 
-    fn lost(metrics: &Metrics, stage: &str) -> f64 {
+    fn lost(metrics: &Metrics, stage: &str) -> Option<u64> {
         let text = metrics.encode();
         let prefix = format!("coroner_events_lost_total{{stage=\"{stage}\"}} ");
         text.lines()
             .find_map(|l| l.strip_prefix(&prefix))
             .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(f64::NAN)
     }
 
     fn sink(json: Option<JsonLines>, metrics: &Metrics) -> Sink {
@@ -178,7 +178,7 @@ mod tests {
             })
             .collect();
         assert_eq!(pids, (0..3000).collect::<Vec<_>>());
-        assert_eq!(lost(&metrics, "json"), 0.0);
+        assert_eq!(lost(&metrics, "json"), Some(0));
     }
 
     #[tokio::test]
@@ -193,7 +193,7 @@ mod tests {
         }
         drop(tx);
         let sink = task.await.unwrap();
-        assert_eq!(lost(&metrics, "json"), 40.0);
+        assert_eq!(lost(&metrics, "json"), Some(40));
         // The other outputs still have them.
         assert_eq!(sink.recent.snapshot(&RecentFilter::default()).len(), 40);
     }

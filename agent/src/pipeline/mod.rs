@@ -23,7 +23,7 @@ use crate::events::EventReader;
 use crate::export::{
     HttpState, JsonLines, LossStage, Metrics, MetricsConfig, Readiness, RecentRecords,
 };
-use crate::kube::{self, KubeOptions};
+use crate::kube::{self, KubeClient, KubeOptions};
 use crate::probes::Probes;
 use crate::record::TerminationRecord;
 
@@ -173,30 +173,7 @@ pub async fn run(args: Args, privileged: Privileged) -> anyhow::Result<()> {
         LABELLING_IN_FLIGHT,
     );
 
-    // Every 30 s: drop the series of pods gone for a while; every 2 s: the API side's health.
-    let housekeeping = {
-        let (metrics, kube) = (metrics.clone(), kube.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(2));
-            let (mut kube_lost_reported, mut ticks) = (0u64, 0u64);
-            loop {
-                tick.tick().await;
-                ticks += 1;
-                if ticks % 15 == 0 {
-                    metrics.sweep(std::time::Instant::now());
-                }
-                if let Some(kube) = &kube {
-                    let stats = kube.stats();
-                    metrics.set_kube_watch_up(stats.watch_up);
-                    let lost = stats.events_lost();
-                    if lost > kube_lost_reported {
-                        metrics.lost(LossStage::KubeEvent, lost - kube_lost_reported);
-                        kube_lost_reported = lost;
-                    }
-                }
-            }
-        })
-    };
+    let housekeeping = spawn_housekeeping(metrics.clone(), kube.clone());
 
     wait_for_termination().await;
     info!("terminating: detaching probes and flushing records");
@@ -216,6 +193,30 @@ pub async fn run(args: Args, privileged: Privileged) -> anyhow::Result<()> {
     let _ = http.await;
     info!("stopped");
     Ok(())
+}
+
+/// Every 30 s: drop the series of pods gone for a while; every 2 s: the API side's health.
+fn spawn_housekeeping(metrics: Metrics, kube: Option<KubeClient>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        let (mut kube_lost_reported, mut ticks) = (0u64, 0u64);
+        loop {
+            tick.tick().await;
+            ticks += 1;
+            if ticks % 15 == 0 {
+                metrics.sweep(std::time::Instant::now());
+            }
+            if let Some(kube) = &kube {
+                let stats = kube.stats();
+                metrics.set_kube_watch_up(stats.watch_up);
+                let lost = stats.events_lost();
+                if lost > kube_lost_reported {
+                    metrics.lost(LossStage::KubeEvent, lost - kube_lost_reported);
+                    kube_lost_reported = lost;
+                }
+            }
+        }
+    })
 }
 
 async fn wait_for_termination() {

@@ -201,10 +201,10 @@ fn churn(bench: &Bench, agent: &Agent, budget: Duration) -> Result<Option<Churn>
             anyhow::Ok(())
         })();
         stop.store(true, Ordering::Relaxed);
-        let churned = churner
+        let containers = churner
             .join()
             .map_err(|_| anyhow::anyhow!("the container churner panicked"))?;
-        storm.and(churned)
+        storm.and(containers)
     })?;
     deaths += container_deaths;
     let seconds = started.elapsed().as_secs_f64();
