@@ -10,11 +10,13 @@
 #[cfg(test)]
 mod tests;
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -27,7 +29,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
-use super::metrics::Metrics;
+use super::metrics::{Format, Metrics};
 use super::recent::{RecentFilter, RecentRecords};
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -153,27 +155,26 @@ fn routes(state: HttpState, request_timeout: Duration) -> Router {
         .layer(middleware::from_fn_with_state(request_timeout, deadline))
 }
 
-/// OpenMetrics for clients that ask for it (Prometheus does), the classic text format for
-/// everyone else (promtool, older scrapers, curl).
+/// `OpenMetrics` for clients that ask for it (Prometheus does), the classic text format for
+/// everyone else (promtool, older scrapers, curl). The body is streamed in pieces as the client
+/// reads it: at 100k series it is 15 MB, which would otherwise sit in memory whole.
 async fn metrics(State(state): State<HttpState>, headers: HeaderMap) -> Response {
     let wants_openmetrics = headers
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains("application/openmetrics-text"));
-    if wants_openmetrics {
-        (
-            [(header::CONTENT_TYPE, OPENMETRICS)],
-            state.metrics.encode(),
-        )
-            .into_response()
+    let (content_type, format) = if wants_openmetrics {
+        (OPENMETRICS, Format::OpenMetrics)
     } else {
-        (
-            [(header::CONTENT_TYPE, CLASSIC_TEXT)],
-            state.metrics.encode_classic(),
-        )
-            .into_response()
-    }
+        (CLASSIC_TEXT, Format::Classic)
+    };
+    let pieces = state.metrics.scrape(format).map(Ok::<_, Infallible>);
+    (
+        [(header::CONTENT_TYPE, content_type)],
+        Body::from_stream(futures::stream::iter(pieces)),
+    )
+        .into_response()
 }
 
 async fn healthz(State(state): State<HttpState>) -> Response {

@@ -87,11 +87,30 @@ async fn try_request_with(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .expect("a status code");
-    Ok(Some(Reply {
-        status,
-        head: head.to_ascii_lowercase(),
-        body: body.to_owned(),
-    }))
+    let head = head.to_ascii_lowercase();
+    let body = if head.contains("transfer-encoding: chunked") {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    Ok(Some(Reply { status, head, body }))
+}
+
+/// The body of a chunked reply, its chunks joined.
+fn dechunk(mut raw: &str) -> String {
+    let mut body = String::new();
+    loop {
+        let (size, rest) = raw.split_once("\r\n").expect("a chunk size line");
+        let size = usize::from_str_radix(size.split(';').next().unwrap_or(size), 16)
+            .expect("a hexadecimal chunk size");
+        if size == 0 {
+            return body;
+        }
+        body.push_str(&rest[..size]);
+        raw = rest[size..]
+            .strip_prefix("\r\n")
+            .expect("CRLF after a chunk");
+    }
 }
 
 async fn request(addr: SocketAddr, method: &str, target: &str) -> Reply {
@@ -198,6 +217,38 @@ async fn metrics_are_openmetrics_text_for_who_asks_and_classic_text_otherwise() 
         e.value("coroner_events_lost_total", &[("stage", "kernel")]),
         0.0
     );
+    server.stop(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn a_large_exposition_is_streamed_and_arrives_whole() {
+    let state = state();
+    for i in 0..3000 {
+        state
+            .metrics
+            .observe(&record(Some("shop"), Some(&format!("cart-{i}")), i));
+    }
+    let whole = state.metrics.encode();
+    let server = Server::start(state, HttpLimits::default()).await;
+    let accept = "accept: application/openmetrics-text;version=1.0.0\r\n";
+    let reply = try_request_with(server.addr, "GET", "/metrics", accept)
+        .await
+        .expect("request")
+        .expect("a reply");
+    assert_eq!(reply.status, 200);
+    assert!(
+        reply.head.contains("transfer-encoding: chunked"),
+        "{}",
+        reply.head
+    );
+    assert!(
+        whole.len() > 256 * 1024,
+        "{} bytes: not several pieces",
+        whole.len()
+    );
+    assert_eq!(reply.body, whole);
+    let e = crate::export::metrics::exposition::parse(&reply.body);
+    assert_eq!(e.find("coroner_terminations_total", &[]).len(), 3000);
     server.stop(Duration::from_secs(5)).await;
 }
 

@@ -1,7 +1,7 @@
 //! The classic Prometheus text format (`text/plain; version=0.0.4`), for clients that do not
-//! ask for OpenMetrics: promtool 2.x, older scrapers, `curl | grep` pipelines.
+//! ask for `OpenMetrics`: promtool 2.x, older scrapers, `curl | grep` pipelines.
 //!
-//! prometheus-client writes only OpenMetrics. The two differ in three places for the families
+//! prometheus-client writes only `OpenMetrics`. The two differ in three places for the families
 //! this agent has: a counter's `# HELP`/`# TYPE` name its family without `_total` (classic
 //! names it by its `_total` sample), and `# UNIT` and `# EOF` do not exist in classic text.
 

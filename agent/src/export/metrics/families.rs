@@ -1,4 +1,5 @@
-//! The metric families and their registration: names, types, units and help in one place.
+//! The registry's metric families: names, types, units and help. The per-pod families are not
+//! here but in `text` (written by hand, for their cardinality).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -7,11 +8,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use super::labels::{
-    ContainerLabels, ExecFailureLabels, KindLabels, OomLabels, ProbeLabels, SignalLabels,
-    StageLabels, TerminationLabels, VersionLabels,
-};
-use super::series::PodSeries;
+use super::labels::{KindLabels, ProbeLabels, SignalLabels, StageLabels, VersionLabels};
 
 /// SIGTERM→SIGKILL: Kubernetes' default grace is 30 s; 30 and 35 tell "the default expired"
 /// from "it took a little longer", the tail reaches long `terminationGracePeriodSeconds`.
@@ -25,15 +22,9 @@ pub(super) struct CauseLabels {
 }
 
 pub(super) struct Families {
-    pub terminations: Family<TerminationLabels, Counter>,
-    pub oom_kills: Family<OomLabels, Counter>,
     pub events_lost: Family<StageLabels, Counter>,
-    pub oom_victim_rss: Family<ContainerLabels, Gauge>,
-    pub container_memory_peak: Family<ContainerLabels, Gauge>,
-    pub container_memory_limit: Family<ContainerLabels, Gauge>,
     pub grace_period: Histogram,
     pub signals: Family<SignalLabels, Counter>,
-    pub exec_failures: Family<ExecFailureLabels, Counter>,
     pub events: Family<KindLabels, Counter>,
     pub kernel_filtered: Family<KindLabels, Counter>,
     pub kernel_emitted: Counter,
@@ -47,15 +38,9 @@ pub(super) struct Families {
 impl Families {
     pub fn new() -> Self {
         Self {
-            terminations: Family::default(),
-            oom_kills: Family::default(),
             events_lost: Family::default(),
-            oom_victim_rss: Family::default(),
-            container_memory_peak: Family::default(),
-            container_memory_limit: Family::default(),
             grace_period: Histogram::new(GRACE_BUCKETS),
             signals: Family::default(),
-            exec_failures: Family::default(),
             events: Family::default(),
             kernel_filtered: Family::default(),
             kernel_emitted: Counter::default(),
@@ -69,37 +54,9 @@ impl Families {
 
     pub fn register(&self, r: &mut Registry) {
         r.register(
-            "terminations",
-            "Recorded deaths of container processes, by verdict",
-            self.terminations.clone(),
-        );
-        r.register(
-            "oom_kills",
-            "Processes killed by the kernel OOM killer",
-            self.oom_kills.clone(),
-        );
-        r.register(
             "events_lost",
             "Events dropped, by the stage that dropped them",
             self.events_lost.clone(),
-        );
-        r.register_with_unit(
-            "oom_victim_rss",
-            "RSS (anon + file + shmem) of the container's last OOM victim at the kill",
-            Unit::Bytes,
-            self.oom_victim_rss.clone(),
-        );
-        r.register_with_unit(
-            "container_memory_peak",
-            "Peak memory usage of the container's memory cgroup, at its last recorded death",
-            Unit::Bytes,
-            self.container_memory_peak.clone(),
-        );
-        r.register_with_unit(
-            "container_memory_limit",
-            "Memory limit of the container's memory cgroup, at its last recorded death",
-            Unit::Bytes,
-            self.container_memory_limit.clone(),
         );
         r.register_with_unit(
             "grace_period",
@@ -111,11 +68,6 @@ impl Families {
             "signals",
             "Fatal signals that killed recorded processes, by who sent them",
             self.signals.clone(),
-        );
-        r.register(
-            "exec_failures",
-            "Deaths preceded by a failed execve in the container, by errno",
-            self.exec_failures.clone(),
         );
         r.register(
             "events",
@@ -157,22 +109,5 @@ impl Families {
             "Pods whose series were removed: expired after the retention, or pushed out by the cap",
             self.pod_series_dropped.clone(),
         );
-    }
-
-    pub fn forget(&self, pod: &PodSeries) {
-        for labels in &pod.terminations {
-            self.terminations.remove(labels);
-        }
-        for labels in &pod.oom_kills {
-            self.oom_kills.remove(labels);
-        }
-        for labels in &pod.containers {
-            self.oom_victim_rss.remove(labels);
-            self.container_memory_peak.remove(labels);
-            self.container_memory_limit.remove(labels);
-        }
-        for labels in &pod.exec_failures {
-            self.exec_failures.remove(labels);
-        }
     }
 }

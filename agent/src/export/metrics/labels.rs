@@ -4,8 +4,6 @@ use std::borrow::Cow;
 
 use prometheus_client::encoding::EncodeLabelSet;
 
-use crate::record::TerminationRecord;
-
 /// Every place an event can be dropped between the kernel and the outputs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LossStage {
@@ -131,51 +129,6 @@ pub(super) struct VersionLabels {
 pub(super) struct SignalLabels {
     pub signal: Cow<'static, str>,
     pub sender_kind: &'static str,
-}
-
-/// Which container a per-pod series is about; unknown metadata is the empty string.
-#[derive(Clone, Debug, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(super) struct ContainerLabels {
-    pub namespace: String,
-    pub pod: String,
-    pub container: String,
-}
-
-impl ContainerLabels {
-    pub fn of(record: &TerminationRecord) -> Self {
-        Self {
-            namespace: record.namespace.clone().unwrap_or_default(),
-            pod: record.pod.clone().unwrap_or_default(),
-            container: record.container.clone().unwrap_or_default(),
-        }
-    }
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(super) struct TerminationLabels {
-    #[prometheus(flatten)]
-    pub container: ContainerLabels,
-    /// The workload, so deaths can be summed per Deployment without a join.
-    pub owner_kind: String,
-    pub owner_name: String,
-    pub reason: &'static str,
-    pub main_process: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(super) struct OomLabels {
-    #[prometheus(flatten)]
-    pub container: ContainerLabels,
-    pub owner_kind: String,
-    pub owner_name: String,
-    pub scope: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(super) struct ExecFailureLabels {
-    #[prometheus(flatten)]
-    pub container: ContainerLabels,
-    pub errno: String,
 }
 
 #[cfg(test)]

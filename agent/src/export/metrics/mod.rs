@@ -3,17 +3,30 @@
 //! Per-pod series (terminations, OOM kills, exec failures, memory gauges) are remembered by pod
 //! and removed by [`Metrics::sweep`] once the pod has been quiet for the retention, or when the
 //! pod cap pushes them out; the rest have closed label sets and live for the whole run.
+//!
+//! The per-pod families are the cardinality (100k series on a busy node), so they are not
+//! prometheus-client `Family`s: `series` keeps them compactly (label blocks escaped once per
+//! pod and container, a series is its varying label and value), `text` writes them straight
+//! in the format the client asked for, and `scrape` streams the exposition in pieces. The
+//! registry keeps the closed-set families. `oracle_tests` holds the hand-written lines to what
+//! `Family` would write.
 
 mod classic;
+#[cfg(test)]
+mod cost_tests;
 #[cfg(test)]
 pub(crate) mod exposition;
 mod families;
 mod labels;
 #[cfg(test)]
 mod lint_tests;
+#[cfg(test)]
+mod oracle_tests;
+mod scrape;
 mod series;
 #[cfg(test)]
 mod tests;
+mod text;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -21,12 +34,11 @@ use std::time::{Duration, Instant};
 use prometheus_client::registry::Registry;
 
 use families::{CauseLabels, Families};
-use labels::{
-    ContainerLabels, ExecFailureLabels, KindLabels, OomLabels, ProbeLabels, SignalLabels,
-    StageLabels, TerminationLabels, VersionLabels,
-};
 pub use labels::{EventKind, FilteredKind, LossStage};
-use series::{PodKey, SeriesIndex};
+use labels::{KindLabels, ProbeLabels, SignalLabels, StageLabels, VersionLabels};
+pub use scrape::Scrape;
+use series::SeriesIndex;
+pub use text::Format;
 
 use crate::record::TerminationRecord;
 
@@ -86,8 +98,8 @@ impl KernelCounters {
 struct Inner {
     registry: Registry,
     families: Families,
-    /// Held while a record's series are updated and while a sweep removes them, so a series is
-    /// never removed between being noted and being incremented.
+    /// The per-pod families: high cardinality, so not prometheus-client `Family`s (see
+    /// `series`); the registry holds the rest.
     series: Mutex<SeriesIndex>,
     kernel_seen: Mutex<KernelCounters>,
     retention: Duration,
@@ -116,10 +128,6 @@ impl Default for Metrics {
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic elsewhere while holding the lock leaves plain bookkeeping behind: keep going.
     m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn bytes_gauge(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 impl Metrics {
@@ -174,73 +182,11 @@ impl Metrics {
     /// [`Metrics::observe`] with the pod's series touched at `now`.
     pub fn observe_at(&self, record: &TerminationRecord, now: Instant) {
         let f = &self.inner.families;
-        let container = ContainerLabels::of(record);
-        let owner_kind = record.owner_kind.clone().unwrap_or_default();
-        let owner_name = record.owner_name.clone().unwrap_or_default();
-        let key = PodKey {
-            namespace: container.namespace.clone(),
-            pod: container.pod.clone(),
-        };
-
-        let mut index = lock(&self.inner.series);
-        let (pod, evicted) = index.touch(key, now);
-
-        let termination = TerminationLabels {
-            container: container.clone(),
-            owner_kind: owner_kind.clone(),
-            owner_name: owner_name.clone(),
-            reason: record.reason.as_str(),
-            main_process: if record.main_process { "true" } else { "false" },
-        };
-        f.terminations.get_or_create(&termination).inc();
-        pod.terminations.insert(termination);
-
-        let mut container_gauges = false;
-        if let Some(oom) = &record.oom {
-            let labels = OomLabels {
-                container: container.clone(),
-                owner_kind,
-                owner_name,
-                scope: oom.scope.as_str(),
-            };
-            f.oom_kills.get_or_create(&labels).inc();
-            pod.oom_kills.insert(labels);
-            f.oom_victim_rss
-                .get_or_create(&container)
-                .set(bytes_gauge(oom.victim_rss_bytes));
-            container_gauges = true;
-        }
-        if let Some(peak) = record.container_memory_peak_bytes {
-            f.container_memory_peak
-                .get_or_create(&container)
-                .set(bytes_gauge(peak));
-            container_gauges = true;
-        }
-        if let Some(limit) = record.container_memory_limit_bytes {
-            f.container_memory_limit
-                .get_or_create(&container)
-                .set(bytes_gauge(limit));
-            container_gauges = true;
-        }
-        if let Some(failure) = &record.exec_failure {
-            let labels = ExecFailureLabels {
-                container: container.clone(),
-                errno: failure.errno.clone(),
-            };
-            f.exec_failures.get_or_create(&labels).inc();
-            pod.exec_failures.insert(labels);
-        }
-        if container_gauges {
-            pod.containers.insert(container);
-        }
-        for gone in &evicted {
-            f.forget(gone);
-        }
-        drop(index);
-        if !evicted.is_empty() {
+        let evicted = lock(&self.inner.series).observe(record, now);
+        if evicted > 0 {
             f.pod_series_dropped
                 .get_or_create(&CauseLabels { cause: "capacity" })
-                .inc_by(evicted.len() as u64);
+                .inc_by(evicted as u64);
         }
 
         if let Some(grace) = record.grace_seconds.filter(|g| g.is_finite() && *g >= 0.0) {
@@ -267,17 +213,13 @@ impl Metrics {
         let Some(cutoff) = now.checked_sub(self.inner.retention) else {
             return 0;
         };
-        let f = &self.inner.families;
-        let mut index = lock(&self.inner.series);
-        let expired = index.expire(cutoff);
-        for pod in &expired {
-            f.forget(pod);
-        }
-        drop(index);
-        f.pod_series_dropped
+        let expired = lock(&self.inner.series).expire(cutoff);
+        self.inner
+            .families
+            .pod_series_dropped
             .get_or_create(&CauseLabels { cause: "expired" })
-            .inc_by(expired.len() as u64);
-        expired.len()
+            .inc_by(expired as u64);
+        expired
     }
 
     /// How many pods currently have series.
@@ -356,20 +298,28 @@ impl Metrics {
     /// The `OpenMetrics` text exposition, `# EOF` included.
     #[must_use]
     pub fn encode(&self) -> String {
-        let mut text = String::with_capacity(16 * 1024);
-        if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &self.inner.registry) {
-            // Writing into a String cannot fail; a metric's own encoder could. Say so rather
-            // than serve half an exposition silently.
-            tracing::error!(error = %e, "encoding the metrics failed");
-        }
-        text
+        self.encode_as(Format::OpenMetrics)
     }
 
     /// [`Metrics::encode`] in the classic text format, for clients that do not accept
-    /// OpenMetrics.
+    /// `OpenMetrics`.
     #[must_use]
     pub fn encode_classic(&self) -> String {
-        classic::to_classic_text(&self.encode())
+        self.encode_as(Format::Classic)
+    }
+
+    /// The exposition in `format`, in one string.
+    fn encode_as(&self, format: Format) -> String {
+        let mut text = String::new();
+        let mut scrape = self.scrape(format);
+        while scrape.write_next(&mut text, usize::MAX) {}
+        text
+    }
+
+    /// The exposition in `format`, as pieces of a few dozen KiB: what `/metrics` streams.
+    #[must_use]
+    pub fn scrape(&self, format: Format) -> Scrape {
+        Scrape::new(self, format)
     }
 
     /// The current value of `coroner_events_lost_total{stage}`.
