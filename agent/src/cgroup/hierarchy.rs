@@ -4,9 +4,13 @@
 use std::ffi::OsStr;
 use std::fs;
 use std::io;
+use std::num::ParseIntError;
 use std::path::{Component, Path, PathBuf};
 
 use tracing::debug;
+
+mod reader;
+pub use reader::{MAX_OPEN_MEMCGS, MemoryReader};
 
 /// v1's "no limit": `PAGE_COUNTER_MAX` pages, i.e. `i64::MAX` rounded down to the page size
 /// (9223372036854771712 with 4 KiB pages). Rounding down to 1 MiB covers every page size.
@@ -128,15 +132,12 @@ impl MemoryHierarchy {
 
     /// The peak usage and limit of the cgroup at `rel`. Missing or unreadable files give
     /// `None`: the cgroup may already be gone, and v2 has `memory.peak` only since 5.19.
+    /// Opens both files by path each time: for reads in bulk, [`MemoryReader`] keeps them open.
     #[must_use]
     pub fn memory(&self, rel: &str) -> ContainerMemory {
         let dir = self.absolute(rel);
-        let peak_file = match self.version {
-            CgroupVersion::V1 => "memory.max_usage_in_bytes",
-            CgroupVersion::V2 => "memory.peak",
-        };
         ContainerMemory {
-            peak_bytes: read_bytes(&dir, peak_file),
+            peak_bytes: read_bytes(&dir, self.version.peak_file()),
             limit_bytes: self.limit_in(&dir),
         }
     }
@@ -149,11 +150,34 @@ impl MemoryHierarchy {
     }
 
     fn limit_in(&self, dir: &Path) -> Option<u64> {
-        match self.version {
-            CgroupVersion::V1 => {
-                read_bytes(dir, "memory.limit_in_bytes").filter(|&limit| limit < V1_UNLIMITED_FLOOR)
-            }
-            CgroupVersion::V2 => read_bytes(dir, "memory.max"),
+        self.version
+            .limit_from(read_bytes(dir, self.version.limit_file()))
+    }
+}
+
+impl CgroupVersion {
+    /// The file with the cgroup's peak memory usage.
+    const fn peak_file(self) -> &'static str {
+        match self {
+            Self::V1 => "memory.max_usage_in_bytes",
+            Self::V2 => "memory.peak",
+        }
+    }
+
+    /// The file with the cgroup's memory limit.
+    const fn limit_file(self) -> &'static str {
+        match self {
+            Self::V1 => "memory.limit_in_bytes",
+            Self::V2 => "memory.max",
+        }
+    }
+
+    /// A limit as read from [`Self::limit_file`], `None` for "unlimited": v2 spells it `max`
+    /// (already `None` here), v1 writes a number near `i64::MAX`.
+    fn limit_from(self, read: Option<u64>) -> Option<u64> {
+        match self {
+            Self::V1 => read.filter(|&limit| limit < V1_UNLIMITED_FLOOR),
+            Self::V2 => read,
         }
     }
 }
@@ -161,26 +185,27 @@ impl MemoryHierarchy {
 /// A byte count from a cgroup file; `max` (v2's "no limit") and anything unreadable → `None`.
 fn read_bytes(dir: &Path, file: impl AsRef<OsStr>) -> Option<u64> {
     let path = dir.join(file.as_ref());
-    let text = match fs::read_to_string(&path) {
-        Ok(text) => text,
+    match fs::read_to_string(&path) {
+        Ok(text) => parse_bytes(&text).unwrap_or_else(|error| {
+            debug!(path = %path.display(), text, %error, "cgroup memory file is not a byte count");
+            None
+        }),
         Err(error) => {
             if error.kind() != io::ErrorKind::NotFound {
                 debug!(path = %path.display(), %error, "cannot read cgroup memory file");
             }
-            return None;
-        }
-    };
-    let value = text.trim();
-    if value == "max" {
-        return None;
-    }
-    match value.parse() {
-        Ok(bytes) => Some(bytes),
-        Err(error) => {
-            debug!(path = %path.display(), value, %error, "cgroup memory file is not a byte count");
             None
         }
     }
+}
+
+/// The contents of a cgroup memory file as a byte count; `max` → `None`.
+fn parse_bytes(text: &str) -> Result<Option<u64>, ParseIntError> {
+    let value = text.trim();
+    if value == "max" {
+        return Ok(None);
+    }
+    value.parse().map(Some)
 }
 
 #[cfg(test)]

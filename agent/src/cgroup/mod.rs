@@ -10,7 +10,9 @@ mod layout;
 mod resolver;
 mod walk;
 
-pub use hierarchy::{CgroupError, CgroupVersion, ContainerMemory, MemoryHierarchy};
+pub use hierarchy::{
+    CgroupError, CgroupVersion, ContainerMemory, MAX_OPEN_MEMCGS, MemoryHierarchy, MemoryReader,
+};
 pub use layout::{CgroupClass, classify, parse_container};
 pub use resolver::{
     CgroupResolver, MAX_CACHED_CGROUPS, MAX_UNKNOWN_IDS, MAX_WARNED_PREFIXES, MIN_WALK_INTERVAL,

@@ -138,14 +138,16 @@ impl SeriesBook {
         series.latest = death;
         series.unreported += 1;
         series.last_seen = now;
+        if series.unreported == 1 {
+            self.limiter.want(&bucket_of(&key));
+        }
         (key, lost)
     }
 
     /// The request for `key` if it has deaths to report and a token.
     pub fn request_for(&mut self, key: &SeriesKey, now: Instant) -> Option<Request> {
         let series = self.series.get(key).filter(|s| s.unreported > 0)?;
-        let bucket = (key.pod_uid.clone(), key.container.clone());
-        if !self.limiter.try_acquire(&bucket, now) {
+        if !self.limiter.try_acquire(&bucket_of(key), now) {
             return None;
         }
         Some(Self::request(key, series))
@@ -167,17 +169,10 @@ impl SeriesBook {
     }
 
     /// When the next held-back death could go out; `None` when nothing is held back.
-    #[must_use]
-    pub fn next_due(&self, now: Instant) -> Option<Instant> {
-        self.series
-            .iter()
-            .filter(|(_, s)| s.unreported > 0)
-            .map(|(k, _)| {
-                now + self
-                    .limiter
-                    .wait(&(k.pod_uid.clone(), k.container.clone()), now)
-            })
-            .min()
+    /// O(log n) amortized: the limiter keeps the containers with deaths held back in a heap
+    /// of when their buckets refill.
+    pub fn next_due(&mut self, now: Instant) -> Option<Instant> {
+        self.limiter.next_ready(now)
     }
 
     /// Records how a request went; a `Gone` series asks for a create right away (no new
@@ -194,6 +189,21 @@ impl SeriesBook {
         let Some(series) = self.series.get_mut(key) else {
             return (0, None);
         };
+        let held_back = series.unreported > 0;
+        let settled = Self::settle_series(key, series, request, outcome, now);
+        if held_back && series.unreported == 0 {
+            self.limiter.unwant(&bucket_of(key));
+        }
+        settled
+    }
+
+    fn settle_series(
+        key: &SeriesKey,
+        series: &mut Series,
+        request: &Request,
+        outcome: Outcome,
+        now: Instant,
+    ) -> (Lost, Option<Request>) {
         let sent = match request {
             Request::Create { count, .. } => *count,
             Request::Patch { count, .. } => {
@@ -272,10 +282,19 @@ impl SeriesBook {
             .iter()
             .min_by_key(|(_, s)| s.last_seen)
             .map(|(k, _)| k.clone());
-        oldest
-            .and_then(|k| self.series.remove(&k))
-            .map_or(0, |s| u64::from(s.unreported))
+        let Some((key, evicted)) = oldest.and_then(|k| self.series.remove_entry(&k)) else {
+            return 0;
+        };
+        if evicted.unreported > 0 {
+            self.limiter.unwant(&bucket_of(&key));
+        }
+        u64::from(evicted.unreported)
     }
+}
+
+/// The rate limit bucket of a series: its container's.
+fn bucket_of(key: &SeriesKey) -> BucketKey {
+    (key.pod_uid.clone(), key.container.clone())
 }
 
 #[cfg(test)]

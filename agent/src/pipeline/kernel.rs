@@ -22,9 +22,9 @@ use super::lookup::ResolverLookup;
 /// boot→wall clock offset is refreshed (NTP may step the wall clock).
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 /// While events come, how often the ring is read (the programs do not wake the reader then).
-/// An exit becomes final at the later of its hold's end (250 µs) and the first read after
-/// it, so within this much plus the write: inside the 1 ms latency budget, while each read
-/// (a wake-up of this thread and of the writer) serves a batch of deaths, not one.
+/// An exit becomes final at the first read past its hold (250 µs), so within hold + SCAN
+/// (0.75 ms) plus the write: inside the 1 ms latency budget, while each read (a wake-up of
+/// this thread and of the writer) serves a batch of deaths, not one.
 const SCAN: Duration = Duration::from_micros(500);
 /// Empty scans in a row before the reader parks: a storm with short gaps keeps reading on the
 /// timer instead of costing a wake-up per gap.
@@ -65,7 +65,9 @@ impl KernelStage {
             let read = self.read_events();
             let now = boottime_ns().ok();
             if let Some(now) = now {
-                let ready = self.correlator.drain_ready(now, &mut self.lookup);
+                // One reading of each container's memory files per drain: every death in it has
+                // already happened, so the reading is as exact for all of them.
+                let ready = self.correlator.drain_ready(now, &mut self.lookup.batch());
                 self.send(ready);
             }
             if last_housekeeping.elapsed() >= HOUSEKEEPING {
@@ -73,11 +75,14 @@ impl KernelStage {
                 self.housekeeping(&mut reported);
             }
             idle_scans = if read > 0 { 0 } else { idle_scans + 1 };
+            // While events come, a steady cadence: an exit read at one scan is past its hold
+            // by the next (hold < SCAN), so each scan is one wake-up, not one per deadline.
+            // Only a lone exit (nothing read since) is waited for to the end of its hold.
             match (self.correlator.next_deadline_ns(), now) {
-                (Some(deadline), Some(now)) => self
+                (Some(deadline), Some(now)) if read == 0 => self
                     .reader
                     .wait(Duration::from_nanos(deadline.saturating_sub(now)).min(SCAN)),
-                (Some(_), None) => self.reader.wait(SCAN),
+                (Some(_), _) => self.reader.wait(SCAN),
                 (None, _) if idle_scans < IDLE_SCANS_BEFORE_PARK => self.reader.wait(SCAN),
                 (None, _) => self.reader.park(PARK),
             }
@@ -85,7 +90,7 @@ impl KernelStage {
         // Deaths that reached the ring buffer after the last read still count: read them
         // before the final flush.
         self.read_events();
-        let rest = self.correlator.flush(&mut self.lookup);
+        let rest = self.correlator.flush(&mut self.lookup.batch());
         info!(
             records = rest.len(),
             "kernel stage stopping: pending records flushed"
