@@ -3,7 +3,7 @@
 //! cgroups are removed. Every death is recorded, nothing is lost, `/metrics` stays flat, and
 //! the resident set grows by no more than the caches' entries for what was churned.
 //!
-//! Flat RSS proper comes once the caches are full (65,536 cgroups remembered, 65,536 deaths
+//! Flat RSS proper comes once the caches are full (16,384 cgroups remembered, 65,536 deaths
 //! handled), which 35 s of churn does not reach: the caps themselves are asserted at unit
 //! level (`correlate::tests::state::tables_stay_at_their_caps_under_100k_processes`, the
 //! resolver's `caches_stay_bounded_under_churn`), the long soak is the benchmark's. What

@@ -68,12 +68,26 @@ fn cargo() -> Command {
     cmd
 }
 
-fn build() -> Result<PathBuf> {
+/// What [`build`] builds besides the agent.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Targets {
+    /// Every binary (the agent, the bench, the test victim).
+    Bins,
+    /// Every target, tests included.
+    All,
+}
+
+fn build(targets: Targets) -> Result<PathBuf> {
     prereq::ensure_build_tools()?;
-    // The test and bench binaries built with it: one feature set for the whole workspace, so
-    // `cargo test --workspace` and the bench reuse these artifacts instead of building the
-    // agent (and its dependencies) a second time with `-p coroner`'s narrower features.
-    run(cargo().args(["build", "--release", "--workspace", "--bins"]))?;
+    // One feature set for the whole workspace: cargo unifies features over what one command
+    // builds, and tests add their dev-dependencies' features. Built with `-p coroner` alone
+    // (or without the tests), the agent and its dependencies would be built a second time by
+    // `cargo test --workspace`.
+    let targets = match targets {
+        Targets::Bins => "--bins",
+        Targets::All => "--all-targets",
+    };
+    run(cargo().args(["build", "--release", "--workspace", targets]))?;
     let binary = workspace_root().join("target/release/coroner");
     println!("built {}", binary.display());
     Ok(binary)
@@ -83,11 +97,11 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Setup => prereq::ensure_build_tools(),
-        Cmd::Build => build().map(drop),
+        Cmd::Build => build(Targets::Bins).map(drop),
         Cmd::VmTest(args) => vm::vm_test(&args),
         Cmd::Fuzz(args) => fuzz::fuzz(&args),
         Cmd::Run { args } => {
-            let binary = build()?;
+            let binary = build(Targets::Bins)?;
             prereq::require_root("running the agent")?;
             let mut cmd = Command::new(binary);
             if args.is_empty() {
@@ -96,7 +110,7 @@ fn main() -> Result<()> {
             run(cmd.args(args))
         }
         Cmd::Test { filter } => {
-            let binary = build()?;
+            let binary = build(Targets::All)?;
             prereq::require_root("the kernel tests")?;
             prereq::ensure_test_tools()?;
             let mut cmd = cargo();
@@ -124,7 +138,7 @@ fn main() -> Result<()> {
             host.and(vms)
         }
         Cmd::Bench => {
-            let binary = build()?;
+            let binary = build(Targets::Bins)?;
             prereq::require_root("the benchmark")?;
             run(Command::new(workspace_root().join("target/release/coroner-bench")).arg(&binary))
         }

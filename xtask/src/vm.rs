@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{cargo, run, workspace_root};
+use crate::workspace_root;
 
 pub use artifacts::KERNELS;
 
@@ -58,15 +58,8 @@ fn build_binaries(no_build: bool) -> Result<(PathBuf, PathBuf)> {
     if no_build {
         return Ok((release.join("coroner"), release.join("coroner-victim")));
     }
-    let agent = crate::build()?;
-    run(cargo().args([
-        "build",
-        "--release",
-        "--package",
-        "coroner-tests",
-        "--bin",
-        "coroner-victim",
-    ]))?;
+    // Every binary, the victim among them, with the workspace's one feature set.
+    let agent = crate::build(crate::Targets::Bins)?;
     Ok((agent, release.join("coroner-victim")))
 }
 

@@ -61,6 +61,7 @@ impl KernelStage {
         let mut last_housekeeping = Instant::now();
         let mut reported = Reported::default();
         let mut idle_scans = 0;
+        let mut just_unparked = false;
         while !self.shutdown.load(Ordering::Relaxed) {
             let read = self.read_events();
             let now = boottime_ns().ok();
@@ -77,15 +78,22 @@ impl KernelStage {
             idle_scans = if read > 0 { 0 } else { idle_scans + 1 };
             // While events come, a steady cadence: an exit read at one scan is past its hold
             // by the next (hold < SCAN), so each scan is one wake-up, not one per deadline.
-            // Only a lone exit (nothing read since) is waited for to the end of its hold.
+            // An exit that woke the parked reader, or one with nothing read since, is waited
+            // for to the end of its hold: a lone death is not kept a whole scan.
+            let lone = read == 0 || just_unparked;
             match (self.correlator.next_deadline_ns(), now) {
-                (Some(deadline), Some(now)) if read == 0 => self
+                (Some(deadline), Some(now)) if lone => self
                     .reader
                     .wait(Duration::from_nanos(deadline.saturating_sub(now)).min(SCAN)),
                 (Some(_), _) => self.reader.wait(SCAN),
                 (None, _) if idle_scans < IDLE_SCANS_BEFORE_PARK => self.reader.wait(SCAN),
-                (None, _) => self.reader.park(PARK),
+                (None, _) => {
+                    self.reader.park(PARK);
+                    just_unparked = true;
+                    continue;
+                }
             }
+            just_unparked = false;
         }
         // Deaths that reached the ring buffer after the last read still count: read them
         // before the final flush.
