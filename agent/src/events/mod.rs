@@ -20,8 +20,6 @@ pub struct EventReader {
     parked_flag: Option<Array<MapData, u32>>,
     /// Records that could not be decoded (stage `decode`).
     pub undecodable: u64,
-    /// Times the reader parked (slept until the next event).
-    pub parks: u64,
     pub parked_flag_errors: u64,
 }
 
@@ -33,7 +31,6 @@ impl EventReader {
             ring,
             parked_flag: None,
             undecodable: 0,
-            parks: 0,
             parked_flag_errors: 0,
         }
     }
@@ -73,7 +70,6 @@ impl EventReader {
             self.wait(timeout);
             return;
         }
-        self.parks += 1;
         // Raised before looking: an event reserved after this look sees the flag and wakes
         // us; one reserved before it (even if not committed yet) counts as data here.
         if !self.ppoll(Some(Duration::ZERO)) {

@@ -1,7 +1,8 @@
 //! `--events-json`: one termination record per line, on stdout or appended to a file.
 //!
-//! Each record is serialised first and written with one `write_all` of the whole line, then
-//! flushed: a signal between two records never leaves half a line for the log pipeline.
+//! Records are serialised first and written whole lines at a time (a batch in one `write`
+//! when the output takes it), then flushed: a signal between two writes never leaves half a
+//! line for the log pipeline.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -126,23 +127,12 @@ impl JsonLines {
         (lost, first_error)
     }
 
-    /// Writes `record` as one line and flushes it. The caller counts a failure as a loss at
-    /// stage `json`.
+    /// [`Self::write_batch`] of one record.
     pub fn write(&mut self, record: &TerminationRecord) -> Result<(), ExportError> {
-        let mut line = serde_json::to_vec(record)?;
-        line.push(b'\n');
-        let written = match &mut self.sink {
-            Sink::Stdout => {
-                // The lock keeps other threads' prints out of the middle of the line.
-                let mut out = io::stdout().lock();
-                out.write_all(&line).and_then(|()| out.flush())
-            }
-            Sink::File(file) => file.write_all(&line).and_then(|()| file.flush()),
-        };
-        written.map_err(|source| ExportError::Write {
-            target: self.target.clone(),
-            source,
-        })
+        match self.write_batch([record]) {
+            (_, Some(error)) => Err(error),
+            (_, None) => Ok(()),
+        }
     }
 }
 

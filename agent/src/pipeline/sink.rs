@@ -18,7 +18,8 @@ pub struct Sink {
 }
 
 impl Sink {
-    /// [`Self::emit`] for a batch: one write of the JSON lines for all of them.
+    /// Every output for a batch of records: the JSON lines in one write, then the metrics,
+    /// the Event, stdout and the recent ring for each.
     pub fn emit_all(&mut self, records: impl IntoIterator<Item = TerminationRecord>) {
         let records: Vec<TerminationRecord> = records.into_iter().collect();
         if records.is_empty() {
@@ -37,17 +38,6 @@ impl Sink {
             self.metrics.observe(&record);
             self.after_write(record);
         }
-    }
-
-    pub fn emit(&mut self, record: TerminationRecord) {
-        self.metrics.observe(&record);
-        if let Some(json) = self.json.as_mut()
-            && let Err(e) = json.write(&record)
-        {
-            self.metrics.lost(LossStage::Json, 1);
-            warn!("writing a record to {}: {e}", json.target());
-        }
-        self.after_write(record);
     }
 
     /// The outputs after the metrics and the JSON line: the Event, stdout, the recent ring.
