@@ -44,7 +44,13 @@ pub mod counter {
     pub const EXIT_HOST: u32 = 8;
     /// Ring buffer full: a new memory cgroup's path was dropped.
     pub const LOST_CGROUP_MKDIR: u32 = 9;
-    pub const COUNT: u32 = 10;
+    /// A runtime helper (runc's bootstrap stages) exited cleanly: no record (also in
+    /// `EXIT_FILTERED`).
+    pub const EXIT_RUNTIME: u32 = 10;
+    /// An exec session (exec probe, `kubectl exec`) exited by itself: counted, no record
+    /// (also in `EXIT_FILTERED`).
+    pub const EXIT_EXEC: u32 = 11;
+    pub const COUNT: u32 = 12;
 }
 
 /// `OomEvent::flags`
@@ -64,8 +70,47 @@ pub mod exec_flags {
 
 /// `ExitEvent::flags`
 pub mod exit_flags {
-    /// The parent is in another memory cgroup: in a container, this is its main process.
+    /// The parent is in another memory cgroup: the process entered the container from outside
+    /// (the runtime started it), whatever its role.
     pub const PARENT_OUTSIDE: u32 = 1;
+    /// Its role is `role::INIT` but it never executed the container's command: the runtime
+    /// failed to start the container (missing or non-executable entrypoint, …).
+    pub const NO_EXEC: u32 = 2;
+}
+
+/// `ExitEvent::role`: what the process was to its container, decided in the kernel where the
+/// kernel knows (see `process_exec` and `process_exit` in the programs).
+pub mod role {
+    /// Not known (outside a container, or the memcg could not be read).
+    pub const UNKNOWN: u32 = 0;
+    /// The container's first process: the first one started from outside the container's
+    /// memory cgroup that executed a program in it. What the kubelet restarts.
+    pub const INIT: u32 = 1;
+    /// Started from outside after the init (exec probes, `kubectl exec`), and executed a
+    /// program in the container.
+    pub const EXEC: u32 = 2;
+    /// Forked inside the container (its parent is in the same memory cgroup).
+    pub const CHILD: u32 = 3;
+    /// Started from outside but never executed a program in the container: the runtime's
+    /// helpers (runc's `runc:[0:PARENT]`, `runc:[1:CHILD]`).
+    pub const RUNTIME: u32 = 4;
+}
+
+/// `SignalEvent::flags`
+pub mod signal_flags {
+    /// Generated without a siginfo (`SEND_SIG_NOINFO`): the kernel raised it on behalf of the
+    /// task that is `current` (SIGPIPE on a write to a closed pipe, SIGXFSZ), not `kill()`.
+    pub const NO_SIGINFO: u32 = 1;
+}
+
+/// The value of `INITS`: which process is a container's init.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InitProcess {
+    pub tgid: u32,
+    /// `exit_flags::NO_EXEC` when it died before executing anything (a failed start).
+    pub flags: u32,
+    pub start_boottime_ns: u64,
 }
 
 /// Leads every event; `ktime_ns` is `CLOCK_BOOTTIME`, which keeps counting across suspend.
@@ -94,8 +139,9 @@ pub struct ExitEvent {
     /// `signal->maxrss`, in pages: the group's peak RSS, final at this point.
     pub maxrss_pages: u64,
     pub flags: u32,
-    /// Explicit padding: the layout is an ABI, nothing is left to the compiler.
-    pub pad: u32,
+    /// `role::*`
+    pub role: u32,
+    /// The group leader's comm (the name `ps` shows for the process).
     pub comm: [u8; COMM_LEN],
 }
 
@@ -111,6 +157,10 @@ pub struct SignalEvent {
     pub result: u32,
     /// Non-zero when sent to the whole thread group.
     pub group: u32,
+    /// `signal_flags::*`
+    pub flags: u32,
+    /// Explicit padding: the layout is an ABI, nothing is left to the compiler.
+    pub pad: u32,
     pub sender_pid: u32,
     pub sender_tgid: u32,
     pub target_pid: u32,
@@ -248,6 +298,10 @@ pub struct KernelLayout {
     pub cgroup_root: u32,
     pub cgroup_root_subsys_mask: u32,
     pub memory_cgrp_id: u32,
+    /// `signal_struct.group_exit_code`: a group exit's status (`exit_group`, a fatal signal,
+    /// a core dump's `0x80`), which is what `wait()` reports for the process.
+    pub signal_group_exit_code: u32,
+    pub pad: u32,
 }
 
 impl KernelLayout {
@@ -290,6 +344,8 @@ impl KernelLayout {
         cgroup_root: 0,
         cgroup_root_subsys_mask: 0,
         memory_cgrp_id: 0,
+        signal_group_exit_code: 0,
+        pad: 0,
     };
 }
 
@@ -316,6 +372,16 @@ pub mod names {
     pub const HOST_MEMCGS: &str = "HOST_MEMCGS";
     pub const EXEC_STASH: &str = "EXEC_STASH";
     pub const PROCESS_EXIT: &str = "process_exit";
+    /// `sched_process_exit` where the tracepoint has no `group_dead` (before ≈6.16).
+    pub const PROCESS_EXIT_LIVE: &str = "process_exit_live";
+    pub const PROCESS_EXEC: &str = "process_exec";
+    /// memcg id → `InitProcess`: each container's init.
+    pub const INITS: &str = "INITS";
+    /// tgid → start time of processes started from outside a container that executed a
+    /// program in it after its init: exec sessions.
+    pub const EXEC_SESSIONS: &str = "EXEC_SESSIONS";
+    /// tgids the OOM killer chose: their exit is never filtered, however they exit.
+    pub const OOM_MARKED: &str = "OOM_MARKED";
     pub const SIGNAL_GENERATE: &str = "signal_generate";
     pub const MARK_VICTIM: &str = "mark_victim";
     pub const EXECVE_ENTER: &str = "execve_enter";
@@ -331,15 +397,20 @@ pub mod names {
 pub const EVENTS_BYTES: u32 = 4 << 20;
 pub const HOST_MEMCGS_ENTRIES: u32 = 16_384;
 pub const EXEC_STASH_ENTRIES: u32 = 8_192;
+/// Containers (memcgs) whose init is remembered: far more than a node runs at once.
+pub const INITS_ENTRIES: u32 = 16_384;
+pub const EXEC_SESSIONS_ENTRIES: u32 = 8_192;
+pub const OOM_MARKED_ENTRIES: u32 = 1_024;
 
 const _: () = {
     assert!(core::mem::size_of::<EventHeader>() == 16);
     assert!(core::mem::size_of::<ExitEvent>() == 88);
-    assert!(core::mem::size_of::<SignalEvent>() == 104);
+    assert!(core::mem::size_of::<SignalEvent>() == 112);
+    assert!(core::mem::size_of::<InitProcess>() == 16);
     assert!(core::mem::size_of::<MemcgSample>() == 24);
     assert!(core::mem::size_of::<OomEvent>() == 120 + 24 * MEMCG_CHAIN_LEN + 8 * OOM_STACK_DEPTH);
     assert!(core::mem::size_of::<ExecFailureEvent>() == 64 + PATH_LEN);
-    assert!(core::mem::size_of::<KernelLayout>() == 4 * 30 + 8 + 24);
+    assert!(core::mem::size_of::<KernelLayout>() == 4 * 30 + 8 + 24 + 8);
     assert!(core::mem::size_of::<CgroupMkdirEvent>() == 32 + CGROUP_PATH_LEN);
     // RingBuf::output and reserve want events aligned to at most 8 bytes.
     assert!(core::mem::align_of::<OomEvent>() <= 8);

@@ -7,10 +7,12 @@
 mod exec;
 mod read;
 
+mod role;
+
 use agent_ebpf::{
     CGROUP_PATH_LEN, COMM_LEN, CgroupMkdirEvent, EVENTS_BYTES, EXEC_STASH_ENTRIES, EventHeader,
-    ExitEvent, HOST_MEMCGS_ENTRIES, KernelLayout, OOM_STACK_DEPTH, OomEvent, SignalEvent, counter,
-    exit_flags, kind, layout_flags, oom_flags,
+    ExitEvent, HOST_MEMCGS_ENTRIES, KernelLayout, OOM_MARKED_ENTRIES, OOM_STACK_DEPTH, OomEvent,
+    SignalEvent, counter, kind, layout_flags, oom_flags, role as roles, signal_flags,
 };
 use aya_ebpf::{
     EbpfContext, Global,
@@ -54,6 +56,14 @@ static EXEC_STASH: LruHashMap<u64, u64> = LruHashMap::with_max_entries(EXEC_STAS
 #[map(name = "EXEC_FAILED")]
 static EXEC_FAILED: LruHashMap<u32, u8> = LruHashMap::with_max_entries(EXEC_STASH_ENTRIES, 0);
 
+/// tgids the OOM killer chose. A victim that was already exiting is marked without being
+/// killed and may exit with a plain `exit()`; its exit must still reach user space.
+#[map(name = "OOM_MARKED")]
+static OOM_MARKED: LruHashMap<u32, u8> = LruHashMap::with_max_entries(OOM_MARKED_ENTRIES, 0);
+
+const SIGHUP: u32 = 1;
+const SIGINT: u32 = 2;
+const SIGQUIT: u32 = 3;
 const SIGKILL: u32 = 9;
 const SIGTERM: u32 = 15;
 /// `SIG_DFL`: the default action; anything else is a handler or `SIG_IGN`.
@@ -123,6 +133,29 @@ fn is_host_memcg(memcg_id: u64) -> bool {
 
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn process_exit(ctx: BtfTracePointContext) -> i32 {
+    // `(struct task_struct *, bool group_dead)`: the kernel says which thread is the group's
+    // last, exactly once per process.
+    if ctx.arg::<u64>(1) & 0xff == 0 {
+        return 0;
+    }
+    let _ = try_process_exit(&ctx);
+    0
+}
+
+/// Kernels whose tracepoint has no `group_dead`: the group is dead when `signal->live` is 0,
+/// which two threads exiting at once can both see; user space drops the second exit.
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn process_exit_live(ctx: BtfTracePointContext) -> i32 {
+    let layout = LAYOUT.load();
+    if layout.flags & layout_flags::SIGNAL_LIVE != 0 {
+        let task = Task::<true>(ctx.arg::<*const u8>(0));
+        let Ok(signal) = task.read::<*const u8>(layout.task_signal) else {
+            return 0;
+        };
+        if read::btf_field::<i32>(signal, layout.signal_live).unwrap_or(1) != 0 {
+            return 0;
+        }
+    }
     let _ = try_process_exit(&ctx);
     0
 }
@@ -130,15 +163,6 @@ pub fn process_exit(ctx: BtfTracePointContext) -> i32 {
 fn try_process_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let layout = LAYOUT.load();
     let task = Task::<true>(ctx.arg::<*const u8>(0));
-    let signal: *const u8 = task.read(layout.task_signal)?;
-    if layout.flags & layout_flags::SIGNAL_LIVE != 0 {
-        // A thread, not the group: the group dies with its last thread, when `live` is 0.
-        let live: i32 = read::btf_field(signal, layout.signal_live)?;
-        if live != 0 {
-            return Ok(());
-        }
-    }
-    let exit_code: u32 = task.read(layout.task_exit_code)?;
     let css = task.memory_css(&layout);
     let memcg_id = if layout.flags & layout_flags::MEMCG == 0 {
         0
@@ -150,16 +174,49 @@ fn try_process_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
         count(counter::EXIT_HOST);
         return Ok(());
     }
+    let signal: *const u8 = task.read(layout.task_signal)?;
+    let leader = Task::<true>(
+        task.read::<*const u8>(layout.task_group_leader)
+            .unwrap_or(task.0),
+    );
+    // What wait() reports: a group exit's code (exit_group, a fatal signal, with 0x80 when
+    // another thread dumped core), else the leader's own exit code.
+    let group_exit_code: u32 = read::btf_field(signal, layout.signal_group_exit_code).unwrap_or(0);
+    let exit_code: u32 = if group_exit_code != 0 {
+        group_exit_code
+    } else {
+        leader.read(layout.task_exit_code)?
+    };
+    let tgid: u32 = task.read(layout.task_tgid)?;
+    let start_boottime_ns = task.process_start(&layout);
     let parent = Task::<true>(task.read(layout.task_real_parent)?);
     // Same css, same memory cgroup: two reads instead of the five an id takes, on the path
     // every child's exit in a container goes.
     let parent_css = parent.memory_css(&layout);
     let parent_outside = parent_css != css;
-    // A child's plain exit() inside its container needs no record: only main processes and
-    // deaths by signal do.
-    if !parent_outside && exit_code & 0x7f == 0 {
-        count(counter::EXIT_FILTERED);
-        return Ok(());
+    let signaled = exit_code & 0x7f != 0;
+    // SAFETY: the value is only tested for presence.
+    let oom_marked = unsafe { OOM_MARKED.get(&tgid).is_some() };
+    if oom_marked {
+        let _ = OOM_MARKED.remove(&tgid);
+    }
+    let (role, flags) = role::of_exit(memcg_id, tgid, start_boottime_ns, parent_outside, exit_code);
+    // What needs no record stops here: a child's or an exec session's plain exit(), a
+    // runtime helper that did its job. OOM victims and deaths by signal always go up.
+    if !signaled && !oom_marked {
+        let filtered = match role {
+            roles::CHILD => Some(None),
+            roles::EXEC => Some(Some(counter::EXIT_EXEC)),
+            roles::RUNTIME => Some(Some(counter::EXIT_RUNTIME)),
+            _ => None,
+        };
+        if let Some(slot) = filtered {
+            count(counter::EXIT_FILTERED);
+            if let Some(slot) = slot {
+                count(slot);
+            }
+            return Ok(());
+        }
     }
     let parent_memcg_id = if parent_outside {
         read::css_id::<true>(parent_css, &layout)
@@ -173,20 +230,16 @@ fn try_process_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let event = ExitEvent {
         header: header(kind::EXIT),
         pid: task.read(layout.task_pid).unwrap_or(0),
-        tgid: task.read(layout.task_tgid).unwrap_or(0),
+        tgid,
         parent_tgid: parent.read(layout.task_tgid).unwrap_or(0),
         exit_code,
         memcg_id,
         parent_memcg_id,
-        start_boottime_ns: task.process_start(&layout),
+        start_boottime_ns,
         maxrss_pages: read::btf_field(signal, layout.signal_maxrss).unwrap_or(0),
-        flags: if parent_outside {
-            exit_flags::PARENT_OUTSIDE
-        } else {
-            0
-        },
-        pad: 0,
-        comm: task
+        flags,
+        role,
+        comm: leader
             .read::<[u8; COMM_LEN]>(layout.task_comm)
             .unwrap_or([0; COMM_LEN]),
     };
@@ -212,9 +265,10 @@ fn try_signal_generate(ctx: &BtfTracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let target = Task::<true>(ctx.arg::<*const u8>(2));
-    // A handled signal does not kill; SIGTERM is kept anyway because its time starts the
-    // grace period a later SIGKILL may end.
-    if sig != SIGKILL && sig != SIGTERM {
+    // A handled signal does not kill. The stop signals are kept anyway: SIGTERM's time starts
+    // the grace period a later SIGKILL may end, and a handler that restores the default and
+    // re-raises (Go, Node, C cleanup handlers) dies of the signal another process sent.
+    if !matches!(sig, SIGKILL | SIGTERM | SIGINT | SIGHUP | SIGQUIT) {
         let sighand: *const u8 = target.read(layout.task_sighand)?;
         let slot = layout.sighand_handler + (sig - 1) * layout.sighand_k_sigaction_size;
         let handler: u64 = field(sighand, slot)?;
@@ -247,6 +301,12 @@ fn try_signal_generate(ctx: &BtfTracePointContext) -> Result<(), i64> {
         code,
         result: ctx.arg::<u64>(4) as u32,
         group: ctx.arg::<u64>(3) as u32,
+        flags: if info == SEND_SIG_NOINFO {
+            signal_flags::NO_SIGINFO
+        } else {
+            0
+        },
+        pad: 0,
         sender_pid: sender_ids as u32,
         sender_tgid: (sender_ids >> 32) as u32,
         target_pid: target.read(layout.task_pid).unwrap_or(0),
@@ -293,6 +353,12 @@ fn try_mark_victim(
     victim_pid: u32,
 ) -> Result<(), i64> {
     let layout = LAYOUT.load();
+    let victim_tgid = if victim.is_null() {
+        victim_pid
+    } else {
+        victim.read(layout.task_tgid).unwrap_or(victim_pid)
+    };
+    let _ = OOM_MARKED.insert(&victim_tgid, &1, 0);
     // SAFETY: always callable from tracing programs; the task it returns is only read.
     let trigger = Task::<false>(unsafe { bpf_get_current_task() } as *const u8);
     let Some(mut entry) = EVENTS.reserve::<OomEvent>(0) else {

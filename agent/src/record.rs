@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 /// Every top-level field of the contract (shared/RECORD.md), present in every record as
 /// JSON — null or not — plus `ppid`, which makes `main_process`. Tests and the fuzz checks
 /// hold serialised records to it.
-pub const FIELDS: [&str; 28] = [
+pub const FIELDS: [&str; 30] = [
     "time",
     "node",
     "pid",
@@ -38,6 +38,8 @@ pub const FIELDS: [&str; 28] = [
     "exec_failure",
     "exit_status",
     "ppid",
+    "role",
+    "message",
 ];
 
 /// One death, as written to `--events-json`, `/v1/terminations`, metrics and Events.
@@ -79,6 +81,48 @@ pub struct TerminationRecord {
     pub exec_failure: Option<ExecFailure>,
     /// What the kubelet reports: the exit code, or 128 + the signal.
     pub exit_status: u16,
+    /// What the process was to its container; `main_process` is `role == Init`.
+    pub role: Role,
+    /// The runtime's own message where the API has it (e.g. for `StartError`).
+    pub message: Option<String>,
+}
+
+/// What a process was to its container.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The container's first process: what the kubelet restarts. Its death is the
+    /// container's.
+    Init,
+    /// Entered from outside after the init started: exec probes, `kubectl exec`.
+    Exec,
+    /// Forked inside the container.
+    Child,
+    /// The runtime's helpers, which never run the container's command (runc's bootstrap).
+    Runtime,
+    /// The pod sandbox's process (`pause`): its death is the pod's teardown, not a crash.
+    Sandbox,
+}
+
+impl Role {
+    pub const ALL: [Role; 5] = [
+        Role::Init,
+        Role::Exec,
+        Role::Child,
+        Role::Runtime,
+        Role::Sandbox,
+    ];
+
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Role::Init => "init",
+            Role::Exec => "exec",
+            Role::Child => "child",
+            Role::Runtime => "runtime",
+            Role::Sandbox => "sandbox",
+        }
+    }
 }
 
 /// The verdict: why the process died.
@@ -95,10 +139,13 @@ pub enum Reason {
     Terminated,
     Crashed,
     Signaled,
+    /// The container's init died before it executed the container's command: the runtime
+    /// could not start it (missing or non-executable entrypoint, …).
+    StartError,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 11] = [
         Reason::Completed,
         Reason::Error,
         Reason::CommandNotFound,
@@ -109,6 +156,7 @@ impl Reason {
         Reason::Terminated,
         Reason::Crashed,
         Reason::Signaled,
+        Reason::StartError,
     ];
 
     /// The string of the contract, as in JSON and metric labels.
@@ -125,6 +173,7 @@ impl Reason {
             Reason::Terminated => "Terminated",
             Reason::Crashed => "Crashed",
             Reason::Signaled => "Signaled",
+            Reason::StartError => "StartError",
         }
     }
 

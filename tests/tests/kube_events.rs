@@ -55,6 +55,8 @@ fn record(reason: Reason, container: &str, container_id: &str) -> TerminationRec
         container_memory_limit_bytes: Some(256 << 20),
         exec_failure: None,
         exit_status: if reason == Reason::Completed { 0 } else { 137 },
+        role: coroner::record::Role::Init,
+        message: None,
     }
 }
 

@@ -122,7 +122,7 @@ fn exit(tgid: u32, memcg_id: u64, ktime_ns: u64) -> KernelEvent {
         start_boottime_ns: 1_000,
         maxrss_pages: 10,
         flags: exit_flags::PARENT_OUTSIDE,
-        pad: 0,
+        role: agent_ebpf::role::INIT,
         comm: comm(),
     })
 }
@@ -134,6 +134,8 @@ fn sigterm(target_tgid: u32, ktime_ns: u64) -> KernelEvent {
         code: 0,
         result: 0,
         group: 1,
+        flags: 0,
+        pad: 0,
         sender_pid: 7,
         sender_tgid: 7,
         target_pid: target_tgid,

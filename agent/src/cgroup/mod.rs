@@ -8,6 +8,7 @@
 mod hierarchy;
 mod layout;
 mod resolver;
+mod running;
 mod walk;
 
 pub use hierarchy::{
@@ -18,6 +19,7 @@ pub use resolver::{
     CgroupResolver, MAX_CACHED_CGROUPS, MAX_UNKNOWN_IDS, MAX_WARNED_PREFIXES, MIN_WALK_INTERVAL,
     NEGATIVE_TTL, ResolverLimits, ResolverStats,
 };
+pub use running::{RunningContainer, running_containers};
 
 /// Which container runtime named the cgroup.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -7,14 +7,20 @@ use super::signals::{SignalHistory, SignalSeen};
 use super::verdict::{self, Death, SenderPlace, VerdictInput, sig};
 use super::{CgroupLookup, ProcessKey, comm_string};
 use crate::cgroup::CgroupInfo;
-use crate::record::{Reason, Sender, SenderKind, TerminationRecord};
+use crate::record::{Reason, Role, Sender, SenderKind, TerminationRecord};
+
+/// How soon after its own failed exec a process's non-zero exit is taken to be caused by it
+/// (it reported the failure and gave up): seconds would already be another story.
+const EXEC_FAILURE_EXPLAINS_NS: u64 = 1_000_000_000;
 
 /// The dead process, from its exit event (or, without one, from its OOM kill).
 pub(super) struct Victim<'a> {
     pub key: ProcessKey,
     pub ppid: u32,
     pub comm: String,
-    pub main_process: bool,
+    pub role: Role,
+    /// Its role is init but it never executed the container's command.
+    pub start_failed: bool,
     pub memcg_id: u64,
     pub cgroup: &'a CgroupInfo,
     pub death: Death,
@@ -42,10 +48,17 @@ impl<L: CgroupLookup> Assembler<'_, L> {
     pub fn record(&mut self, victim: &Victim<'_>, evidence: Evidence<'_>) -> TerminationRecord {
         let died_ns = victim.died_ns;
         let history = evidence.signals;
-        let fatal = victim
-            .death
-            .signal()
-            .and_then(|signal| history.and_then(|h| h.fatal(signal, died_ns)));
+        let fatal = victim.death.signal().and_then(|signal| {
+            let seen = history.and_then(|h| h.fatal(signal, died_ns))?;
+            // A stop signal the process raised again after catching it (restore the default,
+            // re-raise: Go, Node, C cleanup handlers) was decided by whoever sent it first.
+            if seen.sender_tgid == victim.key.tgid && !verdict::kernel_raised(seen.code) {
+                if let Some(first) = history.and_then(|h| h.first_from_other(signal, died_ns)) {
+                    return Some(first);
+                }
+            }
+            Some(seen)
+        });
         let fatal_sender = fatal.map(|seen| self.signal_sender(&seen, victim));
         let sigterm = history.and_then(|h| h.sigterm_before(died_ns));
         let sigkill = history.and_then(|h| h.sigkill_before(died_ns));
@@ -53,12 +66,17 @@ impl<L: CgroupLookup> Assembler<'_, L> {
         let killed_ns = fatal
             .filter(|f| f.sig == sig::SIGKILL)
             .map_or(died_ns, |f| f.ktime_ns);
+        let exec_explains = evidence.exec_failure.filter(|failure| {
+            failure.pid == victim.key.tgid
+                && died_ns.saturating_sub(failure.ktime_ns) <= EXEC_FAILURE_EXPLAINS_NS
+        });
         let reason = verdict::reason(VerdictInput {
             death: victim.death,
             oom_victim: evidence.oom.is_some(),
             fatal_sender: fatal_sender.as_ref().map(|s| s.kind),
             sigterm_before_kill: sigterm.is_some_and(|t| t.ktime_ns <= killed_ns),
-            exec_errno: evidence.exec_failure.map(|x| x.errno),
+            exec_errno: exec_explains.map(|x| x.errno),
+            start_failed: victim.start_failed,
         });
         let sender = match (reason, evidence.oom) {
             // The OOM killer's SIGKILL is generated in the allocating task's context: the
@@ -92,7 +110,7 @@ impl<L: CgroupLookup> Assembler<'_, L> {
             pid: victim.key.tgid,
             ppid: victim.ppid,
             comm: victim.comm.clone(),
-            main_process: victim.main_process,
+            main_process: victim.role == Role::Init,
             cgroup: victim.cgroup.path.clone(),
             pod_uid: container.map(|c| c.pod_uid.clone()),
             container_id: container.map(|c| c.container_id.clone()),
@@ -123,12 +141,17 @@ impl<L: CgroupLookup> Assembler<'_, L> {
             container_memory_limit_bytes: memory.limit_bytes,
             exec_failure: evidence.exec_failure.map(ExecFailureSeen::to_record),
             exit_status: victim.death.exit_status(),
+            role: victim.role,
+            message: None,
         }
     }
 
     fn signal_sender(&mut self, seen: &SignalSeen, victim: &Victim<'_>) -> Sender {
         let comm = comm_string(&seen.sender_comm);
-        if verdict::kernel_raised(seen.code) {
+        // Without a siginfo and to itself: the kernel raised it in the process's own context
+        // (a write to a closed pipe, past the file size limit), nobody sent it.
+        let raised_for_itself = seen.no_siginfo && seen.sender_tgid == victim.key.tgid;
+        if verdict::kernel_raised(seen.code) || raised_for_itself {
             return Sender {
                 pid: seen.sender_tgid,
                 comm,

@@ -13,7 +13,7 @@ pub struct Caps {
     pub signal_histories: usize,
     /// Exits waiting out the reorder hold. A full table finalises its oldest exit early.
     pub pending_exits: usize,
-    /// OOM victims waiting for their exit. A full table turns its oldest into a record early.
+    /// OOM victims waiting for their exit. A full table drops its oldest (counted).
     pub oom_victims: usize,
     /// Memory cgroups with remembered exec failures.
     pub exec_failure_memcgs: usize,
@@ -49,9 +49,9 @@ pub struct CorrelatorConfig {
     /// kill and its victim's exit — are reserved in order anyway) and leaves room in the
     /// latency budget: p99 ≤ 1 ms from the exit to the record written.
     pub hold: Duration,
-    /// How long an OOM victim's exit is awaited before the kill becomes a record without it.
-    /// A killed task normally exits within milliseconds; one stuck in uninterruptible sleep
-    /// can take much longer, and its exit, if it comes later, is then dropped as a duplicate.
+    /// How long an OOM victim's exit is awaited before the kill is dropped (counted). A killed
+    /// task normally exits within milliseconds; one stuck in uninterruptible sleep can take
+    /// much longer, and its exit, if it comes later, makes a record without the `oom` object.
     pub oom_exit_wait: Duration,
     /// How long a signal history is kept untouched: longer than any grace period worth
     /// timing (`terminationGracePeriodSeconds` is 30 s by default, rarely over an hour).
@@ -93,7 +93,7 @@ pub struct TableEvictions {
     pub signal_histories: u64,
     /// Exits finalised before their hold was over (their record may miss a straggler).
     pub pending_exits: u64,
-    /// OOM victims turned into records before their exit could arrive.
+    /// OOM victims dropped before their exit could arrive.
     pub oom_victims: u64,
     pub exec_failure_memcgs: u64,
     /// Finished deaths forgotten: a duplicate of one of them would not be recognised.
@@ -113,8 +113,8 @@ pub struct CorrelatorStats {
     /// Senders whose memory cgroup could not be resolved: the record is written, with an
     /// empty sender cgroup and sender kind `host` — information missing, not a record lost.
     pub unresolved_senders: u64,
-    /// Records made from an OOM kill whose exit never came (`ppid` 0 marks them).
-    pub oom_records_without_exit: u64,
+    /// OOM kills whose victim's exit never came (lost, or the victim stuck): not recorded.
+    pub oom_kills_without_exit: u64,
     /// OOM kills outside containers, or whose victim's cgroup stayed unknown with no exit.
     pub oom_kills_not_recorded: u64,
     /// A second exit or OOM event for a process already handled.

@@ -16,11 +16,10 @@
 //! one process meet. An OOM event with a start time of 0 (old kernels give only a pid) is
 //! matched to the next exit of its tgid.
 //!
-//! An OOM kill whose exit never comes (lost, or the victim stuck) becomes a record after
-//! `oom_exit_wait`: reason `OOMKilled`, signal 9, exit status 137, `ppid` 0 and
-//! `main_process` false (unknown), `peak_rss_bytes` = the RSS at the kill, `time` = the kill;
-//! counted in [`CorrelatorStats::oom_records_without_exit`]. Nothing is dropped silently:
-//! every event that does not end up in a record is counted in [`CorrelatorStats`].
+//! An OOM kill whose exit never comes (lost, or the victim stuck) is dropped after
+//! `oom_exit_wait` and counted in [`CorrelatorStats::oom_kills_without_exit`]: no record is
+//! made up. Nothing is dropped silently: every event that does not end up in a record is
+//! counted in [`CorrelatorStats`].
 
 mod assemble;
 mod clock;
@@ -236,7 +235,7 @@ impl Correlator {
             let Some((key, oom)) = self.oom_victims.pop_lru() else {
                 break;
             };
-            out.extend(self.record_without_exit(key, &oom, cgroups));
+            self.oom_kill_without_exit(key, &oom);
         }
         self.signals.expire(now_boot_ns);
         out
@@ -249,7 +248,7 @@ impl Correlator {
             out.extend(self.finalize(pending, cgroups));
         }
         while let Some((key, oom)) = self.oom_victims.pop_lru() {
-            out.extend(self.record_without_exit(key, &oom, cgroups));
+            self.oom_kill_without_exit(key, &oom);
         }
         out
     }
@@ -300,8 +299,7 @@ impl Correlator {
         };
         if let Some((evicted_key, evicted)) = self.oom_victims.push(key, pending) {
             self.stats.evictions.oom_victims += 1;
-            let record = self.record_without_exit(evicted_key, &evicted, cgroups);
-            self.ready.extend(record);
+            self.oom_kill_without_exit(evicted_key, &evicted);
         }
     }
 

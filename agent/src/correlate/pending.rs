@@ -3,14 +3,31 @@
 
 use std::cmp::Ordering;
 
-use agent_ebpf::{ExitEvent, exit_flags};
+use agent_ebpf::{ExitEvent, exit_flags, role};
 
 use super::assemble::{Assembler, Evidence, Victim};
 use super::oom::PendingOom;
-use super::verdict::{Death, sig};
+use super::verdict::Death;
 use super::{CgroupLookup, Correlator, ProcessKey, comm_string};
 use crate::cgroup::CgroupInfo;
-use crate::record::TerminationRecord;
+use crate::record::{Role, TerminationRecord};
+
+/// The pod sandbox's process is the init of its own container: the pause image's `/pause`
+/// (registry.k8s.io/pause, and the CRI runtimes' defaults).
+const SANDBOX_COMM: &str = "pause";
+
+/// The role the kernel decided, in the record's terms.
+fn role_of(exit: &ExitEvent, comm: &str) -> Role {
+    match exit.role {
+        role::INIT if comm == SANDBOX_COMM => Role::Sandbox,
+        role::INIT => Role::Init,
+        role::EXEC => Role::Exec,
+        role::RUNTIME => Role::Runtime,
+        // Unknown (no memory controller): a parent outside still means the runtime started it.
+        role::UNKNOWN if exit.flags & exit_flags::PARENT_OUTSIDE != 0 => Role::Init,
+        _ => Role::Child,
+    }
+}
 
 /// An exit waiting out the reorder hold.
 pub(super) struct PendingExit {
@@ -75,16 +92,21 @@ impl Correlator {
             .or_else(|| self.oom_victims.pop(&key.without_start()));
         let history = self.signals.take(&key);
         let death = Death::from_exit_code(exit.exit_code);
-        let main_process = exit.flags & exit_flags::PARENT_OUTSIDE != 0;
-        if !main_process && oom.is_none() && death.signal().is_none() {
+        let comm = comm_string(&exit.comm);
+        let role = role_of(exit, &comm);
+        // Every death of an init (or the sandbox) is recorded; the others only when the OOM
+        // killer or a signal ended them.
+        let always = matches!(role, Role::Init | Role::Sandbox);
+        if !always && oom.is_none() && death.signal().is_none() {
             self.stats.deaths_without_record += 1;
             return None;
         }
         let victim = Victim {
             key,
             ppid: exit.parent_tgid,
-            comm: comm_string(&exit.comm),
-            main_process,
+            comm,
+            role,
+            start_failed: exit.flags & exit_flags::NO_EXEC != 0,
             memcg_id: exit.memcg_id,
             cgroup: &pending.cgroup,
             death,
@@ -113,59 +135,16 @@ impl Correlator {
         Some(record)
     }
 
-    pub(super) fn record_without_exit(
-        &mut self,
-        key: ProcessKey,
-        oom: &PendingOom,
-        cgroups: &mut impl CgroupLookup,
-    ) -> Option<TerminationRecord> {
-        let Some(cgroup) = oom.victim_cgroup.as_ref() else {
-            tracing::warn!(
-                pid = key.tgid,
-                "OOM victim without exit nor known cgroup: not recorded"
-            );
-            self.stats.oom_kills_not_recorded += 1;
-            return None;
-        };
-        if !self.finish(key, oom.ktime_ns) {
-            return None;
-        }
-        tracing::warn!(pid = key.tgid, cgroup = %cgroup.path, "OOM victim's exit never came: recorded without it");
-        let history = self.signals.take(&key);
-        let victim = Victim {
-            key,
-            ppid: 0,
-            comm: comm_string(&oom.victim_comm),
-            main_process: false,
-            memcg_id: oom.victim_memcg_id,
-            cgroup,
-            death: Death::Signaled {
-                signal: sig::SIGKILL,
-                core_dumped: false,
-            },
-            died_ns: oom.ktime_ns,
-            peak_rss_bytes: oom.kill.victim_rss_bytes,
-        };
-        let exec_failure = self.exec_failures.last_between(
-            oom.victim_memcg_id,
-            key.tgid,
-            key.start_boottime_ns,
-            oom.ktime_ns,
+    /// An OOM kill whose victim's exit never came. The kernel marks a task that was already
+    /// exiting without killing it, and the programs never filter a marked task's exit, so its
+    /// real exit normally comes; when it does not (lost, or stuck), nothing is made up: the
+    /// kill is counted and logged.
+    pub(super) fn oom_kill_without_exit(&mut self, key: ProcessKey, oom: &PendingOom) {
+        tracing::warn!(
+            pid = key.tgid,
+            cgroup = oom.victim_cgroup.as_ref().map_or("", |c| c.path.as_str()),
+            "OOM victim's exit never came: no record"
         );
-        let evidence = Evidence {
-            oom: Some(oom),
-            signals: history.as_ref(),
-            exec_failure,
-        };
-        let record = Assembler {
-            node: &self.node,
-            clock: self.clock,
-            cgroups,
-            unresolved: &mut self.stats.unresolved_senders,
-        }
-        .record(&victim, evidence);
-        self.stats.records += 1;
-        self.stats.oom_records_without_exit += 1;
-        Some(record)
+        self.stats.oom_kills_without_exit += 1;
     }
 }

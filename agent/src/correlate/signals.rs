@@ -20,6 +20,8 @@ pub(super) struct SignalSeen {
     pub sig: u8,
     /// `TRACE_SIGNAL_DELIVERED`: queued, not ignored nor merged into a pending one.
     pub delivered: bool,
+    /// Generated without a siginfo: the kernel raised it for `current` (SIGPIPE, SIGXFSZ).
+    pub no_siginfo: bool,
     pub sender_comm: [u8; COMM_LEN],
 }
 
@@ -50,11 +52,15 @@ impl SignalSeen {
 /// the fatal one being among the latest.
 const SIGNAL_SLOTS: usize = 3;
 
+/// The stop signals: a handler may catch one, restore the default and raise it again, and
+/// the process then dies of the signal another process sent first.
+const STOP_SIGNALS: [u8; 4] = [sig::SIGTERM, sig::SIGINT, sig::SIGHUP, sig::SIGQUIT];
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(super) struct SignalHistory {
-    /// The first SIGTERM from another process (any outcome: a handled one starts the grace
-    /// period just the same).
-    pub first_sigterm: Option<SignalSeen>,
+    /// The first of each stop signal from another process (any outcome: a handled SIGTERM
+    /// starts the grace period just the same), in `STOP_SIGNALS` order.
+    first_stop: [Option<SignalSeen>; 4],
     pub first_sigkill: Option<SignalSeen>,
     by_number: [Option<SignalSeen>; SIGNAL_SLOTS],
     /// The latest kernel time seen, for the TTL.
@@ -65,10 +71,13 @@ impl SignalHistory {
     fn note(&mut self, seen: SignalSeen, target_tgid: u32) {
         self.last_ns = self.last_ns.max(seen.ktime_ns);
         if seen.by_other_process(target_tgid) {
-            let first = match seen.sig {
-                sig::SIGTERM => Some(&mut self.first_sigterm),
-                sig::SIGKILL => Some(&mut self.first_sigkill),
-                _ => None,
+            let first = if seen.sig == sig::SIGKILL {
+                Some(&mut self.first_sigkill)
+            } else {
+                STOP_SIGNALS
+                    .iter()
+                    .position(|&s| s == seen.sig)
+                    .map(|i| &mut self.first_stop[i])
             };
             if let Some(first) = first
                 && first.is_none_or(|f| seen.ktime_ns < f.ktime_ns)
@@ -100,7 +109,13 @@ impl SignalHistory {
     }
 
     pub fn sigterm_before(&self, died_ns: u64) -> Option<SignalSeen> {
-        self.first_sigterm.filter(|s| s.ktime_ns <= died_ns)
+        self.first_from_other(sig::SIGTERM, died_ns)
+    }
+
+    /// The first stop signal of this number another process sent before `died_ns`.
+    pub fn first_from_other(&self, signal: u8, died_ns: u64) -> Option<SignalSeen> {
+        let i = STOP_SIGNALS.iter().position(|&s| s == signal)?;
+        self.first_stop[i].filter(|s| s.ktime_ns <= died_ns)
     }
 
     pub fn sigkill_before(&self, died_ns: u64) -> Option<SignalSeen> {
@@ -144,6 +159,7 @@ impl SignalTable {
             code: event.code,
             sig: signal,
             delivered: event.result == 0,
+            no_siginfo: event.flags & agent_ebpf::signal_flags::NO_SIGINFO != 0,
             sender_comm: event.sender_comm,
         };
         let key = ProcessKey::new(event.target_tgid, event.target_start_boottime_ns);

@@ -8,6 +8,11 @@
 //! - SIGTERM/SIGINT/SIGHUP/SIGQUIT are `Terminated` unless the process sent them to itself
 //!   (`Signaled`); a tty's SIGINT/SIGHUP (raised by the kernel for a person) and a sender we
 //!   never saw count as "another process".
+//! - The init of a container that never executed the container's command (the runtime failed
+//!   to start it) is `StartError`, however it died, unless the OOM killer chose it.
+//! - A failed exec names the cause of an exit other than 126/127 only when it was the
+//!   process's own, moments before it exited non-zero: a script that once tried a missing
+//!   helper and much later exits 1 is an `Error`.
 //! - An OOM victim that did not die of SIGKILL was already exiting when the OOM killer chose
 //!   it (the kernel marks such a task a victim without killing it): the verdict follows how it
 //!   really died, and the record still carries the `oom` object.
@@ -133,8 +138,11 @@ pub struct VerdictInput {
     pub fatal_sender: Option<SenderKind>,
     /// Another process sent a SIGTERM before the fatal SIGKILL.
     pub sigterm_before_kill: bool,
-    /// errno of the last failed exec in the container during this process's life.
+    /// errno of a failed exec that explains this exit: its own, just before it exited
+    /// non-zero (exits 126 and 127 speak for themselves).
     pub exec_errno: Option<i32>,
+    /// The container's init died before it executed the container's command.
+    pub start_failed: bool,
 }
 
 const CRASH_SIGNALS: [u8; 7] = [
@@ -150,6 +158,9 @@ const TERMINATION_SIGNALS: [u8; 4] = [sig::SIGTERM, sig::SIGINT, sig::SIGHUP, si
 
 #[must_use]
 pub fn reason(input: VerdictInput) -> Reason {
+    if input.start_failed && input.death != Death::Exited(0) && !input.oom_victim {
+        return Reason::StartError;
+    }
     match input.death {
         Death::Exited(0) => Reason::Completed,
         Death::Exited(127) => Reason::CommandNotFound,

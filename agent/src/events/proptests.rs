@@ -79,7 +79,7 @@ fn exit() -> impl Strategy<Value = KernelEvent> {
                     start_boottime_ns: start,
                     maxrss_pages: rss,
                     flags,
-                    pad: 0,
+                    role: flags & 3,
                     comm,
                 })
             },
@@ -112,6 +112,8 @@ fn signal() -> impl Strategy<Value = KernelEvent> {
                     code,
                     result,
                     group: 1,
+                    flags: 0,
+                    pad: 0,
                     sender_pid: sender,
                     sender_tgid: sender,
                     target_pid: target,
@@ -302,7 +304,7 @@ fn a_valid_story_makes_checked_records() {
             start_boottime_ns: 5,
             maxrss_pages: 100,
             flags: agent_ebpf::exit_flags::PARENT_OUTSIDE,
-            pad: 0,
+            role: agent_ebpf::role::INIT,
             comm: *b"\xff\xfe\xfdapp-\x80\x81\x82\x83\x84\x85\x86\x87\x88",
         })
     };

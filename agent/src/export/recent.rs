@@ -137,6 +137,8 @@ pub(crate) mod tests {
             container_memory_limit_bytes: None,
             exec_failure: None,
             exit_status: 0,
+            role: crate::record::Role::Init,
+            message: None,
         }
     }
 

@@ -54,6 +54,23 @@ pub fn event_note(r: &TerminationRecord) -> String {
             ),
             None => format!("{}: {victim} {}", r.reason.as_str(), ending(r)),
         },
+        Reason::StartError => {
+            let mut s = format!(
+                "StartError: the runtime could not start the container's command; {victim} {}",
+                ending(r)
+            );
+            if let Some(m) = &r.message {
+                let _ = write!(s, ": {}", shorten(m, PATH_MAX_CHARS));
+            } else if let Some(f) = &r.exec_failure {
+                let _ = write!(
+                    s,
+                    "; execve(\"{}\") failed with {}",
+                    shorten(&f.path, PATH_MAX_CHARS),
+                    f.errno
+                );
+            }
+            s
+        }
         Reason::Crashed | Reason::Signaled | Reason::Completed | Reason::Error => {
             format!("{}: {victim} {}", r.reason.as_str(), ending(r))
         }

@@ -35,6 +35,8 @@ fn record(reason: Reason) -> TerminationRecord {
         container_memory_limit_bytes: None,
         exec_failure: None,
         exit_status: 0,
+        role: crate::record::Role::Init,
+        message: None,
     }
 }
 

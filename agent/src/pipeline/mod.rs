@@ -67,7 +67,12 @@ impl Privileged {
         let hierarchy = MemoryHierarchy::detect(&args.cgroup_root)
             .context("finding the memory cgroup hierarchy")?;
         let ring_buffer_bytes = args.ring_buffer_kib.map(|kib| kib << 10);
-        let probes = Probes::load_with(ring_buffer_bytes).context("loading the kernel probes")?;
+        let mut probes =
+            Probes::load_with(ring_buffer_bytes).context("loading the kernel probes")?;
+        probes.seed_roles(&crate::cgroup::running_containers(
+            &hierarchy,
+            std::path::Path::new("/proc"),
+        ));
         let oom_symbols = kallsyms::OomSymbols::load();
         if oom_symbols.is_none() {
             warn!(

@@ -7,7 +7,7 @@ use tracing::warn;
 
 use crate::export::{JsonLines, LossStage, Metrics, RecentRecords};
 use crate::kube::KubeClient;
-use crate::record::TerminationRecord;
+use crate::record::{Role, TerminationRecord};
 
 pub struct Sink {
     pub metrics: Metrics,
@@ -35,14 +35,18 @@ impl Sink {
             }
         }
         for record in records {
-            self.metrics.observe(&record);
+            // The sandbox's death is the pod's teardown: recorded, never a container's death
+            // in metrics or Events.
+            if record.role != Role::Sandbox {
+                self.metrics.observe(&record);
+            }
             self.after_write(record);
         }
     }
 
     /// The outputs after the metrics and the JSON line: the Event, stdout, the recent ring.
     fn after_write(&mut self, record: TerminationRecord) {
-        if let Some(kube) = &self.kube {
+        if let Some(kube) = self.kube.as_ref().filter(|_| record.role != Role::Sandbox) {
             kube.record_event(&record);
         }
         if self.print {
@@ -80,7 +84,7 @@ pub fn human(r: &TerminationRecord) -> String {
             &id[..id.len().min(12)]
         );
     }
-    let role = if r.main_process { "main" } else { "child" };
+    let role = r.role.as_str();
     let _ = write!(
         line,
         "{} pid {} ({role}) {}: exit status {}",

@@ -27,11 +27,21 @@ pub enum OomVictimArg {
     Pid,
 }
 
+/// How `sched_process_exit` tells a thread's exit from its process's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupDeath {
+    /// `sched_process_exit(struct task_struct *, bool group_dead)` (≈6.16+): exactly once.
+    Argument,
+    /// Only the task: `signal->live` reaching 0, which two racing threads can both see.
+    SignalLive,
+}
+
 /// What was resolved, and what this kernel lacks.
 #[derive(Debug)]
 pub struct Resolved {
     pub layout: KernelLayout,
     pub oom_victim_arg: Option<OomVictimArg>,
+    pub group_death: GroupDeath,
     /// Things the kernel does not have, each with what is lost; logged once at start-up.
     pub missing: Vec<String>,
     /// How this kernel keeps what differs between kernels, for the start-up log.
@@ -133,6 +143,17 @@ pub fn resolve(btf: &Btf, tracefs: &Path) -> Result<Resolved, BtfError> {
             .push("tracepoint oom/mark_victim: OOM kills are seen only as SIGKILL".into()),
     }
 
+    let group_death = if btf
+        .tracepoint_params("sched_process_exit")
+        .is_ok_and(|params| params.len() >= 2)
+    {
+        choices.push("sched_process_exit(task, group_dead)".into());
+        GroupDeath::Argument
+    } else {
+        choices.push("sched_process_exit(task): group death from signal->live".into());
+        GroupDeath::SignalLive
+    };
+
     let layout = KernelLayout {
         task_pid: off(btf, "task_struct", "pid")?,
         task_tgid: off(btf, "task_struct", "tgid")?,
@@ -171,10 +192,13 @@ pub fn resolve(btf: &Btf, tracefs: &Path) -> Result<Resolved, BtfError> {
         cgroup_root: off(btf, "cgroup", "root")?,
         cgroup_root_subsys_mask: off(btf, "cgroup_root", "subsys_mask")?,
         memory_cgrp_id: memcg_id.map_or(0, |id| id as u32),
+        signal_group_exit_code: off(btf, "signal_struct", "group_exit_code")?,
+        pad: 0,
     };
     Ok(Resolved {
         layout,
         oom_victim_arg,
+        group_death,
         missing: features.missing,
         choices,
     })

@@ -6,7 +6,7 @@ pub mod layout;
 
 use std::path::{Path, PathBuf};
 
-use agent_ebpf::{KernelLayout, names};
+use agent_ebpf::{InitProcess, KernelLayout, names};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
@@ -14,7 +14,7 @@ use aya::{
 };
 use tracing::{info, warn};
 
-use self::layout::OomVictimArg;
+use self::layout::{GroupDeath, OomVictimArg};
 
 /// The kernel programs, compiled for the BPF target by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/coroner-probes"));
@@ -50,6 +50,13 @@ struct LayoutGlobal(KernelLayout);
 // checked at compile time in agent-ebpf).
 unsafe impl aya::Pod for LayoutGlobal {}
 
+/// `InitProcess` as a map value, for the same reason.
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+struct InitValue(InitProcess);
+// SAFETY: `InitProcess` is `#[repr(C)]`, two u32 and a u64, no padding (size-checked).
+unsafe impl aya::Pod for InitValue {}
+
 /// How one probe fared on this kernel.
 #[derive(Clone, Debug)]
 pub struct ProbeStatus {
@@ -72,6 +79,10 @@ pub struct Probes {
     pub host_memcgs: Option<BpfHashMap<MapData, u64, u8>>,
     /// Taken by the event reader (`take_reader_flag`), which parks with it.
     reader_flag: Option<Array<MapData, u32>>,
+    /// Each container's init and the exec sessions, as the programs learn them; seeded at
+    /// start-up for containers already running ([`Probes::seed_roles`]).
+    inits: BpfHashMap<MapData, u64, InitValue>,
+    exec_sessions: BpfHashMap<MapData, u32, u64>,
     pub status: Vec<ProbeStatus>,
     pub layout: KernelLayout,
 }
@@ -167,15 +178,57 @@ impl Probes {
             .map_err(map_err(names::HOST_MEMCGS))?;
         let reader_flag =
             Array::try_from(take(&mut ebpf, names::READER)?).map_err(map_err(names::READER))?;
+        let inits =
+            BpfHashMap::try_from(take(&mut ebpf, names::INITS)?).map_err(map_err(names::INITS))?;
+        let exec_sessions = BpfHashMap::try_from(take(&mut ebpf, names::EXEC_SESSIONS)?)
+            .map_err(map_err(names::EXEC_SESSIONS))?;
         Ok(Probes {
             _ebpf: ebpf,
             events: Some(events),
             counters,
             host_memcgs: Some(host_memcgs),
             reader_flag: Some(reader_flag),
+            inits,
+            exec_sessions,
             status,
             layout: resolved.layout,
         })
+    }
+
+    /// Tells the programs the init and exec sessions of containers that were running before
+    /// they were attached (they learn roles from execs, which these did before). Called after
+    /// attaching, so an exec in between is not missed; what `/proc` says overwrites it.
+    pub fn seed_roles(&mut self, running: &[crate::cgroup::RunningContainer]) {
+        let mut failed = 0usize;
+        for container in running {
+            let init = InitProcess {
+                tgid: container.init_tgid,
+                flags: 0,
+                start_boottime_ns: 0,
+            };
+            if self
+                .inits
+                .insert(container.memcg_id, InitValue(init), 0)
+                .is_err()
+            {
+                failed += 1;
+            }
+            for &tgid in &container.exec_tgids {
+                if self.exec_sessions.insert(tgid, 0, 0).is_err() {
+                    failed += 1;
+                }
+            }
+        }
+        info!(
+            containers = running.len(),
+            "roles of running containers handed to the kernel"
+        );
+        if failed > 0 {
+            warn!(
+                failed,
+                "some roles of running containers could not be stored"
+            );
+        }
     }
 
     /// The ring buffer, for the one reader that consumes it. The programs stay attached as
@@ -255,7 +308,13 @@ fn attach(ebpf: &mut Ebpf, resolved: &layout::Resolved) -> Result<Vec<ProbeStatu
             reason: result.err().map(|e| format!("{e}: {}", error_chain(&e))),
         });
     };
-    attach_btf(ebpf, names::PROCESS_EXIT, "sched_process_exit");
+    match resolved.group_death {
+        GroupDeath::Argument => attach_btf(ebpf, names::PROCESS_EXIT, "sched_process_exit"),
+        GroupDeath::SignalLive => {
+            attach_btf(ebpf, names::PROCESS_EXIT_LIVE, "sched_process_exit");
+        }
+    }
+    attach_btf(ebpf, names::PROCESS_EXEC, "sched_process_exec");
     attach_btf(ebpf, names::SIGNAL_GENERATE, "signal_generate");
     attach_btf(ebpf, names::CGROUP_MKDIR, "cgroup_mkdir");
     match resolved.oom_victim_arg {
@@ -305,7 +364,10 @@ fn attach(ebpf: &mut Ebpf, resolved: &layout::Resolved) -> Result<Vec<ProbeStatu
         }
     }
     for required in [names::PROCESS_EXIT, names::SIGNAL_GENERATE] {
-        if !status.iter().any(|p| p.name == required && p.attached) {
+        let attached = |name: &str| status.iter().any(|p| p.name == name && p.attached);
+        if !attached(required)
+            && !(required == names::PROCESS_EXIT && attached(names::PROCESS_EXIT_LIVE))
+        {
             return Err(ProbeError::Required(required));
         }
     }

@@ -192,7 +192,11 @@ pub fn exit(p: Proc, at: u64, raw: u32, main: bool) -> ExitEvent {
         start_boottime_ns: p.start,
         maxrss_pages: 2560,
         flags: if main { exit_flags::PARENT_OUTSIDE } else { 0 },
-        pad: 0,
+        role: if main {
+            agent_ebpf::role::INIT
+        } else {
+            agent_ebpf::role::CHILD
+        },
         comm: comm("app"),
     }
 }
@@ -213,6 +217,8 @@ pub fn signal(at: u64, sig: u8, code: i32, sender: (u32, u64), target: Proc) -> 
         code,
         result: 0,
         group: 1,
+        flags: 0,
+        pad: 0,
         sender_pid: sender.0,
         sender_tgid: sender.0,
         target_pid: target.tgid,

@@ -1,5 +1,6 @@
 mod fixtures;
 mod json;
 mod oom;
+mod roles;
 mod state;
 mod verdicts;
