@@ -64,9 +64,18 @@ fn churn_of_short_lived_containers_leaves_the_agent_flat() {
     let mut paths = std::collections::HashSet::new();
     while started.elapsed() < RUN {
         let container = Container::new(layouts[containers % layouts.len()]).unwrap();
-        for args in [&["exit", "0"][..], &["exit", "1"], &["fork-kill", "3"]] {
-            let child = container.spawn(args).unwrap();
+        // Three starts of the pod's containers, each an init of its own cgroup.
+        let siblings = [container.sibling().unwrap(), container.sibling().unwrap()];
+        for (start, args) in [&container, &siblings[0], &siblings[1]].into_iter().zip([
+            &["exit", "0"][..],
+            &["exit", "1"],
+            &["fork-kill", "3"],
+        ]) {
+            let child = start.spawn(args).unwrap();
             reap(child).unwrap();
+        }
+        for sibling in siblings {
+            paths.insert(sibling.path());
         }
         processes += 6;
         containers += 1;

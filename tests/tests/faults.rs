@@ -124,7 +124,9 @@ impl Storm {
         let thread = std::thread::spawn(move || {
             let mut i = 0u32;
             while !s.load(Ordering::Relaxed) {
-                let child = container.spawn(&["exit", &(i % 4).to_string()]).unwrap();
+                // Each death a start of the pod's next container: a container has one init.
+                let start = container.sibling().unwrap();
+                let child = start.spawn(&["exit", &(i % 4).to_string()]).unwrap();
                 let pid = child.id();
                 reap(child).unwrap();
                 d.lock().unwrap().push((pid, Instant::now()));

@@ -119,7 +119,8 @@ fn kernel_a_full_ring_buffer_is_counted_and_the_agent_recovers() {
     });
     let health = agent.get("/healthz").unwrap();
     assert_eq!(health.status, 200, "{}", health.body);
-    let next = container.spawn(&["exit", "3"]).unwrap();
+    let restarted = container.sibling().unwrap();
+    let next = restarted.spawn(&["exit", "3"]).unwrap();
     let next_pid = next.id();
     reap(next).unwrap();
     let record = agent.wait_for_pid(next_pid, WAIT).unwrap();
@@ -179,8 +180,9 @@ fn json_a_failing_output_is_counted_and_records_are_still_served() {
     let container = Container::new(Layout::CgroupfsGuaranteed).unwrap();
     let agent = Bare::start_ready(&["--events-json", "/dev/full"]).unwrap();
     let mut pids = Vec::new();
-    for code in ["0", "1", "2"] {
-        let child = container.spawn(&["exit", code]).unwrap();
+    let starts: Vec<Container> = (0..3).map(|_| container.sibling().unwrap()).collect();
+    for (start, code) in starts.iter().zip(["0", "1", "2"]) {
+        let child = start.spawn(&["exit", code]).unwrap();
         pids.push(child.id());
         reap(child).unwrap();
     }
@@ -256,7 +258,8 @@ fn cgroup_deaths_in_memcgs_that_do_not_resolve_are_counted() {
     let before = losses(&agent, "cgroup");
     let mut pids = Vec::new();
     for _ in 0..DEATHS {
-        let child = old.spawn(&["exit", "1"]).unwrap();
+        // Deaths by a signal: whatever their role, each one needs a record.
+        let child = old.spawn(&["abort"]).unwrap();
         pids.push(child.id());
         reap(child).unwrap();
     }

@@ -57,8 +57,10 @@ fn every_layout_gives_pod_uid_container_id_and_cgroup() {
     let comm = thread_comm().unwrap();
     for (layout, container) in containers {
         let container = container.unwrap();
+        // A container has one init; the second death is the pod's next container.
+        let next = container.sibling().unwrap();
         let exits = container.spawn(&["exit", "0"]).unwrap();
-        let sleeper = container.spawn(&["sleep", "30"]).unwrap();
+        let sleeper = next.spawn(&["sleep", "30"]).unwrap();
         let (exits_pid, sleeper_pid) = (exits.id(), sleeper.id());
         signal_pid(sleeper_pid, libc::SIGKILL);
         let (exited, killed) = (reap(exits).unwrap(), reap(sleeper).unwrap());
@@ -70,7 +72,7 @@ fn every_layout_gives_pod_uid_container_id_and_cgroup() {
         assert_eq!(record.reason(), "Completed", "{layout}");
 
         let record = agent.wait_for_pid(sleeper_pid, WAIT).unwrap();
-        common(&record, agent.node(), &container, sleeper_pid, true)
+        common(&record, agent.node(), &next, sleeper_pid, true)
             .unwrap_or_else(|e| panic!("{layout}: {e:#}"));
         death(&record, killed).unwrap();
         assert_eq!(record.reason(), "Killed", "{layout}");
@@ -98,7 +100,6 @@ fn counter(agent: &Agent, name: &str) -> u64 {
 /// death: events are handled in order, so the ones before it were too.
 fn deaths_outside(agent: &mut Agent) -> (Vec<u32>, TestCgroup) {
     let plain = TestCgroup::create(&format!("{}/plain-{}", kubepods_top(), unique_hex(8))).unwrap();
-    let sentinel = Container::new(Layout::CgroupfsBurstable).unwrap();
     let mut outside = Vec::new();
     // The second round is larger, so that a count that misses it cannot be made up by the
     // first deaths of unrelated host cgroups on the node.
@@ -124,6 +125,7 @@ fn deaths_outside(agent: &mut Agent) -> (Vec<u32>, TestCgroup) {
             outside.push(own.id());
             reap(own).unwrap();
         }
+        let sentinel = Container::new(Layout::CgroupfsBurstable).unwrap();
         let child = sentinel.spawn(&["exit", "0"]).unwrap();
         let sentinel_pid = child.id();
         reap(child).unwrap();
@@ -190,9 +192,10 @@ fn http_terminations_healthz_metrics_and_sigterm() {
     let health = agent.get("/healthz").unwrap();
     assert_eq!(health.status, 200, "{}", health.body);
     let container = Container::new(Layout::SystemdCrio).unwrap();
+    let restarted = container.sibling().unwrap();
     let mut pids = Vec::new();
-    for code in ["0", "3"] {
-        let child = container.spawn(&["exit", code]).unwrap();
+    for (start, code) in [(&container, "0"), (&restarted, "3")] {
+        let child = start.spawn(&["exit", code]).unwrap();
         pids.push(child.id());
         reap(child).unwrap();
     }
@@ -204,7 +207,7 @@ fn http_terminations_healthz_metrics_and_sigterm() {
     let array: Vec<Value> = serde_json::from_str(&all.body).unwrap();
     let ours: Vec<&Value> = array
         .iter()
-        .filter(|r| r["cgroup"] == container.path().as_str())
+        .filter(|r| r["pod_uid"] == container.pod_uid.as_str())
         .collect();
     assert_eq!(
         ours,
@@ -271,8 +274,11 @@ fn sigterm_flushes_every_death_seen_before_it() {
     let agent = Agent::start().unwrap();
     let container = Container::new(Layout::SystemdContainerd).unwrap();
     let mut pids = Vec::new();
+    let mut starts = Vec::new();
     for i in 0..30 {
-        let child = container.spawn(&["exit", &(i % 3).to_string()]).unwrap();
+        // Thirty starts of the pod's containers, each an init of its own cgroup.
+        starts.push(container.sibling().unwrap());
+        let child = starts[i].spawn(&["exit", &(i % 3).to_string()]).unwrap();
         pids.push(child.id());
         reap(child).unwrap();
     }

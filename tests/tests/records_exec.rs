@@ -7,7 +7,7 @@ use std::ffi::CString;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
-use coroner_tests::agent::expect::{Container, RECORD_WAIT, main_process, main_process_in, quiet};
+use coroner_tests::agent::expect::{Container, RECORD_WAIT, main_process_in, quiet};
 use coroner_tests::agent::{Agent, Record};
 use coroner_tests::cgroups::{Layout, unique_hex};
 use coroner_tests::victim::reap;
@@ -146,10 +146,11 @@ fn an_exec_failure_of_another_main_process_is_not_this_ones() {
     let main = container.spawn(&["exec", &script]).unwrap();
     let main_pid = main.id();
 
+    // The probe is an exec session: its exit 127 is counted, never a record of its own.
     let missing = format!("/nonexistent/probe-{}", unique_hex(8));
-    let (probe, _) = main_process(&mut agent, &container, &["exec", &missing]).unwrap();
-    assert_eq!(probe.reason(), "CommandNotFound");
-    assert_eq!(probe.sub("exec_failure", "path"), missing.as_str());
+    let probe = container.spawn(&["exec", &missing]).unwrap();
+    let probe_pid = probe.id();
+    assert_eq!(reap(probe).unwrap().exit_code(), Some(127));
 
     std::fs::write(&fifo, "go\n").unwrap();
     let reaped = reap(main).unwrap();
@@ -164,6 +165,18 @@ fn an_exec_failure_of_another_main_process_is_not_this_ones() {
         record.json
     );
     assert_eq!(record.reason(), "Error", "{}", record.json);
+    assert_eq!(record.record.role, coroner::record::Role::Init);
+    let probe_records: Vec<_> = agent
+        .records()
+        .unwrap()
+        .iter()
+        .filter(|r| r.record.pid == probe_pid)
+        .map(|r| r.json.clone())
+        .collect();
+    assert!(
+        probe_records.is_empty(),
+        "an exec session's exit is no record: {probe_records:?}"
+    );
 }
 
 #[test]
