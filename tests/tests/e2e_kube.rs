@@ -249,12 +249,18 @@ fn the_api_server_down_at_start_then_up() {
     // The agent must come up and record without its API server.
     let mut agent = agent(&server, &node);
 
-    let record = die(&mut agent, &c, &["exit", "2"], drop);
+    // The pod's earlier container start (a container has one init; the status the double
+    // serves names the later one, `c`).
+    let earlier = c.sibling().unwrap();
+    let record = die(&mut agent, &earlier, &["exit", "2"], drop);
     assert_eq!(record.reason(), "Error", "{}", record.json);
     let r = &record.record;
     assert_eq!(
         (r.pod_uid.as_deref(), r.container_id.as_deref()),
-        (Some(c.pod_uid.as_str()), Some(c.container_id.as_str())),
+        (
+            Some(c.pod_uid.as_str()),
+            Some(earlier.container_id.as_str())
+        ),
         "the cgroup still names the container: {}",
         record.json
     );

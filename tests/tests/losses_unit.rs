@@ -35,7 +35,8 @@ fn record(pid: u32) -> TerminationRecord {
         "signal": null, "core_dumped": false, "reason": "Completed", "sender": null,
         "sigterm_time": null, "sigkill_time": null, "grace_seconds": null, "oom": null,
         "peak_rss_bytes": 0, "container_memory_peak_bytes": null,
-        "container_memory_limit_bytes": null, "exec_failure": null, "exit_status": 0
+        "container_memory_limit_bytes": null, "exec_failure": null, "exit_status": 0,
+        "role": "init", "message": null
     }))
     .expect("a valid record")
 }

@@ -131,11 +131,14 @@ pub fn main_process_in(
 /// A death in `container`, recorded with the fields every record carries: proof the agent
 /// still records (after whatever the test threw at it).
 pub fn still_records(agent: &mut Agent, container: &Container) -> Result<()> {
-    let child = container.spawn(&["exit", "3"])?;
+    // The pod's next container: a container has one init, and only its death is recorded
+    // whatever it is.
+    let next = container.sibling()?;
+    let child = next.spawn(&["exit", "3"])?;
     let pid = child.id();
     crate::victim::reap(child)?;
     let record = agent.wait_for_pid(pid, RECORD_WAIT)?;
-    common(&record, agent.node(), container, pid, true)
+    common(&record, agent.node(), &next, pid, true)
 }
 
 /// An exit, not a kill: nothing of signals or OOM.
