@@ -115,6 +115,10 @@ pub fn running_containers(hierarchy: &MemoryHierarchy, proc_root: &Path) -> Vec<
 mod tests {
     use super::*;
 
+    #[expect(
+        clippy::unnecessary_wraps,
+        reason = "the shape /proc reads give: None is a process gone"
+    )]
     fn stat(ppid: u32, start_ticks: u64) -> Option<ProcStat> {
         Some(ProcStat { ppid, start_ticks })
     }

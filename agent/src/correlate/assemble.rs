@@ -52,10 +52,11 @@ impl<L: CgroupLookup> Assembler<'_, L> {
             let seen = history.and_then(|h| h.fatal(signal, died_ns))?;
             // A stop signal the process raised again after catching it (restore the default,
             // re-raise: Go, Node, C cleanup handlers) was decided by whoever sent it first.
-            if seen.sender_tgid == victim.key.tgid && !verdict::kernel_raised(seen.code) {
-                if let Some(first) = history.and_then(|h| h.first_from_other(signal, died_ns)) {
-                    return Some(first);
-                }
+            if seen.sender_tgid == victim.key.tgid
+                && !verdict::kernel_raised(seen.code)
+                && let Some(first) = history.and_then(|h| h.first_from_other(signal, died_ns))
+            {
+                return Some(first);
             }
             Some(seen)
         });

@@ -143,17 +143,6 @@ pub fn resolve(btf: &Btf, tracefs: &Path) -> Result<Resolved, BtfError> {
             .push("tracepoint oom/mark_victim: OOM kills are seen only as SIGKILL".into()),
     }
 
-    let group_death = if btf
-        .tracepoint_params("sched_process_exit")
-        .is_ok_and(|params| params.len() >= 2)
-    {
-        choices.push("sched_process_exit(task, group_dead)".into());
-        GroupDeath::Argument
-    } else {
-        choices.push("sched_process_exit(task): group death from signal->live".into());
-        GroupDeath::SignalLive
-    };
-
     let layout = KernelLayout {
         task_pid: off(btf, "task_struct", "pid")?,
         task_tgid: off(btf, "task_struct", "tgid")?,
@@ -198,10 +187,24 @@ pub fn resolve(btf: &Btf, tracefs: &Path) -> Result<Resolved, BtfError> {
     Ok(Resolved {
         layout,
         oom_victim_arg,
-        group_death,
+        group_death: group_death(btf, &mut choices),
         missing: features.missing,
         choices,
     })
+}
+
+/// How `sched_process_exit` tells the group's death, from the tracepoint's BTF parameters.
+fn group_death(btf: &Btf, choices: &mut Vec<String>) -> GroupDeath {
+    if btf
+        .tracepoint_params("sched_process_exit")
+        .is_ok_and(|params| params.len() >= 2)
+    {
+        choices.push("sched_process_exit(task, group_dead)".into());
+        GroupDeath::Argument
+    } else {
+        choices.push("sched_process_exit(task): group death from signal->live".into());
+        GroupDeath::SignalLive
+    }
 }
 
 /// How `mark_victim` passes its victim, from the tracepoint's BTF parameters.

@@ -363,13 +363,13 @@ fn attach(ebpf: &mut Ebpf, resolved: &layout::Resolved) -> Result<Vec<ProbeStatu
             }
         }
     }
-    for required in [names::PROCESS_EXIT, names::SIGNAL_GENERATE] {
-        let attached = |name: &str| status.iter().any(|p| p.name == name && p.attached);
-        if !attached(required)
-            && !(required == names::PROCESS_EXIT && attached(names::PROCESS_EXIT_LIVE))
-        {
-            return Err(ProbeError::Required(required));
-        }
+    // Either form of the exit program will do.
+    let attached = |names: &[&str]| status.iter().any(|p| names.contains(&p.name) && p.attached);
+    if !attached(&[names::PROCESS_EXIT, names::PROCESS_EXIT_LIVE]) {
+        return Err(ProbeError::Required(names::PROCESS_EXIT));
+    }
+    if !attached(&[names::SIGNAL_GENERATE]) {
+        return Err(ProbeError::Required(names::SIGNAL_GENERATE));
     }
     Ok(status)
 }
