@@ -16,7 +16,7 @@ pub use hierarchy::{
 pub use layout::{CgroupClass, classify, parse_container};
 pub use resolver::{
     CgroupResolver, MAX_CACHED_CGROUPS, MAX_UNKNOWN_IDS, MAX_WARNED_PREFIXES, MIN_WALK_INTERVAL,
-    NEGATIVE_TTL, ResolverLimits, ResolverStats,
+    NEGATIVE_TTL, ResolverCacheSizes, ResolverLimits, ResolverStats,
 };
 
 /// Which container runtime named the cgroup.
