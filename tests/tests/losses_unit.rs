@@ -5,8 +5,8 @@
 //!   16 384-record channel from outside needs labelling stalled with 1 024 lookups in flight,
 //!   which nothing outside the agent controls deterministically.
 //! - `decode`: the programs only write events the decoder knows and user space cannot write
-//!   into a BPF ring buffer, so the decoder's rejections and the report that turns the
-//!   reader's count into the metric are tested apart.
+//!   into a BPF ring buffer, so the decoder's rejections and the reader's count published to
+//!   the metric are tested apart.
 //! - `cgroup`: the correlator with a lookup answering `None`.
 //! - `correlate`: the correlator with its table caps shrunk (the real caps need 16 384 live
 //!   processes, each sent a SIGTERM).
@@ -18,13 +18,23 @@ use agent_ebpf::{
     exit_flags, kind,
 };
 use coroner::cgroup::CgroupInfo;
-use coroner::correlate::{
-    BootClock, CgroupLookup, Correlator, CorrelatorConfig, CorrelatorStats, MemoryReading,
-};
-use coroner::export::{Metrics, MetricsConfig};
-use coroner::pipeline::kernel::{LossReport, send_records};
+use coroner::correlate::{BootClock, CgroupLookup, Correlator, CorrelatorConfig, MemoryReading};
+use coroner::export::{KernelStageStats, Metrics, MetricsConfig, ReaderStats};
+use coroner::pipeline::kernel::send_records;
 use coroner::record::TerminationRecord;
 use coroner_tests::exposition::lost;
+
+/// What the kernel stage publishes every second, with the reader's and the correlator's totals.
+fn publish(metrics: &Metrics, undecodable: u64, correlator: Option<&Correlator>) {
+    metrics.publish_kernel_stage(KernelStageStats {
+        reader: ReaderStats {
+            undecodable,
+            park_errors: 0,
+        },
+        correlator: correlator.map(Correlator::stats).unwrap_or_default(),
+        ..KernelStageStats::default()
+    });
+}
 
 fn record(pid: u32) -> TerminationRecord {
     serde_json::from_value(serde_json::json!({
@@ -68,13 +78,11 @@ fn decode_undecodable_records_are_counted_once() {
         );
     }
     let metrics = Metrics::new(MetricsConfig::default());
-    let mut report = LossReport::default();
-    let stats = CorrelatorStats::default();
-    report.report(&metrics, 4, &stats);
+    publish(&metrics, 4, None);
     assert_eq!(lost(&metrics.encode(), "decode"), 4);
-    // The reader's total is reported every second: only what grew is added.
-    report.report(&metrics, 4, &stats);
-    report.report(&metrics, 5, &stats);
+    // The reader's total is published every second: shown as published, never added up.
+    publish(&metrics, 4, None);
+    publish(&metrics, 5, None);
     assert_eq!(lost(&metrics.encode(), "decode"), 5);
 }
 
@@ -177,7 +185,7 @@ fn cgroup_a_death_whose_memcg_does_not_resolve_is_counted() {
         "no record without a cgroup: {records:?}"
     );
     let metrics = Metrics::new(MetricsConfig::default());
-    LossReport::default().report(&metrics, 0, &correlator.stats());
+    publish(&metrics, 0, Some(&correlator));
     assert_eq!(lost(&metrics.encode(), "cgroup"), 1);
 }
 
@@ -197,9 +205,17 @@ fn correlate_evicted_signal_histories_and_exec_failures_are_counted() {
         correlator.ingest(&exec_failure(memcg_id, 2_000 + memcg_id), &mut lookup);
     }
     let metrics = Metrics::new(MetricsConfig::default());
-    let mut report = LossReport::default();
-    report.report(&metrics, 0, &correlator.stats());
+    publish(&metrics, 0, Some(&correlator));
     assert_eq!(lost(&metrics.encode(), "correlate"), 3 + 2);
-    report.report(&metrics, 0, &correlator.stats());
-    assert_eq!(lost(&metrics.encode(), "correlate"), 5, "reported once");
+    publish(&metrics, 0, Some(&correlator));
+    assert_eq!(lost(&metrics.encode(), "correlate"), 5, "counted once");
+    let evicted = |table: &str| {
+        let series = format!("coroner_correlator_evictions_total{{table=\"{table}\"}} ");
+        metrics
+            .encode()
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str())?.trim().parse::<u64>().ok())
+    };
+    assert_eq!(evicted("signal_histories"), Some(3));
+    assert_eq!(evicted("exec_failure_memcgs"), Some(2));
 }

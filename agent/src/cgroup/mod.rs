@@ -17,7 +17,7 @@ pub use hierarchy::{
 pub use layout::{CgroupClass, classify, parse_container};
 pub use resolver::{
     CgroupResolver, MAX_CACHED_CGROUPS, MAX_UNKNOWN_IDS, MAX_WARNED_PREFIXES, MIN_WALK_INTERVAL,
-    NEGATIVE_TTL, ResolverLimits, ResolverStats,
+    NEGATIVE_TTL, ResolverCacheSizes, ResolverLimits, ResolverStats,
 };
 pub use running::{RunningContainer, running_containers};
 

@@ -76,6 +76,17 @@ pub struct ResolverStats {
     pub unmatched_kubepods: u64,
 }
 
+/// How full the resolver's caches are now, for the agent's metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResolverCacheSizes {
+    /// Cgroups remembered, live and gone; never more than `max_cached_cgroups`.
+    pub cgroups: usize,
+    /// Ids a walk did not find, remembered for the negative TTL.
+    pub unknown_ids: usize,
+    /// Prefixes of unmatched kubelet-like paths already warned about.
+    pub warned_prefixes: usize,
+}
+
 /// Resolves memory cgroup ids. Synchronous: a miss may walk the hierarchy and, right after
 /// another walk, sleep up to [`MIN_WALK_INTERVAL`]; call it where blocking is fine.
 pub struct CgroupResolver {
@@ -179,6 +190,15 @@ impl CgroupResolver {
     #[must_use]
     pub fn stats(&self) -> ResolverStats {
         self.index.stats
+    }
+
+    #[must_use]
+    pub fn cache_sizes(&self) -> ResolverCacheSizes {
+        ResolverCacheSizes {
+            cgroups: self.cached_cgroups(),
+            unknown_ids: self.unknown_ids(),
+            warned_prefixes: self.warned_prefixes(),
+        }
     }
 
     /// Cgroups remembered; never more than `max_cached_cgroups`.

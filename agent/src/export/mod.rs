@@ -10,5 +10,8 @@ pub mod recent;
 
 pub use http::{HttpLimits, HttpState, Readiness, serve, serve_with_limits};
 pub use json_lines::{ExportError, JsonLines};
-pub use metrics::{EventKind, FilteredKind, KernelCounters, LossStage, Metrics, MetricsConfig};
+pub use metrics::{
+    EventCounts, EventKind, FilteredKind, KernelCounters, KernelStageStats, LossStage, Metrics,
+    MetricsConfig, ReaderStats,
+};
 pub use recent::{RecentFilter, RecentRecords};

@@ -400,6 +400,13 @@ impl KubeClient {
         self.inner.shared.counters.snapshot()
     }
 
+    /// Reads [`KubeClient::stats`] without keeping the client, and so its tasks, alive: for
+    /// the metrics, which outlive it.
+    pub fn stats_reader(&self) -> impl Fn() -> KubeStats + Send + Sync + 'static {
+        let shared = Arc::clone(&self.inner.shared);
+        move || shared.counters.snapshot()
+    }
+
     #[must_use]
     pub fn options(&self) -> &KubeOptions {
         &self.inner.options

@@ -10,15 +10,18 @@ use agent_ebpf::{KernelEvent, counter};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::correlate::{BootClock, Correlator, CorrelatorStats, boottime_ns};
+use crate::correlate::{BootClock, Correlator, boottime_ns};
 use crate::events::{EventReader, describe};
-use crate::export::{EventKind, KernelCounters, LossStage, Metrics};
+use crate::export::{
+    EventCounts, EventKind, KernelCounters, KernelStageStats, LossStage, Metrics, ReaderStats,
+};
 use crate::probes::Probes;
 use crate::record::TerminationRecord;
 
 use super::lookup::ResolverLookup;
 
-/// How often the kernel counters and the correlator's statistics reach the metrics, and the
+/// How often the stage's counters (the kernel's, the reader's, the correlator's, the
+/// resolver's) are published to the metrics, and the
 /// boot→wall clock offset is refreshed (NTP may step the wall clock).
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 /// While events come, how often the ring is read (the programs do not wake the reader then).
@@ -59,11 +62,11 @@ impl KernelStage {
         // Know the containers that exist now before the first of them dies.
         self.lookup.resolver.refresh();
         let mut last_housekeeping = Instant::now();
-        let mut reported = Reported::default();
+        let mut handled = EventCounts::default();
         let mut idle_scans = 0;
         let mut just_unparked = false;
         while !self.shutdown.load(Ordering::Relaxed) {
-            let read = self.read_events();
+            let read = self.read_events(&mut handled);
             let now = boottime_ns().ok();
             if let Some(now) = now {
                 // One reading of each container's memory files per drain: every death in it has
@@ -73,7 +76,7 @@ impl KernelStage {
             }
             if last_housekeeping.elapsed() >= HOUSEKEEPING {
                 last_housekeeping = Instant::now();
-                self.housekeeping(&mut reported);
+                self.housekeeping(handled);
             }
             idle_scans = if read > 0 { 0 } else { idle_scans + 1 };
             // While events come, a steady cadence: an exit read at one scan is past its hold
@@ -97,30 +100,29 @@ impl KernelStage {
         }
         // Deaths that reached the ring buffer after the last read still count: read them
         // before the final flush.
-        self.read_events();
+        self.read_events(&mut handled);
         let rest = self.correlator.flush(&mut self.lookup.batch());
         info!(
             records = rest.len(),
             "kernel stage stopping: pending records flushed"
         );
         self.send(rest);
-        self.housekeeping(&mut reported);
+        self.housekeeping(handled);
         // Dropping `self.probes` detaches every program.
     }
 
     /// Hands every kernel event in the ring to the resolver (new cgroups) or the correlator
-    /// (deaths); returns how many records were read.
-    fn read_events(&mut self) -> usize {
+    /// (deaths), counting them by kind in `handled`; returns how many records were read.
+    fn read_events(&mut self, handled: &mut EventCounts) -> usize {
         let Self {
             reader,
             correlator,
             lookup,
-            metrics,
             trace_events,
             ..
         } = self;
         reader.drain(&mut |event| {
-            metrics.event_handled(kind_of(&event));
+            handled.note(kind_of(&event));
             if *trace_events {
                 info!(target: "coroner::kernel", "{}", describe(&event));
             }
@@ -143,25 +145,26 @@ impl KernelStage {
         send_records(&self.records, records, &self.metrics);
     }
 
-    fn housekeeping(&mut self, reported: &mut Reported) {
+    fn housekeeping(&mut self, events: EventCounts) {
         if let Ok(clock) = BootClock::now() {
             self.correlator.set_clock(clock);
         }
         let slots: Vec<u64> = (0..counter::COUNT)
             .map(|slot| self.probes.counter(slot))
             .collect();
-        self.metrics
-            .kernel_counters(KernelCounters::from_slots(&slots));
-        let stats = self.correlator.stats();
-        // Deaths outside containers: those user space classified, plus those the kernel
-        // filtered because their memcg was already known to be a host one.
-        let outside = stats.deaths_outside_containers + slots[counter::EXIT_HOST as usize];
-        self.metrics
-            .deaths_outside_containers(outside - reported.outside.min(outside));
-        reported.outside = outside;
-        reported
-            .losses
-            .report(&self.metrics, self.reader.undecodable, &stats);
+        self.metrics.publish_kernel_stage(KernelStageStats {
+            kernel: KernelCounters::from_slots(&slots),
+            events,
+            reader: ReaderStats {
+                undecodable: self.reader.undecodable,
+                park_errors: self.reader.parked_flag_errors,
+            },
+            correlator: self.correlator.stats(),
+            tables: self.correlator.sizes(),
+            resolver: self.lookup.resolver.stats(),
+            resolver_cache: self.lookup.resolver.cache_sizes(),
+            host_memcgs: self.lookup.host_memcg_stats,
+        });
     }
 }
 
@@ -187,45 +190,6 @@ pub fn send_records(
         }
     }
     sent
-}
-
-/// The kernel stage's loss totals already added to `coroner_events_lost_total`: the reader
-/// and the correlator keep totals that only grow, the metric gets what grew since the last
-/// report.
-#[derive(Debug, Default)]
-pub struct LossReport {
-    undecodable: u64,
-    unresolved: u64,
-    evicted: u64,
-}
-
-impl LossReport {
-    /// Adds to stages `decode`, `cgroup` and `correlate` what grew since the last call.
-    /// `undecodable` is [`EventReader::undecodable`].
-    pub fn report(&mut self, metrics: &Metrics, undecodable: u64, stats: &CorrelatorStats) {
-        let delta = |stage: LossStage, now: u64, before: &mut u64| {
-            if now > *before {
-                metrics.lost(stage, now - *before);
-                *before = now;
-            }
-        };
-        delta(LossStage::Decode, undecodable, &mut self.undecodable);
-        delta(
-            LossStage::Cgroup,
-            stats.unresolved_memcgs,
-            &mut self.unresolved,
-        );
-        // Evicted histories are information lost (a signal, an exec failure); the other
-        // evictions only finalise a record early.
-        let evicted = stats.evictions.signal_histories + stats.evictions.exec_failure_memcgs;
-        delta(LossStage::Correlate, evicted, &mut self.evicted);
-    }
-}
-
-#[derive(Default)]
-struct Reported {
-    outside: u64,
-    losses: LossReport,
 }
 
 fn warn_rate_limited(message: &str) {

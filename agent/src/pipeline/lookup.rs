@@ -13,14 +13,21 @@ use crate::record::OomScope;
 
 use super::kallsyms::OomSymbols;
 
+/// Host memcgs handed to the kernel, for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostMemcgStats {
+    /// Written into `HOST_MEMCGS`: the kernel drops their events from then on.
+    pub marked: u64,
+    /// Writes that failed: their events keep crossing (and are counted as they cross).
+    pub mark_failures: u64,
+}
+
 pub struct ResolverLookup {
     pub resolver: CgroupResolver,
     memory: MemoryReader,
     host_memcgs: Option<BpfHashMap<MapData, u64, u8>>,
     oom_symbols: Option<OomSymbols>,
-    /// Host memcgs handed to the kernel (and failures to), for metrics.
-    pub host_memcgs_marked: u64,
-    pub host_memcg_mark_failures: u64,
+    pub host_memcg_stats: HostMemcgStats,
 }
 
 impl ResolverLookup {
@@ -35,8 +42,7 @@ impl ResolverLookup {
             resolver,
             host_memcgs,
             oom_symbols,
-            host_memcgs_marked: 0,
-            host_memcg_mark_failures: 0,
+            host_memcg_stats: HostMemcgStats::default(),
         }
     }
 
@@ -86,14 +92,14 @@ impl CgroupLookup for ResolverLookup {
             && let Some(map) = self.host_memcgs.as_mut()
         {
             match map.insert(memcg_id, 1, 0) {
-                Ok(()) => self.host_memcgs_marked += 1,
+                Ok(()) => self.host_memcg_stats.marked += 1,
                 Err(e) => {
-                    if self.host_memcg_mark_failures == 0 {
+                    if self.host_memcg_stats.mark_failures == 0 {
                         tracing::warn!(
                             "cannot tell the kernel about host memcg {memcg_id}: {e}; their events keep crossing (and are counted)"
                         );
                     }
-                    self.host_memcg_mark_failures += 1;
+                    self.host_memcg_stats.mark_failures += 1;
                 }
             }
         }

@@ -20,9 +20,7 @@ use crate::cgroup::{CgroupResolver, MemoryHierarchy};
 use crate::cli::Args;
 use crate::correlate::{BootClock, Correlator, CorrelatorConfig, page_size};
 use crate::events::EventReader;
-use crate::export::{
-    HttpState, JsonLines, LossStage, Metrics, MetricsConfig, Readiness, RecentRecords,
-};
+use crate::export::{HttpState, JsonLines, Metrics, MetricsConfig, Readiness, RecentRecords};
 use crate::kube::{self, KubeClient, KubeOptions};
 use crate::probes::Probes;
 use crate::record::TerminationRecord;
@@ -125,9 +123,7 @@ pub async fn run(args: Args, privileged: Privileged) -> anyhow::Result<()> {
         },
     ));
 
-    let kube = kube::connect(args.kube, KubeOptions::new(node.clone()))
-        .await
-        .context("--kube")?;
+    let kube = connect_kube(&args, &node, &metrics).await?;
     let events = probes.take_events().context("the ring buffer")?;
     let reader = match probes.take_reader_flag() {
         Some(flag) => EventReader::with_parking(events, flag),
@@ -178,7 +174,7 @@ pub async fn run(args: Args, privileged: Privileged) -> anyhow::Result<()> {
         LABELLING_IN_FLIGHT,
     );
 
-    let housekeeping = spawn_housekeeping(metrics.clone(), kube.clone());
+    let housekeeping = spawn_housekeeping(metrics.clone());
 
     wait_for_termination().await;
     info!("terminating: detaching probes and flushing records");
@@ -200,26 +196,30 @@ pub async fn run(args: Args, privileged: Privileged) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Every 30 s: drop the series of pods gone for a while; every 2 s: the API side's health.
-fn spawn_housekeeping(metrics: Metrics, kube: Option<KubeClient>) -> tokio::task::JoinHandle<()> {
+/// The API side, if there is one, with its counters on the metrics.
+async fn connect_kube(
+    args: &Args,
+    node: &str,
+    metrics: &Metrics,
+) -> anyhow::Result<Option<KubeClient>> {
+    let kube = kube::connect(args.kube, KubeOptions::new(node.to_owned()))
+        .await
+        .context("--kube")?;
+    if let Some(kube) = &kube {
+        metrics.watch_kube(kube.stats_reader());
+    }
+    Ok(kube)
+}
+
+/// Every 30 s: drop the series of pods gone for a while.
+fn spawn_housekeeping(metrics: Metrics) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(2));
-        let (mut kube_lost_reported, mut ticks) = (0u64, 0u64);
+        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        // The first tick is immediate: nothing is old yet.
+        tick.tick().await;
         loop {
             tick.tick().await;
-            ticks += 1;
-            if ticks % 15 == 0 {
-                metrics.sweep(std::time::Instant::now());
-            }
-            if let Some(kube) = &kube {
-                let stats = kube.stats();
-                metrics.set_kube_watch_up(stats.watch_up);
-                let lost = stats.events_lost();
-                if lost > kube_lost_reported {
-                    metrics.lost(LossStage::KubeEvent, lost - kube_lost_reported);
-                    kube_lost_reported = lost;
-                }
-            }
+            metrics.sweep(std::time::Instant::now());
         }
     })
 }

@@ -8,7 +8,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use super::labels::{KindLabels, ProbeLabels, SignalLabels, StageLabels, VersionLabels};
+use super::labels::{ProbeLabels, SignalLabels, VersionLabels};
 
 /// SIGTERM→SIGKILL: Kubernetes' default grace is 30 s; 30 and 35 tell "the default expired"
 /// from "it took a little longer", the tail reaches long `terminationGracePeriodSeconds`.
@@ -22,14 +22,8 @@ pub(super) struct CauseLabels {
 }
 
 pub(super) struct Families {
-    pub events_lost: Family<StageLabels, Counter>,
     pub grace_period: Histogram,
     pub signals: Family<SignalLabels, Counter>,
-    pub events: Family<KindLabels, Counter>,
-    pub kernel_filtered: Family<KindLabels, Counter>,
-    pub kernel_emitted: Counter,
-    pub deaths_outside_containers: Counter,
-    pub kube_watch_up: Gauge,
     pub probe_attached: Family<ProbeLabels, Gauge>,
     pub build_info: Family<VersionLabels, Gauge>,
     pub pod_series_dropped: Family<CauseLabels, Counter>,
@@ -38,14 +32,8 @@ pub(super) struct Families {
 impl Families {
     pub fn new() -> Self {
         Self {
-            events_lost: Family::default(),
             grace_period: Histogram::new(GRACE_BUCKETS),
             signals: Family::default(),
-            events: Family::default(),
-            kernel_filtered: Family::default(),
-            kernel_emitted: Counter::default(),
-            deaths_outside_containers: Counter::default(),
-            kube_watch_up: Gauge::default(),
             probe_attached: Family::default(),
             build_info: Family::default(),
             pod_series_dropped: Family::default(),
@@ -53,11 +41,6 @@ impl Families {
     }
 
     pub fn register(&self, r: &mut Registry) {
-        r.register(
-            "events_lost",
-            "Events dropped, by the stage that dropped them",
-            self.events_lost.clone(),
-        );
         r.register_with_unit(
             "grace_period",
             "Time from the first SIGTERM to the SIGKILL of processes killed after a SIGTERM",
@@ -68,31 +51,6 @@ impl Families {
             "signals",
             "Fatal signals that killed recorded processes, by who sent them",
             self.signals.clone(),
-        );
-        r.register(
-            "events",
-            "Kernel events handled by the agent",
-            self.events.clone(),
-        );
-        r.register(
-            "kernel_events_filtered",
-            "Kernel events the programs did not send to user space, as not needed",
-            self.kernel_filtered.clone(),
-        );
-        r.register(
-            "kernel_events_emitted",
-            "Events the programs put into the ring buffer",
-            self.kernel_emitted.clone(),
-        );
-        r.register(
-            "deaths_outside_containers",
-            "Process deaths outside any container, counted but not recorded",
-            self.deaths_outside_containers.clone(),
-        );
-        r.register(
-            "kube_watch_up",
-            "1 while the pod watch on the Kubernetes API is synced, else 0",
-            self.kube_watch_up.clone(),
         );
         r.register(
             "probe_attached",

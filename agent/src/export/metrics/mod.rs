@@ -11,12 +11,16 @@
 //! registry keeps the closed-set families. `oracle_tests` holds the hand-written lines to what
 //! `Family` would write.
 
+mod catalogue;
 mod classic;
+mod collector;
 #[cfg(test)]
 mod cost_tests;
 #[cfg(test)]
 pub(crate) mod exposition;
 mod families;
+#[cfg(test)]
+mod inventory_tests;
 mod labels;
 #[cfg(test)]
 mod lint_tests;
@@ -33,9 +37,11 @@ use std::time::{Duration, Instant};
 
 use prometheus_client::registry::Registry;
 
+pub use collector::{EventCounts, KernelStageStats, ReaderStats};
+use collector::{Sources, StatsCollector};
 use families::{CauseLabels, Families};
 pub use labels::{EventKind, FilteredKind, LossStage};
-use labels::{KindLabels, ProbeLabels, SignalLabels, StageLabels, VersionLabels};
+use labels::{ProbeLabels, SignalLabels, VersionLabels};
 pub use scrape::Scrape;
 use series::SeriesIndex;
 pub use text::Format;
@@ -59,39 +65,26 @@ impl Default for MetricsConfig {
     }
 }
 
-/// The kernel's per-CPU counters, summed over CPUs: totals since the programs were loaded.
+/// The kernel's per-CPU counters, summed over CPUs: totals since the programs were loaded,
+/// by `agent_ebpf::counter` slot.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct KernelCounters {
-    /// Events dropped in the kernel: ring buffer full (all kinds), exec path stash full.
-    pub lost: u64,
-    pub exit_filtered: u64,
-    pub signal_filtered: u64,
-    /// Events that reached the ring buffer.
-    pub emitted: u64,
-}
+pub struct KernelCounters([u64; agent_ebpf::counter::COUNT as usize]);
 
 impl KernelCounters {
     /// From the `COUNTERS` map, indexed by `agent_ebpf::counter::*`; missing slots count 0.
     #[must_use]
     pub fn from_slots(slots: &[u64]) -> Self {
-        use agent_ebpf::counter;
-        let slot = |i: u32| slots.get(i as usize).copied().unwrap_or(0);
-        Self {
-            lost: [
-                counter::LOST_EXIT,
-                counter::LOST_SIGNAL,
-                counter::LOST_OOM,
-                counter::LOST_EXEC_FAILURE,
-                counter::EXEC_STASH_FULL,
-                counter::LOST_CGROUP_MKDIR,
-            ]
-            .into_iter()
-            .map(slot)
-            .fold(0u64, u64::saturating_add),
-            exit_filtered: slot(counter::EXIT_FILTERED),
-            signal_filtered: slot(counter::SIGNAL_FILTERED),
-            emitted: slot(counter::EMITTED),
+        let mut counters = Self::default();
+        for (to, from) in counters.0.iter_mut().zip(slots) {
+            *to = *from;
         }
+        counters
+    }
+
+    /// The total of slot `agent_ebpf::counter::*`; 0 for a slot that does not exist.
+    #[must_use]
+    pub fn slot(&self, slot: u32) -> u64 {
+        self.0.get(slot as usize).copied().unwrap_or(0)
     }
 }
 
@@ -101,7 +94,8 @@ struct Inner {
     /// The per-pod families: high cardinality, so not prometheus-client `Family`s (see
     /// `series`); the registry holds the rest.
     series: Mutex<SeriesIndex>,
-    kernel_seen: Mutex<KernelCounters>,
+    /// The stages' counters, encoded at scrape time by the registry's one collector.
+    sources: Arc<Sources>,
     retention: Duration,
 }
 
@@ -136,22 +130,8 @@ impl Metrics {
         let families = Families::new();
         let mut registry = Registry::with_prefix("coroner");
         families.register(&mut registry);
-        // Closed label sets exist from the start: absent is not zero to a PromQL rate().
-        for stage in LossStage::ALL {
-            let _ = families.events_lost.get_or_create(&StageLabels {
-                stage: stage.as_str(),
-            });
-        }
-        for kind in EventKind::ALL {
-            let _ = families.events.get_or_create(&KindLabels {
-                kind: kind.as_str(),
-            });
-        }
-        for kind in FilteredKind::ALL {
-            let _ = families.kernel_filtered.get_or_create(&KindLabels {
-                kind: kind.as_str(),
-            });
-        }
+        let sources = Arc::new(Sources::default());
+        registry.register_collector(Box::new(StatsCollector(sources.clone())));
         for cause in ["expired", "capacity"] {
             let _ = families
                 .pod_series_dropped
@@ -168,7 +148,7 @@ impl Metrics {
                 registry,
                 families,
                 series: Mutex::new(SeriesIndex::new(config.max_pods)),
-                kernel_seen: Mutex::new(KernelCounters::default()),
+                sources,
                 retention: config.retention,
             }),
         }
@@ -228,60 +208,22 @@ impl Metrics {
         lock(&self.inner.series).len()
     }
 
-    /// Counts `n` events dropped at `stage`.
+    /// Counts `n` events dropped at `stage`, where the stage keeps no counter of its own.
     pub fn lost(&self, stage: LossStage, n: u64) {
-        self.inner
-            .families
-            .events_lost
-            .get_or_create(&StageLabels {
-                stage: stage.as_str(),
-            })
-            .inc_by(n);
+        self.inner.sources.lost(stage, n);
     }
 
-    /// Counts one kernel event handled by user space.
-    pub fn event_handled(&self, kind: EventKind) {
-        self.inner
-            .families
-            .events
-            .get_or_create(&KindLabels {
-                kind: kind.as_str(),
-            })
-            .inc();
+    /// Takes the kernel stage's totals (see [`KernelStageStats`]); `/metrics` shows the last
+    /// ones taken.
+    pub fn publish_kernel_stage(&self, stats: KernelStageStats) {
+        *lock(&self.inner.sources.kernel_stage) = stats;
     }
 
-    /// Takes the kernel's counter totals; what grew since the last call is added (a total that
-    /// went down means the programs were reloaded, and it counts from zero).
-    pub fn kernel_counters(&self, totals: KernelCounters) {
-        let f = &self.inner.families;
-        let mut seen = lock(&self.inner.kernel_seen);
-        let grown = |now: u64, before: u64| if now >= before { now - before } else { now };
-        self.lost(LossStage::Kernel, grown(totals.lost, seen.lost));
-        for (kind, now, before) in [
-            (FilteredKind::Exit, totals.exit_filtered, seen.exit_filtered),
-            (
-                FilteredKind::Signal,
-                totals.signal_filtered,
-                seen.signal_filtered,
-            ),
-        ] {
-            f.kernel_filtered
-                .get_or_create(&KindLabels {
-                    kind: kind.as_str(),
-                })
-                .inc_by(grown(now, before));
+    /// Where the Kubernetes side's counters are read at each scrape; the first call wins.
+    pub fn watch_kube(&self, stats: impl Fn() -> crate::kube::KubeStats + Send + Sync + 'static) {
+        if self.inner.sources.kube.set(Box::new(stats)).is_err() {
+            tracing::warn!("the Kubernetes counters are already watched; ignoring a second source");
         }
-        f.kernel_emitted.inc_by(grown(totals.emitted, seen.emitted));
-        *seen = totals;
-    }
-
-    /// Counts deaths outside any container (not recorded).
-    pub fn deaths_outside_containers(&self, n: u64) {
-        self.inner.families.deaths_outside_containers.inc_by(n);
-    }
-
-    pub fn set_kube_watch_up(&self, up: bool) {
-        self.inner.families.kube_watch_up.set(i64::from(up));
     }
 
     /// `probe` is a program name (`agent_ebpf::names`): a closed set.
@@ -325,12 +267,6 @@ impl Metrics {
     /// The current value of `coroner_events_lost_total{stage}`.
     #[must_use]
     pub fn lost_count(&self, stage: LossStage) -> u64 {
-        self.inner
-            .families
-            .events_lost
-            .get_or_create(&StageLabels {
-                stage: stage.as_str(),
-            })
-            .get()
+        self.inner.sources.samples().lost(stage)
     }
 }

@@ -302,41 +302,83 @@ fn the_pod_cap_pushes_out_the_least_recently_seen_pod() {
 }
 
 #[test]
-fn kernel_totals_become_increments_and_survive_a_reload() {
+fn kernel_slots_are_shown_as_published() {
     let metrics = Metrics::default();
     let mut slots = [0u64; agent_ebpf::counter::COUNT as usize];
     slots[agent_ebpf::counter::LOST_EXIT as usize] = 3;
     slots[agent_ebpf::counter::LOST_OOM as usize] = 2;
     slots[agent_ebpf::counter::SIGNAL_FILTERED as usize] = 1000;
     slots[agent_ebpf::counter::EMITTED as usize] = 50;
-    metrics.kernel_counters(KernelCounters::from_slots(&slots));
+    let publish = |slots: &[u64]| {
+        metrics.publish_kernel_stage(KernelStageStats {
+            kernel: KernelCounters::from_slots(slots),
+            ..KernelStageStats::default()
+        });
+    };
+    publish(&slots);
     assert_eq!(metrics.lost_count(LossStage::Kernel), 5);
-
     slots[agent_ebpf::counter::LOST_EXIT as usize] = 6;
-    metrics.kernel_counters(KernelCounters::from_slots(&slots));
+    publish(&slots);
     assert_eq!(metrics.lost_count(LossStage::Kernel), 8);
-
-    // Reloaded programs count from zero again.
-    metrics.kernel_counters(KernelCounters {
-        lost: 1,
-        ..KernelCounters::default()
-    });
+    // A stage's own count and the counts of where it happened add up.
     metrics.lost(LossStage::Kernel, 1);
-    assert_eq!(metrics.lost_count(LossStage::Kernel), 10);
+    assert_eq!(metrics.lost_count(LossStage::Kernel), 9);
 
     let e = scrape(&metrics);
     let filtered = "coroner_kernel_events_filtered_total";
     assert_eq!(e.value(filtered, &[("kind", "signal")]), 1000.0);
+    assert_eq!(e.value(filtered, &[("kind", "exit")]), 0.0);
     assert_eq!(e.value("coroner_kernel_events_emitted_total", &[]), 50.0);
+    let lost = "coroner_kernel_events_lost_total";
+    assert_eq!(e.value(lost, &[("kind", "exit")]), 6.0);
+    assert_eq!(e.value(lost, &[("kind", "oom")]), 2.0);
+    assert_eq!(
+        e.value("coroner_events_lost_total", &[("stage", "kernel")]),
+        9.0
+    );
+}
+
+#[test]
+fn every_closed_label_set_exists_from_the_start() {
+    let e = scrape(&Metrics::default());
+    for stage in LossStage::ALL {
+        let lost = e.value("coroner_events_lost_total", &[("stage", stage.as_str())]);
+        assert_eq!(lost, 0.0);
+    }
+    for kind in EventKind::ALL {
+        assert_eq!(
+            e.value("coroner_events_total", &[("kind", kind.as_str())]),
+            0.0
+        );
+    }
+    for kind in FilteredKind::ALL {
+        let filtered = "coroner_kernel_events_filtered_total";
+        assert_eq!(e.value(filtered, &[("kind", kind.as_str())]), 0.0);
+    }
+    assert_eq!(e.value("coroner_kube_watch_up", &[]), 0.0);
 }
 
 #[test]
 fn health_setters_show_up() {
     let metrics = Metrics::default();
     metrics.lost(LossStage::Json, 2);
-    metrics.event_handled(EventKind::Oom);
-    metrics.deaths_outside_containers(4);
-    metrics.set_kube_watch_up(true);
+    let mut events = EventCounts::default();
+    events.note(EventKind::Oom);
+    let mut stats = KernelStageStats {
+        events,
+        ..KernelStageStats::default()
+    };
+    stats.correlator.deaths_outside_containers = 3;
+    let mut slots = [0u64; agent_ebpf::counter::COUNT as usize];
+    slots[agent_ebpf::counter::EXIT_HOST as usize] = 1;
+    stats.kernel = KernelCounters::from_slots(&slots);
+    metrics.publish_kernel_stage(stats);
+    let watch_up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let up = watch_up.clone();
+    metrics.watch_kube(move || crate::kube::KubeStats {
+        watch_up: up.load(std::sync::atomic::Ordering::Relaxed),
+        ..crate::kube::KubeStats::default()
+    });
     metrics.set_probe_attached("signal_generate", true);
     metrics.set_probe_attached("mark_victim", false);
 
@@ -346,6 +388,7 @@ fn health_setters_show_up() {
         2.0
     );
     assert_eq!(e.value("coroner_events_total", &[("kind", "oom")]), 1.0);
+    // The agent's and the kernel's, added.
     assert_eq!(e.value("coroner_deaths_outside_containers_total", &[]), 4.0);
     assert_eq!(e.value("coroner_kube_watch_up", &[]), 1.0);
     assert_eq!(
@@ -357,7 +400,8 @@ fn health_setters_show_up() {
         0.0
     );
 
-    metrics.set_kube_watch_up(false);
+    // Read at the scrape, not when it was set up.
+    watch_up.store(false, std::sync::atomic::Ordering::Relaxed);
     assert_eq!(scrape(&metrics).value("coroner_kube_watch_up", &[]), 0.0);
 }
 
