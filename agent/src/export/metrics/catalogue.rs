@@ -176,9 +176,13 @@ static SENDERS_UNRESOLVED: Family = counter(
     "senders_unresolved",
     "Records whose sender's memory cgroup did not resolve: written with sender kind host",
 );
-static OOM_RECORDS_WITHOUT_EXIT: Family = counter(
-    "oom_records_without_exit",
-    "Records made from an OOM kill whose victim's exit never came",
+static OOM_KILLS_WITHOUT_EXIT: Family = counter(
+    "correlator_oom_kills_without_exit",
+    "OOM kills whose victim's exit never came (lost, or the victim stuck): no record is made up",
+);
+static EXITS_WITHOUT_RECORD: Family = counter(
+    "exits_without_record",
+    "Clean exits the kernel kept to itself by the process's role: runtime helpers (runc's bootstrap) and exec sessions (exec probes, kubectl exec)",
 );
 static UNRECORDED_OOM_KILLS: Family = counter(
     "unrecorded_oom_kills",
@@ -351,6 +355,15 @@ pub(super) const KERNEL_SLOTS: [(u32, Entry); counter::COUNT as usize] = [
         counter::LOST_CGROUP_MKDIR,
         Entry::by(&KERNEL_EVENTS_LOST, "kind", EventKind::CgroupMkdir.as_str()).lost_at(RING_FULL),
     ),
+    // Also in EXIT_FILTERED.
+    (
+        counter::EXIT_RUNTIME,
+        Entry::by(&EXITS_WITHOUT_RECORD, "role", "runtime"),
+    ),
+    (
+        counter::EXIT_EXEC,
+        Entry::by(&EXITS_WITHOUT_RECORD, "role", "exec"),
+    ),
 ];
 
 /// Everything the kernel stage keeps.
@@ -389,7 +402,7 @@ fn export_correlator(stats: CorrelatorStats, out: &mut Samples) {
         deaths_without_record => Entry::of(&DEATHS_WITHOUT_RECORD),
         unresolved_memcgs => Entry::loss(LossStage::Cgroup),
         unresolved_senders => Entry::of(&SENDERS_UNRESOLVED),
-        oom_records_without_exit => Entry::of(&OOM_RECORDS_WITHOUT_EXIT),
+        oom_kills_without_exit => Entry::of(&OOM_KILLS_WITHOUT_EXIT),
         oom_kills_not_recorded => Entry::of(&UNRECORDED_OOM_KILLS),
         duplicates => Entry::of(&DUPLICATE_EVENTS),
         late_events => Entry::of(&LATE_EVENTS),

@@ -156,6 +156,10 @@ fn kernel_slots(x: &mut Inventory) -> KernelCounters {
             }
             counter::EMITTED => x.metric("coroner_kernel_events_emitted_total"),
             counter::EXIT_HOST => x.metric("coroner_deaths_outside_containers_total"),
+            counter::EXIT_RUNTIME => {
+                x.metric("coroner_exits_without_record_total{role=\"runtime\"}")
+            }
+            counter::EXIT_EXEC => x.metric("coroner_exits_without_record_total{role=\"exec\"}"),
             other => panic!("kernel counter slot {other} has no inventory line"),
         });
     KernelCounters::from_slots(&slots)
@@ -183,7 +187,7 @@ fn kernel_stage(x: &mut Inventory) -> KernelStageStats {
             deaths_without_record: x.metric("coroner_deaths_without_record_total"),
             unresolved_memcgs: x.lost("cgroup"),
             unresolved_senders: x.metric("coroner_senders_unresolved_total"),
-            oom_records_without_exit: x.metric("coroner_oom_records_without_exit_total"),
+            oom_kills_without_exit: x.metric("coroner_correlator_oom_kills_without_exit_total"),
             oom_kills_not_recorded: x.metric("coroner_unrecorded_oom_kills_total"),
             duplicates: x.metric("coroner_duplicate_events_total"),
             late_events: x.metric("coroner_late_events_total"),
