@@ -1,4 +1,4 @@
-//! The termination record: coroner's public contract (shared/RECORD.md). Field names and
+//! The termination record: coroner's public contract (docs/record.md). Field names and
 //! verdict strings are fixed; fields may be added, never renamed or dropped.
 
 use std::borrow::Cow;
@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-/// Every top-level field of the contract (shared/RECORD.md), present in every record as
+/// Every top-level field of the contract (docs/record.md), present in every record as
 /// JSON — null or not — plus `ppid`, which makes `main_process`. Tests and the fuzz checks
 /// hold serialised records to it.
 pub const FIELDS: [&str; 30] = [

@@ -1,4 +1,4 @@
-//! The verdict and the sender's kind: pure rules, no state, from shared/RECORD.md.
+//! The verdict and the sender's kind: pure rules, no state, from docs/record.md.
 //!
 //! Where RECORD.md leaves a case open, these rules decide it (and the tests pin them):
 //! - A SIGKILL that is not an OOM kill is `Killed` whoever sent it (a process, itself, or the

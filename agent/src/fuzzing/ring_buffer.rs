@@ -30,7 +30,7 @@ const PAGE: u64 = 4096;
 /// Wall clock = kernel time + this (2025-06-15).
 const OFFSET_NS: i128 = 1_750_000_000_000_000_000;
 
-/// The fields every record carries (shared/RECORD.md), null or not.
+/// The fields every record carries (docs/record.md), null or not.
 pub use crate::record::FIELDS as CONTRACT_FIELDS;
 
 /// The ABI types: `#[repr(C)]`, integers and byte arrays only, no padding (agent-ebpf checks
