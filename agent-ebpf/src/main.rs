@@ -195,22 +195,23 @@ fn try_process_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let parent_css = parent.memory_css(&layout);
     let parent_outside = parent_css != css;
     let signaled = exit_code & 0x7f != 0;
-    // SAFETY: the value is only tested for presence.
-    let oom_marked = unsafe { OOM_MARKED.get(&tgid).is_some() };
-    if oom_marked {
-        let _ = OOM_MARKED.remove(&tgid);
-    }
     let (role, flags) = role::of_exit(memcg_id, tgid, start_boottime_ns, parent_outside, exit_code);
     // What needs no record stops here: a child's or an exec session's plain exit(), a
-    // runtime helper that did its job. OOM victims and deaths by signal always go up.
-    if !signaled && !oom_marked {
+    // runtime helper that did its job. Deaths by signal always go up, and so does an OOM
+    // victim the kernel marked while it was already exiting (looked up only here, off the
+    // path of deaths that go up anyway; a killed victim's mark ages out of the LRU).
+    if !signaled {
         let filtered = match role {
             roles::CHILD => Some(None),
             roles::EXEC => Some(Some(counter::EXIT_EXEC)),
             roles::RUNTIME => Some(Some(counter::EXIT_RUNTIME)),
             _ => None,
         };
-        if let Some(slot) = filtered {
+        // SAFETY: the value is only tested for presence.
+        let oom_marked = filtered.is_some() && unsafe { OOM_MARKED.get(&tgid).is_some() };
+        if oom_marked {
+            let _ = OOM_MARKED.remove(&tgid);
+        } else if let Some(slot) = filtered {
             count(counter::EXIT_FILTERED);
             if let Some(slot) = slot {
                 count(slot);
