@@ -51,7 +51,7 @@ fn stash_exec_path(ctx: &TracePointContext, layout: &KernelLayout, filename_at: 
         return;
     };
     if EXEC_STASH
-        .insert(&bpf_get_current_pid_tgid(), &filename, 0)
+        .insert(bpf_get_current_pid_tgid(), filename, 0)
         .is_err()
     {
         count(counter::EXEC_STASH_FULL);
@@ -62,21 +62,21 @@ fn try_exec_exit(ctx: &TracePointContext) -> Result<(), i64> {
     let layout = LAYOUT.load();
     let thread = bpf_get_current_pid_tgid();
     // SAFETY: the value is copied out before the entry is removed.
-    let Some(filename) = (unsafe { EXEC_STASH.get(&thread) }).copied() else {
+    let Some(filename) = (unsafe { EXEC_STASH.get(thread) }).copied() else {
         return Ok(());
     };
-    let _ = EXEC_STASH.remove(&thread);
+    let _ = EXEC_STASH.remove(thread);
     // SAFETY: the offset comes from this tracepoint's tracefs format.
     let ret: i64 = unsafe { ctx.read_at(layout.exec_exit_ret as usize) }.map_err(i64::from)?;
     let tgid = (thread >> 32) as u32;
     if ret >= 0 {
         // SAFETY: only tested for presence.
-        if unsafe { EXEC_FAILED.get(&tgid) }.is_none() {
+        if unsafe { EXEC_FAILED.get(tgid) }.is_none() {
             return Ok(());
         }
-        let _ = EXEC_FAILED.remove(&tgid);
+        let _ = EXEC_FAILED.remove(tgid);
     } else {
-        let _ = EXEC_FAILED.insert(&tgid, &1, 0);
+        let _ = EXEC_FAILED.insert(tgid, 1, 0);
     }
     // SAFETY: always callable from tracing programs; the task it returns is only read.
     let task = Task::<false>(unsafe { bpf_get_current_task() } as *const u8);

@@ -3,6 +3,14 @@
 //! cross to user space, and count every event they could not hand over.
 #![no_std]
 #![no_main]
+// Forced inlining is how these helpers must be: every call would otherwise be a BPF-to-BPF
+// call, with its stack frame and the verifier's state for it.
+#![expect(clippy::inline_always, reason = "BPF helpers are inlined on purpose")]
+// aya's program macros hand each entry point its context by value.
+#![expect(
+    clippy::needless_pass_by_value,
+    reason = "the #[btf_tracepoint] and #[tracepoint] entry points take their context by value"
+)]
 
 mod exec;
 mod read;
@@ -100,7 +108,7 @@ const RB_FORCE_WAKEUP: u64 = 2;
 const RB_AVAIL_DATA: u64 = 0;
 const RB_RING_SIZE: u64 = 1;
 
-/// Submit flags. A wake-up costs the dying task ≈12 µs here (an irq_work, a self-IPI, a VM
+/// Submit flags. A wake-up costs the dying task ≈12 µs here (an `irq_work`, a self-IPI, a VM
 /// exit; 0.4 µs without), so only two events pay for one: the first after the reader parked
 /// (`READER`), and any while a quarter of the ring is waiting, so a burst cannot fill it
 /// before the reader's next timed poll.
@@ -126,7 +134,7 @@ fn wakeup() -> u64 {
 #[inline(always)]
 fn is_host_memcg(memcg_id: u64) -> bool {
     // SAFETY: the value is only tested for presence.
-    unsafe { HOST_MEMCGS.get(&memcg_id).is_some() }
+    unsafe { HOST_MEMCGS.get(memcg_id).is_some() }
 }
 
 // ---- process exit ------------------------------------------------------------------------
@@ -135,6 +143,10 @@ fn is_host_memcg(memcg_id: u64) -> bool {
 pub fn process_exit(ctx: BtfTracePointContext) -> i32 {
     // `(struct task_struct *, bool group_dead)`: the kernel says which thread is the group's
     // last, exactly once per process.
+    #[expect(
+        clippy::verbose_bit_mask,
+        reason = "a bool's byte, tested as the verifier reads it; not a bit count"
+    )]
     if ctx.arg::<u64>(1) & 0xff == 0 {
         return 0;
     }
@@ -169,9 +181,9 @@ const NOT_FILTERED: u32 = u32::MAX;
 #[inline(always)]
 fn take_oom_mark(tgid: u32) -> bool {
     // SAFETY: the value is only tested for presence.
-    let marked = unsafe { OOM_MARKED.get(&tgid).is_some() };
+    let marked = unsafe { OOM_MARKED.get(tgid).is_some() };
     if marked {
-        let _ = OOM_MARKED.remove(&tgid);
+        let _ = OOM_MARKED.remove(tgid);
     }
     marked
 }
@@ -349,7 +361,7 @@ fn try_signal_generate(ctx: &BtfTracePointContext) -> Result<(), i64> {
 pub fn mark_victim(ctx: BtfTracePointContext) -> i32 {
     // Rare: the helper reads of the untyped path are cost enough, and keep one code path.
     let victim = Task::<false>(ctx.arg::<*const u8>(0));
-    let _ = try_mark_victim(&ctx, victim, 0);
+    try_mark_victim(&ctx, victim, 0);
     0
 }
 
@@ -358,27 +370,23 @@ pub fn mark_victim(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "mark_victim")]
 pub fn mark_victim_pid(ctx: BtfTracePointContext) -> i32 {
     let pid = ctx.arg::<u64>(0) as u32;
-    let _ = try_mark_victim(&ctx, Task::<false>(core::ptr::null()), pid);
+    try_mark_victim(&ctx, Task::<false>(core::ptr::null()), pid);
     0
 }
 
-fn try_mark_victim(
-    ctx: &BtfTracePointContext,
-    victim: Task<false>,
-    victim_pid: u32,
-) -> Result<(), i64> {
+fn try_mark_victim(ctx: &BtfTracePointContext, victim: Task<false>, victim_pid: u32) {
     let layout = LAYOUT.load();
     let victim_tgid = if victim.is_null() {
         victim_pid
     } else {
         victim.read(layout.task_tgid).unwrap_or(victim_pid)
     };
-    let _ = OOM_MARKED.insert(&victim_tgid, &1, 0);
+    let _ = OOM_MARKED.insert(victim_tgid, 1, 0);
     // SAFETY: always callable from tracing programs; the task it returns is only read.
     let trigger = Task::<false>(unsafe { bpf_get_current_task() } as *const u8);
     let Some(mut entry) = EVENTS.reserve::<OomEvent>(0) else {
         count(counter::LOST_OOM);
-        return Ok(());
+        return;
     };
     let trigger_ids = bpf_get_current_pid_tgid();
     let ev = entry.as_mut_ptr();
@@ -411,19 +419,18 @@ fn try_mark_victim(
                 (*ev).oom_score_adj =
                     i32::from(field::<i16>(signal, layout.signal_oom_score_adj).unwrap_or(0));
             }
-            if layout.flags & layout_flags::MM_RSS != 0 {
-                if let Ok(mm) = victim.read::<*const u8>(layout.task_mm) {
-                    if !mm.is_null() {
-                        let rss = |index: u32| -> u64 {
-                            let at = layout.mm_rss_base + index * layout.mm_rss_stride;
-                            field::<i64>(mm, at).unwrap_or(0).max(0) as u64
-                        };
-                        (*ev).anon_rss_pages = rss(layout.mm_anon_pages_index);
-                        (*ev).file_rss_pages = rss(layout.mm_file_pages_index);
-                        (*ev).shmem_rss_pages = rss(layout.mm_shmem_pages_index);
-                        (*ev).flags |= oom_flags::RSS_FROM_MM;
-                    }
-                }
+            if layout.flags & layout_flags::MM_RSS != 0
+                && let Ok(mm) = victim.read::<*const u8>(layout.task_mm)
+                && !mm.is_null()
+            {
+                let rss = |index: u32| -> u64 {
+                    let at = layout.mm_rss_base + index * layout.mm_rss_stride;
+                    field::<i64>(mm, at).unwrap_or(0).max(0) as u64
+                };
+                (*ev).anon_rss_pages = rss(layout.mm_anon_pages_index);
+                (*ev).file_rss_pages = rss(layout.mm_file_pages_index);
+                (*ev).shmem_rss_pages = rss(layout.mm_shmem_pages_index);
+                (*ev).flags |= oom_flags::RSS_FROM_MM;
             }
             victim
         };
@@ -443,7 +450,6 @@ fn try_mark_victim(
     }
     entry.submit(wakeup());
     count(counter::EMITTED);
-    Ok(())
 }
 
 // ---- new memory cgroups ------------------------------------------------------------------

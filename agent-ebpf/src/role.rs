@@ -62,20 +62,20 @@ fn try_process_exec(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let tgid: u32 = task.read(layout.task_tgid)?;
     let start_boottime_ns = task.process_start(&layout);
     // SAFETY: the value is copied out at once.
-    match unsafe { INITS.get(&memcg_id) }.copied() {
+    match unsafe { INITS.get(memcg_id) }.copied() {
         None => {
             let init = InitProcess {
                 tgid,
                 flags: 0,
                 start_boottime_ns,
             };
-            let _ = INITS.insert(&memcg_id, &init, BPF_NOEXIST);
+            let _ = INITS.insert(memcg_id, init, BPF_NOEXIST);
         }
         // The init executing again (a shell script's `exec`).
         Some(init)
             if init.tgid == tgid && same_start(init.start_boottime_ns, start_boottime_ns) => {}
         Some(_) => {
-            let _ = EXEC_SESSIONS.insert(&tgid, &start_boottime_ns, 0);
+            let _ = EXEC_SESSIONS.insert(tgid, start_boottime_ns, 0);
         }
     }
     Ok(())
@@ -106,7 +106,7 @@ pub fn of_exit(
     }
     let outside = exit_flags::PARENT_OUTSIDE;
     // SAFETY: the value is copied out at once.
-    match unsafe { INITS.get(&memcg_id) }.copied() {
+    match unsafe { INITS.get(memcg_id) }.copied() {
         Some(init)
             if init.tgid == tgid && same_start(init.start_boottime_ns, start_boottime_ns) =>
         {
@@ -114,9 +114,9 @@ pub fn of_exit(
         }
         Some(_) => {
             // SAFETY: the value is copied out at once.
-            let session = unsafe { EXEC_SESSIONS.get(&tgid) }.copied();
+            let session = unsafe { EXEC_SESSIONS.get(tgid) }.copied();
             if session.is_some_and(|start| same_start(start, start_boottime_ns)) {
-                let _ = EXEC_SESSIONS.remove(&tgid);
+                let _ = EXEC_SESSIONS.remove(tgid);
                 (roles::EXEC, outside)
             } else if exit_code & 0x7f != 0 {
                 // Started from outside, never executed, killed: an orphan the runtime's
@@ -133,7 +133,7 @@ pub fn of_exit(
                 flags: exit_flags::NO_EXEC,
                 start_boottime_ns,
             };
-            let _ = INITS.insert(&memcg_id, &init, BPF_NOEXIST);
+            let _ = INITS.insert(memcg_id, init, BPF_NOEXIST);
             (roles::INIT, outside | exit_flags::NO_EXEC)
         }
     }

@@ -208,6 +208,14 @@ pub enum SenderKind {
 }
 
 impl SenderKind {
+    pub const ALL: [SenderKind; 5] = [
+        SenderKind::Kernel,
+        SenderKind::SelfSent,
+        SenderKind::SameContainer,
+        SenderKind::OtherContainer,
+        SenderKind::Host,
+    ];
+
     #[must_use]
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -230,6 +238,8 @@ pub enum OomScope {
 }
 
 impl OomScope {
+    pub const ALL: [OomScope; 2] = [OomScope::Memcg, OomScope::Global];
+
     #[must_use]
     pub const fn as_str(self) -> &'static str {
         match self {

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use coroner_tests::agent::Agent;
 use coroner_tests::agent::expect::Container;
 use coroner_tests::cgroups::Layout;
-use coroner_tests::exposition::sum;
 use coroner_tests::victim::reap;
 
 const RUN: Duration = Duration::from_secs(35);
@@ -37,19 +36,41 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Every stage of `coroner_events_lost_total`, summed (counts: whole numbers).
-fn lost_total(agent: &Agent) -> u64 {
-    sum(
-        &agent.get("/metrics").unwrap().body,
-        "coroner_events_lost_total",
-    ) as u64
+/// `coroner_events_lost_total` by its `stage` label.
+fn losses(agent: &Agent) -> std::collections::BTreeMap<String, u64> {
+    let body = agent.get("/metrics").unwrap().body;
+    body.lines()
+        .filter_map(|l| l.strip_prefix("coroner_events_lost_total{"))
+        .filter_map(|l| {
+            let (labels, value) = l.split_once("} ")?;
+            let stage = labels.split("stage=\"").nth(1)?.split('"').next()?;
+            let value: f64 = value.split(' ').next()?.parse().ok()?;
+            Some((stage.to_owned(), value as u64))
+        })
+        .collect()
+}
+
+/// Every `/metrics` line that counts a loss, a drop or an overflow, for the failure message:
+/// which stage lost what is the first question when one event goes missing.
+fn loss_lines(agent: &Agent) -> String {
+    let body = agent.get("/metrics").unwrap().body;
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            ["lost", "dropped", "evicted", "full", "late", "undecodable"]
+                .iter()
+                .any(|w| l.contains(w))
+        })
+        .filter(|l| !l.ends_with(" 0"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[test]
 fn churn_of_short_lived_containers_leaves_the_agent_flat() {
     let mut agent = Agent::start().unwrap();
     let pid = agent.pid().unwrap();
-    let lost_before = lost_total(&agent);
+    let lost_before = losses(&agent);
     let layouts = [
         Layout::CgroupfsBurstable,
         Layout::SystemdContainerd,
@@ -117,11 +138,20 @@ fn churn_of_short_lived_containers_leaves_the_agent_flat() {
         containers * 5,
         started.elapsed()
     );
-    assert_eq!(recorded, want, "records of the churned containers");
     assert_eq!(
-        lost_total(&agent),
+        recorded,
+        want,
+        "records of the churned containers; losses by stage before {lost_before:?}, now {:?}; \
+         the agent's loss counters:\n{}",
+        losses(&agent),
+        loss_lines(&agent)
+    );
+    let lost_after = losses(&agent);
+    assert_eq!(
+        lost_after,
         lost_before,
-        "events lost during the churn"
+        "events lost during the churn, by stage (after vs before); the agent's loss counters:\n{}",
+        loss_lines(&agent)
     );
     let churned = (containers - warm_containers) as u64;
     let per_container = end_rss.saturating_sub(warm_rss) * 1024 / churned.max(1);

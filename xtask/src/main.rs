@@ -3,6 +3,7 @@
 //! tracefs, Prometheus) idempotently, so a second run costs nothing.
 
 mod fuzz;
+mod lint;
 mod prereq;
 mod vm;
 
@@ -38,6 +39,8 @@ enum Cmd {
     Bench,
     /// Install the build prerequisites only.
     Setup,
+    /// What CI holds the workspace to: rustfmt, clippy `-D warnings` (host and eBPF crates).
+    Lint,
     /// The same agent on Debian's Linux 6.1 and 6.12 with cgroup v2, in QEMU guests.
     VmTest(vm::VmTestArgs),
     /// The cargo-fuzz targets under libFuzzer, `--seconds` each (default 60; needs nightly).
@@ -97,6 +100,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Setup => prereq::ensure_build_tools(),
+        Cmd::Lint => lint::lint(),
         Cmd::Build => build(Targets::Bins).map(drop),
         Cmd::VmTest(args) => vm::vm_test(&args),
         Cmd::Fuzz(args) => fuzz::fuzz(&args),
@@ -110,6 +114,12 @@ fn main() -> Result<()> {
             run(cmd.args(args))
         }
         Cmd::Test { filter } => {
+            // First, and not fatal to the rest: one run shows every slip and every failure.
+            let lint = if filter.is_none() {
+                lint::lint()
+            } else {
+                Ok(())
+            };
             let binary = build(Targets::All)?;
             prereq::require_root("the kernel tests")?;
             prereq::ensure_test_tools()?;
@@ -135,7 +145,7 @@ fn main() -> Result<()> {
             } else {
                 Ok(())
             };
-            host.and(vms)
+            lint.and(host).and(vms)
         }
         Cmd::Bench => {
             let binary = build(Targets::Bins)?;

@@ -46,40 +46,83 @@ fn quiet(cmd: &mut Command) -> bool {
 }
 
 pub fn ensure_build_tools() -> Result<()> {
-    ensure_nightly_rust_src()?;
+    ensure_ebpf_toolchain()?;
     ensure_bpf_linker()
 }
 
-fn ensure_nightly_rust_src() -> Result<()> {
+/// The dated nightly the kernel programs build with, and its rustc's commit, from
+/// rust-toolchain-ebpf.toml (agent/build.rs reads the channel from the same file).
+fn ebpf_pin(key: &str) -> Result<String> {
+    let path = crate::workspace_root().join("rust-toolchain-ebpf.toml");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix(key)?.trim().strip_prefix('='))
+        .map(|v| v.trim().trim_matches('"').to_owned())
+        .with_context(|| format!("{} has no {key}", path.display()))
+}
+
+/// The toolchain that is the pinned build: the pinned channel, or the machine's undated
+/// `nightly` when it is that build (agent/build.rs chooses the same way).
+pub fn ebpf_toolchain() -> Result<String> {
+    let channel = ebpf_pin("channel")?;
+    let commit = ebpf_pin("commit-hash")?;
+    [channel.clone(), "nightly".to_owned()]
+        .into_iter()
+        .find(|t| rustc_commit(t).as_deref() == Some(commit.as_str()))
+        .with_context(|| format!("neither {channel} nor `nightly` is rustc {commit}"))
+}
+
+fn rustc_commit(toolchain: &str) -> Option<String> {
+    let out = Command::new("rustup")
+        .args(["run", toolchain, "rustc", "-vV"])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix("commit-hash: "))
+        .map(str::to_owned)
+}
+
+/// The pinned nightly with rust-src and clippy: the machines here come with an undated
+/// `nightly` that is the pinned build; elsewhere the pinned channel is installed.
+fn ensure_ebpf_toolchain() -> Result<()> {
+    if let Ok(toolchain) = ebpf_toolchain() {
+        return add_components(&toolchain);
+    }
+    let channel = ebpf_pin("channel")?;
+    eprintln!("xtask: installing {channel} (the eBPF programs build with it)");
+    run(Command::new("rustup").args([
+        "toolchain",
+        "install",
+        &channel,
+        "--profile",
+        "minimal",
+        "--component",
+        "rust-src,clippy",
+    ]))?;
+    ebpf_toolchain().map(drop)
+}
+
+/// rust-src (for `-Z build-std=core`) and clippy (for `cargo xtask lint`) on `toolchain`.
+fn add_components(toolchain: &str) -> Result<()> {
     let installed = Command::new("rustup")
-        .args(["component", "list", "--installed", "--toolchain", "nightly"])
+        .args(["component", "list", "--installed", "--toolchain", toolchain])
         .output()
         .context("rustup is needed to build the eBPF programs")?;
-    if !installed.status.success() {
-        eprintln!("xtask: installing the nightly toolchain (the eBPF programs need it)");
-        run(Command::new("rustup").args([
-            "toolchain",
-            "install",
-            "nightly",
-            "--profile",
-            "minimal",
-            "--component",
-            "rust-src",
-        ]))?;
-        return Ok(());
-    }
-    if !String::from_utf8_lossy(&installed.stdout)
-        .lines()
-        .any(|l| l.starts_with("rust-src"))
-    {
-        eprintln!("xtask: adding rust-src to the nightly toolchain");
-        run(Command::new("rustup").args([
-            "component",
-            "add",
-            "rust-src",
-            "--toolchain",
-            "nightly",
-        ]))?;
+    let installed = String::from_utf8_lossy(&installed.stdout).into_owned();
+    for component in ["rust-src", "clippy"] {
+        if !installed.lines().any(|l| l.starts_with(component)) {
+            eprintln!("xtask: adding {component} to the {toolchain} toolchain");
+            run(Command::new("rustup").args([
+                "component",
+                "add",
+                component,
+                "--toolchain",
+                toolchain,
+            ]))?;
+        }
     }
     Ok(())
 }
@@ -164,7 +207,8 @@ fn apt_install(packages: &[&str]) -> Result<()> {
         .arg("-qq")
         .envs(noninteractive))?;
     run(Command::new("apt-get")
-        .args(["install", "-y", "-qq"])
+        // Recommends pull in unrelated packages (prometheus's bring a desktop's worth).
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
         .args(packages)
         .envs(noninteractive))
 }
@@ -179,6 +223,8 @@ pub fn ensure_test_tools() -> Result<()> {
         ("/usr/sbin/bpftool", "bpftool"),
         ("/usr/bin/jq", "jq"),
         ("/usr/bin/yq", "yq"),
+        // kubectl's kustomize renders deploy/ for the manifest test.
+        ("/usr/bin/kubectl", "kubernetes-client"),
     ];
     let mut missing: Vec<&str> = wanted
         .iter()
@@ -190,9 +236,9 @@ pub fn ensure_test_tools() -> Result<()> {
         apt_install(&missing)?;
     }
     ensure_cargo_deny()?;
-    if !quiet(Command::new("kubectl").args(["version", "--client"])) {
-        eprintln!("xtask: kubectl is not on PATH; the manifest test (kustomize build) will fail");
-    }
+    // cargo-deny runs offline in the suite and reads every crate of the lock file, also those
+    // of other platforms and targets no build here downloads: fetch them all first.
+    run(crate::cargo().args(["fetch", "--locked"]))?;
     if !Path::new("/sys/kernel/tracing/events").is_dir() {
         let _ = std::fs::create_dir_all("/sys/kernel/tracing");
         if !quiet(Command::new("mount").args(["-t", "tracefs", "tracefs", "/sys/kernel/tracing"])) {
