@@ -359,6 +359,9 @@ pub mod layout_flags {
     pub const SIGNAL_LIVE: u32 = 4;
     /// The exec-failure tracepoints' field offsets were found in tracefs.
     pub const EXEC_TRACEPOINTS: u32 = 8;
+    /// `mark_victim` passes only a pid (before ≈6.8): `signal_generate` keeps the tasks the
+    /// kernel SIGKILLs so that the victim is known whole.
+    pub const MARK_VICTIM_PID: u32 = 16;
 }
 
 /// Names the programs, maps and globals have in the object, shared so neither side can drift.
@@ -382,6 +385,8 @@ pub mod names {
     pub const EXEC_SESSIONS: &str = "EXEC_SESSIONS";
     /// tgids the OOM killer chose: their exit is never filtered, however they exit.
     pub const OOM_MARKED: &str = "OOM_MARKED";
+    /// pid → task of the kernel's own SIGKILLs (`SEND_SIG_PRIV`), for `mark_victim(int pid)`.
+    pub const KERNEL_KILLS: &str = "KERNEL_KILLS";
     pub const SIGNAL_GENERATE: &str = "signal_generate";
     pub const MARK_VICTIM: &str = "mark_victim";
     pub const EXECVE_ENTER: &str = "execve_enter";
@@ -401,6 +406,8 @@ pub const EXEC_STASH_ENTRIES: u32 = 8_192;
 pub const INITS_ENTRIES: u32 = 16_384;
 pub const EXEC_SESSIONS_ENTRIES: u32 = 8_192;
 pub const OOM_MARKED_ENTRIES: u32 = 1_024;
+/// The kernel's own SIGKILLs waiting for their `mark_victim`, which follows at once.
+pub const KERNEL_KILLS_ENTRIES: u32 = 256;
 
 const _: () = {
     assert!(core::mem::size_of::<EventHeader>() == 16);

@@ -19,8 +19,9 @@ mod role;
 
 use agent_ebpf::{
     CGROUP_PATH_LEN, COMM_LEN, CgroupMkdirEvent, EVENTS_BYTES, EXEC_STASH_ENTRIES, EventHeader,
-    ExitEvent, HOST_MEMCGS_ENTRIES, KernelLayout, OOM_MARKED_ENTRIES, OOM_STACK_DEPTH, OomEvent,
-    SignalEvent, counter, kind, layout_flags, oom_flags, role as roles, signal_flags,
+    ExitEvent, HOST_MEMCGS_ENTRIES, KERNEL_KILLS_ENTRIES, KernelLayout, OOM_MARKED_ENTRIES,
+    OOM_STACK_DEPTH, OomEvent, SignalEvent, counter, kind, layout_flags, oom_flags, role as roles,
+    signal_flags,
 };
 use aya_ebpf::{
     EbpfContext, Global,
@@ -68,6 +69,15 @@ static EXEC_FAILED: LruHashMap<u32, u8> = LruHashMap::with_max_entries(EXEC_STAS
 /// killed and may exit with a plain `exit()`; its exit must still reach user space.
 #[map(name = "OOM_MARKED")]
 static OOM_MARKED: LruHashMap<u32, u8> = LruHashMap::with_max_entries(OOM_MARKED_ENTRIES, 0);
+
+/// pid → `task_struct *` of each task the kernel itself SIGKILLed (`SEND_SIG_PRIV`: the OOM
+/// killer among others). The OOM killer sends that SIGKILL just before `mark_victim`, which
+/// on kernels before ≈6.8 passes only the victim's pid: this is how those kernels' victims are
+/// known whole (RSS, comm, memcg, start time). The pointer is only read with
+/// `bpf_probe_read_kernel` and checked against the pid first; the OOM killer holds a
+/// reference to the victim meanwhile.
+#[map(name = "KERNEL_KILLS")]
+static KERNEL_KILLS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(KERNEL_KILLS_ENTRIES, 0);
 
 const SIGHUP: u32 = 1;
 const SIGINT: u32 = 2;
@@ -310,6 +320,12 @@ fn try_signal_generate(ctx: &BtfTracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let info = ctx.arg::<u64>(1);
+    if sig == SIGKILL && info == SEND_SIG_PRIV && layout.flags & layout_flags::MARK_VICTIM_PID != 0
+    {
+        if let Ok(pid) = target.read::<u32>(layout.task_pid) {
+            let _ = KERNEL_KILLS.insert(pid, target.0 as u64, 0);
+        }
+    }
     let code = match info {
         SEND_SIG_NOINFO => SI_USER,
         SEND_SIG_PRIV => SI_KERNEL,
@@ -365,13 +381,32 @@ pub fn mark_victim(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-/// `mark_victim(int pid)`: older kernels. Only the pid is known; the memcg chain is sampled
-/// from the allocating task, whose limit-hitting memcg is an ancestor of the victim's.
+/// `mark_victim(int pid)`: older kernels. The victim is the task the OOM killer SIGKILLed a
+/// moment before (`KERNEL_KILLS`). A victim that was already exiting gets no SIGKILL: then
+/// only the pid is known, and the memcg chain is sampled from the allocating task, whose
+/// limit-hitting memcg is an ancestor of the victim's.
 #[btf_tracepoint(function = "mark_victim")]
 pub fn mark_victim_pid(ctx: BtfTracePointContext) -> i32 {
     let pid = ctx.arg::<u64>(0) as u32;
-    try_mark_victim(&ctx, Task::<false>(core::ptr::null()), pid);
+    try_mark_victim(&ctx, killed_task(pid), pid);
     0
+}
+
+/// The task the kernel SIGKILLed as `pid`, if it still is that task; else null.
+#[inline(always)]
+fn killed_task(pid: u32) -> Task<false> {
+    // SAFETY: a plain value copied out at once.
+    let Some(task) = (unsafe { KERNEL_KILLS.get(pid) }).copied() else {
+        return Task::<false>(core::ptr::null());
+    };
+    let _ = KERNEL_KILLS.remove(pid);
+    let task = Task::<false>(task as *const u8);
+    let layout = LAYOUT.load();
+    if task.read::<u32>(layout.task_pid).ok() == Some(pid) {
+        task
+    } else {
+        Task::<false>(core::ptr::null())
+    }
 }
 
 fn try_mark_victim(ctx: &BtfTracePointContext, victim: Task<false>, victim_pid: u32) {

@@ -253,11 +253,12 @@ impl OomScope {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OomKill {
     pub scope: OomScope,
-    /// anon + file + shmem at the kill.
-    pub victim_rss_bytes: u64,
-    pub anon_rss_bytes: u64,
-    pub file_rss_bytes: u64,
-    pub shmem_rss_bytes: u64,
+    /// anon + file + shmem at the kill; `None` where the kernel gave no way to read them
+    /// (never a guess: the victim's peak is `peak_rss_bytes`).
+    pub victim_rss_bytes: Option<u64>,
+    pub anon_rss_bytes: Option<u64>,
+    pub file_rss_bytes: Option<u64>,
+    pub shmem_rss_bytes: Option<u64>,
     /// The limit of the memory cgroup that hit it; `None` for a global OOM.
     pub memory_limit_bytes: Option<u64>,
     /// The memory cgroup that hit its limit (the container's, the pod's, or an ancestor's).

@@ -176,10 +176,10 @@ fn exposed_families() -> BTreeMap<String, Exposed> {
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, kind) = rest.split_once(' ').expect("# TYPE name type");
-            families.entry(name.to_owned()).or_default().kind = kind.to_owned();
+            kind.clone_into(&mut families.entry(name.to_owned()).or_default().kind);
         } else if let Some(rest) = line.strip_prefix("# HELP ") {
             let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
-            families.entry(name.to_owned()).or_default().help = help.to_owned();
+            help.clone_into(&mut families.entry(name.to_owned()).or_default().help);
         }
     }
     for line in text.lines().filter(|l| !l.starts_with('#')) {

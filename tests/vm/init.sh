@@ -1,6 +1,6 @@
 #!/bin/sh
 # PID 1 of a `cargo xtask vm-test` guest (busybox sh). Mounts cgroup v2 as the only hierarchy,
-# starts the host-built coroner, stages the deaths of tests/vm/expected.json in kubelet-style
+# or with `coroner.cgroup=v1` on the kernel command line the v1 memory controller, starts the host-built coroner, stages the deaths of tests/vm/expected.json in kubelet-style
 # container cgroups, stops the agent and reports on /dev/ttyS1 (protocol: xtask/src/vm/serial.rs).
 # PID 1 plays the container runtime's shim: every victim is its child, from outside the
 # container's cgroup, so each is a container's main process.
@@ -12,7 +12,16 @@ export PATH=/bin:/usr/local/bin NO_COLOR=1
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-mount -t cgroup2 cgroup2 /sys/fs/cgroup
+CGROUP=v2
+grep -qw coroner.cgroup=v1 /proc/cmdline && CGROUP=v1
+if [ $CGROUP = v1 ]; then
+    # As a v1 node has it: a tmpfs of controller directories, the memory controller in one.
+    mount -t tmpfs -o mode=755 cgroup /sys/fs/cgroup
+    mkdir /sys/fs/cgroup/memory
+    mount -t cgroup -o memory memory /sys/fs/cgroup/memory
+else
+    mount -t cgroup2 cgroup2 /sys/fs/cgroup
+fi
 mount -t bpf bpf /sys/fs/bpf
 # tracefs is left to the agent: mounting it when missing is its job.
 
@@ -30,10 +39,18 @@ fail() {
     finish
 }
 
-CG=/sys/fs/cgroup
 AGENT_URL=http://127.0.0.1:9750
 report uname "$(uname -r)"
-grep -qw memory $CG/cgroup.controllers || fail "no memory controller in cgroup v2: $(cat $CG/cgroup.controllers)"
+report note "cgroup $CGROUP"
+if [ $CGROUP = v1 ]; then
+    CG=/sys/fs/cgroup/memory
+    [ -e $CG/memory.limit_in_bytes ] || fail "no cgroup v1 memory controller"
+    # Limits count for a cgroup's descendants (always so from 5.11 on; 5.10 asks for it).
+    echo 1 > $CG/memory.use_hierarchy 2>/dev/null
+else
+    CG=/sys/fs/cgroup
+    grep -qw memory $CG/cgroup.controllers || fail "no memory controller in cgroup v2: $(cat $CG/cgroup.controllers)"
+fi
 [ -r /sys/kernel/btf/vmlinux ] || fail "no /sys/kernel/btf/vmlinux"
 ip link set lo up || ifconfig lo 127.0.0.1 up
 # The node-wide OOM needs the victim's allocation to succeed and fail only when touched.
@@ -68,11 +85,15 @@ report end kernel
 container() {
     dir=$CG
     for part in $(echo "${2#/}" | tr / ' '); do
-        echo +memory > "$dir/cgroup.subtree_control" || fail "enabling memory in $dir"
+        [ $CGROUP = v1 ] || echo +memory > "$dir/cgroup.subtree_control" || fail "enabling memory in $dir"
         dir=$dir/$part
         [ -d "$dir" ] || mkdir "$dir" || fail "mkdir $dir"
     done
-    [ -z "$3" ] || echo "$3" > "$dir/memory.max" || fail "memory.max of $dir"
+    if [ -n "$3" ]; then
+        limit=memory.max
+        [ $CGROUP = v2 ] || limit=memory.limit_in_bytes
+        echo "$3" > "$dir/$limit" || fail "$limit of $dir"
+    fi
     report case "$1" "$2"
 }
 # spawn LABEL PATH ARGS…: coroner-victim ARGS in cgroup PATH; its pid is reported and in $pid.

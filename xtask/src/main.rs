@@ -41,7 +41,8 @@ enum Cmd {
     Setup,
     /// What CI holds the workspace to: rustfmt, clippy `-D warnings` (host and eBPF crates).
     Lint,
-    /// The same agent on Debian's Linux 6.1 and 6.12 with cgroup v2, in QEMU guests.
+    /// The same agent on Debian's Linux 5.10, 6.1 and 6.12 with cgroup v2 and v1, in QEMU
+    /// guests.
     VmTest(vm::VmTestArgs),
     /// The cargo-fuzz targets under libFuzzer, `--seconds` each (default 60; needs nightly).
     Fuzz(fuzz::FuzzArgs),
@@ -132,11 +133,12 @@ fn main() -> Result<()> {
             // Kernel tests share one machine's cgroups and kill real processes: one binary's
             // tests at a time is cargo's default; within one, they pick their own cgroup names.
             let host = run(&mut cmd);
-            // The other kernels (6.1, 6.12, cgroup v2, a real node-wide OOM) in QEMU: about a
-            // minute with the binaries just built. Skipped only when a filter is given.
+            // The other kernels (5.10, 6.1, 6.12; cgroup v2 and v1; a real node-wide OOM) in
+            // QEMU: about a minute with the binaries just built. Skipped when a filter is given.
             let vms = if filter.is_none() {
                 vm::vm_test(&vm::VmTestArgs {
                     kernel: None,
+                    cgroup: None,
                     memory_mib: 320,
                     timeout_secs: 420,
                     sequential: false,

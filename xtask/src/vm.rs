@@ -1,6 +1,7 @@
-//! `cargo xtask vm-test`: the same `coroner` binary on Debian's Linux 6.1 and 6.12 with
-//! cgroup v2 as the only hierarchy, each booted under QEMU (software emulation: KVM hangs on
-//! these machines) from an initramfs this module writes. Inside, `tests/vm/init.sh` stages
+//! `cargo xtask vm-test`: the same `coroner` binary on Debian's Linux 5.10, 6.1 and 6.12,
+//! each booted twice under QEMU (software emulation: KVM hangs on these machines) from an
+//! initramfs this module writes: once with cgroup v2 as the only hierarchy, once with the
+//! cgroup v1 memory controller. Inside, `tests/vm/init.sh` stages
 //! deaths in kubelet-style cgroups — including a node-wide OOM, which cannot be staged on a
 //! shared machine — and sends the agent's records back over a second serial port; the host
 //! checks them against `tests/vm/expected.json`.
@@ -24,9 +25,13 @@ pub use artifacts::KERNELS;
 /// What `cargo xtask vm-test` was asked for.
 #[derive(clap::Args, Debug)]
 pub struct VmTestArgs {
-    /// Only the kernels whose label contains this (e.g. `6.1.`, `6.12`); all by default.
+    /// Only the kernels whose label contains this (e.g. `5.10`, `6.1.`, `6.12`); all by
+    /// default.
     #[arg(long)]
     pub kernel: Option<String>,
+    /// Only this cgroup version (`v1` or `v2`); both by default.
+    #[arg(long)]
+    pub cgroup: Option<String>,
     /// Guest memory in MiB: small, so the staged node-wide OOM comes quickly.
     #[arg(long, default_value_t = 320)]
     pub memory_mib: u32,
@@ -69,8 +74,12 @@ pub fn vm_test(args: &VmTestArgs) -> Result<()> {
         .iter()
         .filter(|k| args.kernel.as_deref().is_none_or(|f| k.label.contains(f)))
         .collect();
-    if kernels.is_empty() {
-        bail!("no kernel matches {:?}", args.kernel);
+    let cgroups: Vec<Cgroup> = [Cgroup::V2, Cgroup::V1]
+        .into_iter()
+        .filter(|c| args.cgroup.as_deref().is_none_or(|f| c.name() == f))
+        .collect();
+    if kernels.is_empty() || cgroups.is_empty() {
+        bail!("no guest matches {:?} {:?}", args.kernel, args.cgroup);
     }
     artifacts::ensure_qemu()?;
     let cache = cache_dir();
@@ -79,6 +88,31 @@ pub fn vm_test(args: &VmTestArgs) -> Result<()> {
         .iter()
         .map(|k| artifacts::kernel_image(&cache, k).map(|image| (*k, image)))
         .collect::<Result<Vec<_>>>()?;
+    let guests: Vec<GuestConfig> = images
+        .iter()
+        .flat_map(|(kernel, image)| {
+            cgroups
+                .iter()
+                .filter(|&&cgroup| cgroup == Cgroup::V2 || kernel.memcg_v1)
+                .map(move |&cgroup| GuestConfig {
+                    kernel,
+                    image: image.clone(),
+                    cgroup,
+                })
+        })
+        .collect();
+    for kernel in kernels.iter().filter(|k| !k.memcg_v1) {
+        if cgroups.contains(&Cgroup::V1) {
+            println!(
+                "vm-test: {} has no cgroup v1 memory controller (built without CONFIG_MEMCG_V1): \
+                 booted with cgroup v2 only",
+                kernel.label
+            );
+        }
+    }
+    if guests.is_empty() {
+        bail!("no guest matches {:?} {:?}", args.kernel, args.cgroup);
+    }
     let (agent, victim) = build_binaries(args.no_build)?;
     let prepared = started.elapsed();
 
@@ -97,14 +131,15 @@ pub fn vm_test(args: &VmTestArgs) -> Result<()> {
     )?;
     let expected = check::Expected::load(&vm_dir.join("expected.json"))?;
 
-    let boot = |(kernel, image): &(&artifacts::Kernel, PathBuf)| -> Result<Outcome> {
-        let dir = work.join(kernel.label);
+    let boot = |config: &GuestConfig| -> Result<Outcome> {
+        let dir = work.join(config.label());
         let guest = qemu::Guest {
-            kernel: image,
+            kernel: &config.image,
             initrd: &initrd,
             memory_mib: args.memory_mib,
             timeout: Duration::from_secs(args.timeout_secs),
             dir: &dir,
+            cmdline: config.cgroup.cmdline(),
         };
         let booted = Instant::now();
         let logs = guest.boot()?;
@@ -112,50 +147,54 @@ pub fn vm_test(args: &VmTestArgs) -> Result<()> {
         let report = serial::Report::parse(&logs.results)
             .with_context(|| format!("reading {}", dir.join(qemu::RESULTS_LOG).display()))?;
         Ok(Outcome {
-            label: kernel.label,
+            label: config.label(),
+            cgroup: config.cgroup,
             elapsed,
             verdict: check::check(&expected, &report),
             report,
             dir,
         })
     };
-    let outcomes: Vec<Result<Outcome>> = if args.sequential || images.len() == 1 {
-        images.iter().map(boot).collect()
+    // One guest per core at a time: each is one emulated CPU, and more at once only stretch
+    // every guest's clock towards its timeout.
+    let at_once = if args.sequential {
+        1
     } else {
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = images
-                .iter()
-                .map(|image| scope.spawn(move || boot(image)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(anyhow::anyhow!("a guest's thread panicked")))
-                })
-                .collect()
-        })
+        std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
     };
+    let mut outcomes: Vec<Result<Outcome>> = Vec::new();
+    for batch in guests.chunks(at_once) {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = batch
+                .iter()
+                .map(|guest| scope.spawn(move || boot(guest)))
+                .collect();
+            outcomes.extend(handles.into_iter().map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a guest's thread panicked")))
+            }));
+        });
+    }
 
     let mut failures = Vec::new();
-    for (outcome, (kernel, _)) in outcomes.iter().zip(&images) {
+    for (outcome, guest) in outcomes.iter().zip(&guests) {
         match outcome {
             Ok(outcome) => {
                 outcome.print();
                 if !outcome.verdict.passed() {
-                    failures.push(kernel.label);
+                    failures.push(guest.label());
                 }
             }
             Err(e) => {
-                println!("\n== {}: the guest did not report: {e:#}", kernel.label);
-                print_tail(&work.join(kernel.label).join(qemu::CONSOLE_LOG), 40);
-                failures.push(kernel.label);
+                println!("\n== {}: the guest did not report: {e:#}", guest.label());
+                print_tail(&work.join(guest.label()).join(qemu::CONSOLE_LOG), 40);
+                failures.push(guest.label());
             }
         }
     }
     println!(
-        "\nvm-test: {} kernel(s) in {:.0?} (downloads and builds {:.0?}, guests {:.0?})",
-        images.len(),
+        "\nvm-test: {} guest(s) in {:.0?} (downloads and builds {:.0?}, guests {:.0?})",
+        guests.len(),
         started.elapsed(),
         prepared,
         started.elapsed().saturating_sub(prepared),
@@ -167,8 +206,45 @@ pub fn vm_test(args: &VmTestArgs) -> Result<()> {
     Ok(())
 }
 
+/// The cgroup hierarchy a guest's `/init` mounts (`coroner.cgroup=` on its command line).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cgroup {
+    V1,
+    V2,
+}
+
+impl Cgroup {
+    fn name(self) -> &'static str {
+        match self {
+            Cgroup::V1 => "v1",
+            Cgroup::V2 => "v2",
+        }
+    }
+
+    fn cmdline(self) -> &'static str {
+        match self {
+            Cgroup::V1 => "coroner.cgroup=v1",
+            Cgroup::V2 => "coroner.cgroup=v2",
+        }
+    }
+}
+
+/// One boot: a kernel and a cgroup version.
+struct GuestConfig<'a> {
+    kernel: &'a artifacts::Kernel,
+    image: PathBuf,
+    cgroup: Cgroup,
+}
+
+impl GuestConfig<'_> {
+    fn label(&self) -> String {
+        format!("{}-cgroup-{}", self.kernel.label, self.cgroup.name())
+    }
+}
+
 struct Outcome {
-    label: &'static str,
+    label: String,
+    cgroup: Cgroup,
     elapsed: Duration,
     report: serial::Report,
     verdict: check::Verdict,
@@ -178,9 +254,10 @@ struct Outcome {
 impl Outcome {
     fn print(&self) {
         println!(
-            "\n== Linux {} (uname {}), cgroup v2 — guest ran {:.1?}",
+            "\n== Linux {} (uname {}), cgroup {} — guest ran {:.1?}",
             self.label,
             self.report.uname.as_deref().unwrap_or("?"),
+            self.cgroup.name(),
             self.elapsed
         );
         println!("-- agent start-up (probes, kernel gaps):");

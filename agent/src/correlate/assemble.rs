@@ -128,15 +128,7 @@ impl<L: CgroupLookup> Assembler<'_, L> {
             sigterm_time: sigterm.map(|s| self.clock.wall(s.ktime_ns)),
             sigkill_time: sigkill.map(|s| self.clock.wall(s.ktime_ns)),
             grace_seconds,
-            oom: evidence.oom.map(|o| {
-                let mut kill = o.kill.clone();
-                // Kernels that pass only the victim's pid (5.x) leave its mm unread: its peak
-                // RSS, final at exit and reached at the kill, is the best figure there is.
-                if kill.victim_rss_bytes == 0 {
-                    kill.victim_rss_bytes = victim.peak_rss_bytes;
-                }
-                kill
-            }),
+            oom: evidence.oom.map(|o| o.kill.clone()),
             peak_rss_bytes: victim.peak_rss_bytes,
             container_memory_peak_bytes: memory.peak_bytes,
             container_memory_limit_bytes: memory.limit_bytes,

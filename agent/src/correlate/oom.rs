@@ -91,23 +91,22 @@ pub(super) fn assess(event: &OomEvent, page_size: u64, cgroups: &mut impl Cgroup
     };
     let (scope, limited) = decide_scope(given, chain, page_size);
     let bytes = |pages: u64| pages.saturating_mul(page_size);
-    let (anon, file, shmem) = if event.flags & oom_flags::RSS_FROM_MM != 0 {
+    // Unknown when the kernel could not read the victim's mm (it had none left, or a 5.x
+    // victim that was already exiting got no SIGKILL to find it by).
+    let rss = (event.flags & oom_flags::RSS_FROM_MM != 0).then(|| {
         (
             bytes(event.anon_rss_pages),
             bytes(event.file_rss_pages),
             bytes(event.shmem_rss_pages),
         )
-    } else {
-        // The kernel could not read the victim's mm: the split is unknown (0); the total
-        // becomes the victim's peak RSS once its exit is seen (assemble.rs).
-        (0, 0, 0)
-    };
+    });
     OomKill {
         scope,
-        victim_rss_bytes: anon.saturating_add(file).saturating_add(shmem),
-        anon_rss_bytes: anon,
-        file_rss_bytes: file,
-        shmem_rss_bytes: shmem,
+        victim_rss_bytes: rss
+            .map(|(anon, file, shmem)| anon.saturating_add(file).saturating_add(shmem)),
+        anon_rss_bytes: rss.map(|r| r.0),
+        file_rss_bytes: rss.map(|r| r.1),
+        shmem_rss_bytes: rss.map(|r| r.2),
         memory_limit_bytes: limited.map(|s| bytes(s.max_pages)),
         limit_cgroup: limited
             .and_then(|s| cgroups.info(s.id))

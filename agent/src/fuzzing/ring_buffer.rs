@@ -351,17 +351,14 @@ pub fn check_record(r: &TerminationRecord) {
         assert!(r.sigterm_time.is_some() && r.sigkill_time.is_some());
     }
     if let Some(oom) = &r.oom {
-        // The parts add up, or (no parts known: the kernel passed only a pid) the total is
-        // the victim's peak RSS.
-        let parts = oom
-            .anon_rss_bytes
-            .saturating_add(oom.file_rss_bytes)
-            .saturating_add(oom.shmem_rss_bytes);
+        // The parts add up, or all of them are unknown together.
+        let parts = [oom.anon_rss_bytes, oom.file_rss_bytes, oom.shmem_rss_bytes];
+        let sum = parts
+            .iter()
+            .try_fold(0u64, |sum, part| part.map(|p| sum.saturating_add(p)));
         assert!(
-            oom.victim_rss_bytes == parts
-                || (parts == 0 && oom.victim_rss_bytes == r.peak_rss_bytes),
-            "{oom:?} with peak {}",
-            r.peak_rss_bytes
+            oom.victim_rss_bytes == sum && (sum.is_some() || parts.iter().all(Option::is_none)),
+            "{oom:?}"
         );
         assert!(oom.scope == OomScope::Memcg || oom.memory_limit_bytes.is_none());
     }

@@ -96,14 +96,14 @@ fn oom_note(r: &TerminationRecord, victim: &str) -> String {
                 " hit by {}; {} RSS {}",
                 limit_holder(r, oom.limit_cgroup.as_deref()),
                 process(r),
-                bytes(oom.victim_rss_bytes)
+                rss(oom.victim_rss_bytes)
             );
         }
         OomScope::Global => {
             let _ = write!(
                 s,
                 "the node ran out of memory (no cgroup limit hit); {victim} RSS {}",
-                bytes(oom.victim_rss_bytes)
+                rss(oom.victim_rss_bytes)
             );
         }
     }
@@ -206,6 +206,11 @@ fn clock(t: OffsetDateTime) -> String {
     t.to_offset(UtcOffset::UTC)
         .format(format_description!("[hour]:[minute]:[second]Z"))
         .unwrap_or_default()
+}
+
+/// An RSS the kernel may not have given.
+fn rss(bytes_at_kill: Option<u64>) -> String {
+    bytes_at_kill.map_or_else(|| "unknown".to_owned(), bytes)
 }
 
 /// Binary units as Kubernetes quantities spell them: `256Mi`, `1.5Gi`.

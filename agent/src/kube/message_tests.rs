@@ -54,10 +54,10 @@ fn sender(comm: &str, pid: u32, kind: SenderKind) -> Option<Sender> {
 fn oom(scope: OomScope, limit: Option<u64>, limit_cgroup: Option<&str>) -> OomKill {
     OomKill {
         scope,
-        victim_rss_bytes: 312 << 20,
-        anon_rss_bytes: 300 << 20,
-        file_rss_bytes: 12 << 20,
-        shmem_rss_bytes: 0,
+        victim_rss_bytes: Some(312 << 20),
+        anon_rss_bytes: Some(300 << 20),
+        file_rss_bytes: Some(12 << 20),
+        shmem_rss_bytes: Some(0),
         memory_limit_bytes: limit,
         limit_cgroup: limit_cgroup.map(Into::into),
         trigger_pid: 4242,

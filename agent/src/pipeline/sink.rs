@@ -117,7 +117,8 @@ pub fn human(r: &TerminationRecord) -> String {
             line,
             ", {} OOM, victim RSS {}",
             oom.scope.as_str(),
-            mib(oom.victim_rss_bytes)
+            oom.victim_rss_bytes
+                .map_or_else(|| "unknown".to_owned(), mib)
         );
         if let Some(limit) = oom.memory_limit_bytes {
             let _ = write!(line, " of limit {}", mib(limit));

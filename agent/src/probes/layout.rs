@@ -112,7 +112,7 @@ pub fn resolve(btf: &Btf, tracefs: &Path) -> Result<Resolved, BtfError> {
         mm_rss(btf),
         layout_flags::MM_RSS,
         "mm_struct.rss_stat",
-        "OOM victim RSS comes from its peak RSS instead",
+        "OOM victims' RSS at the kill is unknown (null)",
     );
     if !rss_form.is_empty() {
         choices.push(format!("mm_struct.rss_stat is {rss_form}"));
@@ -136,7 +136,9 @@ pub fn resolve(btf: &Btf, tracefs: &Path) -> Result<Resolved, BtfError> {
     match oom_victim_arg {
         Some(OomVictimArg::Task) => choices.push("mark_victim(task_struct *, uid)".into()),
         Some(OomVictimArg::Pid) => {
-            choices.push("mark_victim(int pid): victim RSS from its peak".into());
+            // The victim is found from the SIGKILL the OOM killer sends just before.
+            features.flags |= layout_flags::MARK_VICTIM_PID;
+            choices.push("mark_victim(int pid): the victim from the OOM killer's SIGKILL".into());
         }
         None => features
             .missing

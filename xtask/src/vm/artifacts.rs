@@ -17,20 +17,38 @@ pub struct Kernel {
     pub package: &'static str,
     /// Path of the image inside the package.
     pub image: &'static str,
+    /// The Debian suite it comes from when the machine's own sources do not carry it, read
+    /// through a private apt state (never added to the machine's sources).
+    pub suite: Option<&'static str>,
+    /// Whether it has the cgroup v1 memory controller: Debian builds 6.12 without it
+    /// (`CONFIG_MEMCG_V1` is off; mounting it fails with "Unknown subsys name 'memory'").
+    pub memcg_v1: bool,
 }
 
-/// Both carry BTF and boot with a cgroup v2 memory controller; 6.1 predates the per-CPU
+/// All carry BTF and boot with cgroup v1 or v2. 5.10 (Debian 11, the oldest in fleets):
+/// `mark_victim(int pid)` with no RSS fields, no `memory.peak`; 6.1 predates the per-CPU
 /// `rss_stat` counters (6.2) and has no `group_dead` in `sched_process_exit`.
-pub const KERNELS: [Kernel; 2] = [
+pub const KERNELS: [Kernel; 3] = [
+    Kernel {
+        label: "5.10.0-32",
+        package: "linux-image-5.10.0-32-amd64-unsigned",
+        image: "./boot/vmlinuz-5.10.0-32-amd64",
+        suite: Some("bullseye"),
+        memcg_v1: true,
+    },
     Kernel {
         label: "6.1.0-50",
         package: "linux-image-6.1.0-50-amd64-unsigned",
         image: "./boot/vmlinuz-6.1.0-50-amd64",
+        suite: None,
+        memcg_v1: true,
     },
     Kernel {
         label: "6.12.111",
         package: "linux-image-6.12.111+deb12-amd64-unsigned",
         image: "./boot/vmlinuz-6.12.111+deb12-amd64",
+        suite: None,
+        memcg_v1: false,
     },
 ];
 
@@ -62,11 +80,92 @@ pub fn ensure_qemu() -> Result<()> {
 }
 
 pub fn kernel_image(cache: &Path, kernel: &Kernel) -> Result<PathBuf> {
-    extract_once(cache, kernel.package, kernel.image)
+    let apt = match kernel.suite {
+        Some(suite) => Apt::Suite(private_apt(cache, suite)?),
+        None => Apt::Machine,
+    };
+    extract_once(cache, kernel.package, kernel.image, &apt)
 }
 
 pub fn busybox(cache: &Path) -> Result<PathBuf> {
-    extract_once(cache, BUSYBOX_PACKAGE, BUSYBOX_PATH)
+    extract_once(cache, BUSYBOX_PACKAGE, BUSYBOX_PATH, &Apt::Machine)
+}
+
+/// Which package lists `apt-get download` reads.
+enum Apt {
+    /// The machine's own sources.
+    Machine,
+    /// A private state: `-o` options naming a sources list and lists/cache directories of
+    /// its own.
+    Suite(Vec<String>),
+}
+
+impl Apt {
+    fn options(&self) -> &[String] {
+        match self {
+            Apt::Machine => &[],
+            Apt::Suite(options) => options,
+        }
+    }
+}
+
+/// An apt state under `<cache>/apt-<suite>` whose sources list names `suite` and
+/// `suite-security` on the mirrors the machine's own Debian sources use.
+fn private_apt(cache: &Path, suite: &str) -> Result<Vec<String>> {
+    let root = cache.join(format!("apt-{suite}"));
+    for dir in ["lists/partial", "cache/archives/partial"] {
+        std::fs::create_dir_all(root.join(dir))?;
+    }
+    let (main, security) = machine_mirrors();
+    let keyring = "/usr/share/keyrings/debian-archive-keyring.gpg";
+    let list = root.join("sources.list");
+    std::fs::write(
+        &list,
+        format!(
+            "deb [signed-by={keyring}] {main} {suite} main\n\
+             deb [signed-by={keyring}] {security} {suite}-security main\n"
+        ),
+    )?;
+    let option = |key: &str, path: &Path| format!("{key}={}", path.display());
+    Ok(vec![
+        "-o".into(),
+        option("Dir::Etc::SourceList", &list),
+        "-o".into(),
+        "Dir::Etc::SourceParts=/dev/null".into(),
+        "-o".into(),
+        option("Dir::State::Lists", &root.join("lists")),
+        "-o".into(),
+        option("Dir::Cache", &root.join("cache")),
+    ])
+}
+
+/// The Debian and Debian security mirrors of the machine's sources (deb822 or one-line
+/// format), else Debian's own.
+fn machine_mirrors() -> (String, String) {
+    let mut uris = Vec::new();
+    for file in [
+        "/etc/apt/sources.list.d/debian.sources",
+        "/etc/apt/sources.list",
+    ] {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        for line in text.lines().map(str::trim) {
+            if let Some(uri) = line.strip_prefix("URIs:") {
+                uris.push(uri.trim().to_owned());
+            } else if let Some(rest) = line.strip_prefix("deb ") {
+                let uri = rest.split_whitespace().find(|w| w.contains("://"));
+                uris.extend(uri.map(str::to_owned));
+            }
+        }
+    }
+    let debian = |security: bool| {
+        uris.iter()
+            .find(|u| u.contains("debian") && u.contains("security") == security)
+            .cloned()
+    };
+    (
+        debian(false).unwrap_or_else(|| "http://deb.debian.org/debian".into()),
+        debian(true).unwrap_or_else(|| "http://deb.debian.org/debian-security".into()),
+    )
 }
 
 fn quiet(cmd: &mut Command) -> bool {
@@ -79,7 +178,7 @@ fn quiet(cmd: &mut Command) -> bool {
 /// `<cache>/<package>/<member>`, downloaded and extracted on the first call only. Only the one
 /// member is kept: a kernel package is ≈400 MB unpacked, almost all of it modules the guest
 /// does not load.
-fn extract_once(cache: &Path, package: &str, member: &str) -> Result<PathBuf> {
+fn extract_once(cache: &Path, package: &str, member: &str, apt: &Apt) -> Result<PathBuf> {
     let dir = cache.join(package);
     let target = dir.join(member);
     if target.is_file() {
@@ -89,7 +188,7 @@ fn extract_once(cache: &Path, package: &str, member: &str) -> Result<PathBuf> {
     let staging = cache.join(format!("{package}.partial"));
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
-    let deb = download(&staging, package)?;
+    let deb = download(&staging, package, apt)?;
     untar_member(&deb, &staging.join("root"), member)?;
     std::fs::remove_file(&deb)?;
     let _ = std::fs::remove_dir_all(&dir);
@@ -104,9 +203,10 @@ fn extract_once(cache: &Path, package: &str, member: &str) -> Result<PathBuf> {
 }
 
 /// `apt-get download` into `dir`; refreshes the package lists once if apt does not know it.
-fn download(dir: &Path, package: &str) -> Result<PathBuf> {
+fn download(dir: &Path, package: &str, apt: &Apt) -> Result<PathBuf> {
     let fetch = || {
         Command::new("apt-get")
+            .args(apt.options())
             // apt's download sandbox user cannot write to root's cache: download as root.
             .args(["download", "-qq", "-o", "APT::Sandbox::User=root", package])
             .current_dir(dir)
@@ -115,6 +215,7 @@ fn download(dir: &Path, package: &str) -> Result<PathBuf> {
     };
     if !fetch()?.success() {
         run(Command::new("apt-get")
+            .args(apt.options())
             .args(["update", "-qq"])
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
         if !fetch()?.success() {

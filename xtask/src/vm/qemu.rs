@@ -20,6 +20,8 @@ pub struct Guest<'a> {
     pub timeout: Duration,
     /// Where the serial logs go (created, emptied).
     pub dir: &'a Path,
+    /// Appended to the kernel command line (what `/init` reads its configuration from).
+    pub cmdline: &'a str,
 }
 
 pub struct Logs {
@@ -56,7 +58,11 @@ impl Guest<'_> {
             .arg(self.initrd)
             // panic=-1 with -no-reboot: a kernel panic ends QEMU at once instead of hanging
             // until the timeout.
-            .args(["-append", "console=ttyS0 panic=-1 loglevel=4"])
+            .arg("-append")
+            .arg(format!(
+                "console=ttyS0 panic=-1 loglevel=4 {}",
+                self.cmdline
+            ))
             .arg("-serial")
             .arg(format!("file:{}", console.display()))
             .arg("-serial")

@@ -80,9 +80,9 @@ fn oracle(records: &[TerminationRecord]) -> Registry {
                     scope: oom.scope.as_str(),
                 })
                 .inc();
-            gauges[0]
-                .get_or_create(&container)
-                .set(bytes(oom.victim_rss_bytes));
+            if let Some(rss) = oom.victim_rss_bytes {
+                gauges[0].get_or_create(&container).set(bytes(rss));
+            }
         }
         if let Some(peak) = r.container_memory_peak_bytes {
             gauges[1].get_or_create(&container).set(bytes(peak));

@@ -209,7 +209,10 @@ impl SeriesIndex {
                     count: 1,
                 }),
             }
-            c.oom_victim_rss = Some(bytes_gauge(oom.victim_rss_bytes));
+            // An unknown RSS leaves the last known one: never a 0 that reads as a figure.
+            if let Some(rss) = oom.victim_rss_bytes {
+                c.oom_victim_rss = Some(bytes_gauge(rss));
+            }
         }
         if let Some(peak) = record.container_memory_peak_bytes {
             c.memory_peak = Some(bytes_gauge(peak));

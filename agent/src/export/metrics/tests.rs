@@ -37,10 +37,10 @@ pub(super) fn oom_killed(namespace: &str, pod: &str) -> TerminationRecord {
     });
     r.oom = Some(OomKill {
         scope: OomScope::Memcg,
-        victim_rss_bytes: 300 << 20,
-        anon_rss_bytes: 290 << 20,
-        file_rss_bytes: 10 << 20,
-        shmem_rss_bytes: 0,
+        victim_rss_bytes: Some(300 << 20),
+        anon_rss_bytes: Some(290 << 20),
+        file_rss_bytes: Some(10 << 20),
+        shmem_rss_bytes: Some(0),
         memory_limit_bytes: Some(256 << 20),
         limit_cgroup: Some("/kubepods/burstable/pod1/abc".into()),
         trigger_pid: 7,
