@@ -70,7 +70,7 @@ static EXEC_FAILED: LruHashMap<u32, u8> = LruHashMap::with_max_entries(EXEC_STAS
 #[map(name = "OOM_MARKED")]
 static OOM_MARKED: LruHashMap<u32, u8> = LruHashMap::with_max_entries(OOM_MARKED_ENTRIES, 0);
 
-/// pid → `task_struct *` of each task the kernel itself SIGKILLed (`SEND_SIG_PRIV`: the OOM
+/// pid → `task_struct *` of each task the kernel itself sent SIGKILL (`SEND_SIG_PRIV`: the OOM
 /// killer among others). The OOM killer sends that SIGKILL just before `mark_victim`, which
 /// on kernels before ≈6.8 passes only the victim's pid: this is how those kernels' victims are
 /// known whole (RSS, comm, memcg, start time). The pointer is only read with
@@ -320,11 +320,12 @@ fn try_signal_generate(ctx: &BtfTracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let info = ctx.arg::<u64>(1);
-    if sig == SIGKILL && info == SEND_SIG_PRIV && layout.flags & layout_flags::MARK_VICTIM_PID != 0
+    if sig == SIGKILL
+        && info == SEND_SIG_PRIV
+        && layout.flags & layout_flags::MARK_VICTIM_PID != 0
+        && let Ok(pid) = target.read::<u32>(layout.task_pid)
     {
-        if let Ok(pid) = target.read::<u32>(layout.task_pid) {
-            let _ = KERNEL_KILLS.insert(pid, target.0 as u64, 0);
-        }
+        let _ = KERNEL_KILLS.insert(pid, target.0 as u64, 0);
     }
     let code = match info {
         SEND_SIG_NOINFO => SI_USER,
@@ -381,7 +382,7 @@ pub fn mark_victim(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-/// `mark_victim(int pid)`: older kernels. The victim is the task the OOM killer SIGKILLed a
+/// `mark_victim(int pid)`: older kernels. The victim is the task the OOM killer sent SIGKILL a
 /// moment before (`KERNEL_KILLS`). A victim that was already exiting gets no SIGKILL: then
 /// only the pid is known, and the memcg chain is sampled from the allocating task, whose
 /// limit-hitting memcg is an ancestor of the victim's.
@@ -392,7 +393,7 @@ pub fn mark_victim_pid(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-/// The task the kernel SIGKILLed as `pid`, if it still is that task; else null.
+/// The task the kernel sent SIGKILL as `pid`, if it still is that task; else null.
 #[inline(always)]
 fn killed_task(pid: u32) -> Task<false> {
     // SAFETY: a plain value copied out at once.

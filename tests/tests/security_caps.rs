@@ -12,11 +12,12 @@
 //! - `CAP_PERFMON` alone: the maps cannot be created (`failed to create map EVENTS`: EPERM);
 //!   the agent exits with an error.
 //! - Without tracefs, mounting it needs `CAP_SYS_ADMIN`: the agent runs and records, but the
-//!   exec-failure probes are not attached and `/healthz` says 503 naming them.
+//!   exec-failure probes are not attached and `/healthz` says 200, degraded, naming them.
 //! - Without `CAP_SYSLOG` (and `perf_event_paranoid` ≥ 2) /proc/kallsyms hides addresses: the
 //!   agent warns and decides OOM scopes from the memory cgroup limits instead.
-//! - Without `CAP_SYS_RESOURCE` `setrlimit(RLIMIT_MEMLOCK)` fails: a warning (BPF memory is
-//!   charged to the memory cgroup since 5.11).
+//! - Without `CAP_SYS_RESOURCE` `setrlimit(RLIMIT_MEMLOCK)` fails: a warning here (BPF memory
+//!   is charged to the memory cgroup since 5.11); before 5.11 the maps cannot be created
+//!   (EPERM, seen in the 5.10 VM guest), hence SYS_RESOURCE in the DaemonSet.
 //! - Without `CAP_SETPCAP` the agent cannot empty its bounding set; it still ends with no
 //!   effective or permitted capability and `no_new_privs`, so an exec (even as uid 0) gains
 //!   nothing back.
@@ -204,9 +205,10 @@ fn cap_bpf_or_cap_perfmon_alone_is_not_enough() {
 fn without_tracefs_mounting_it_needs_cap_sys_admin_and_deaths_are_still_recorded() {
     let agent = start_answering(daemonset_caps_without_tracefs);
     let health = agent.get("/healthz").unwrap();
-    assert_eq!(health.status, 503, "{}", health.body);
+    // Degraded, not down: a liveness probe must not restart an agent that records deaths.
+    assert_eq!(health.status, 200, "{}", health.body);
     assert!(
-        health.body.contains("execve"),
+        health.body.contains("degraded") && health.body.contains("execve"),
         "the exec probes are named: {}",
         health.body
     );

@@ -23,7 +23,15 @@ else
     mount -t cgroup2 cgroup2 /sys/fs/cgroup
 fi
 mount -t bpf bpf /sys/fs/bpf
-# tracefs is left to the agent: mounting it when missing is its job.
+# As on a node: tracefs mounted by the host (systemd does; the DaemonSet mounts it in), and
+# kernel addresses hidden from whoever lacks CAP_SYSLOG, as the agent does.
+mount -t tracefs tracefs /sys/kernel/tracing
+echo 1 > /proc/sys/kernel/kptr_restrict
+# Debian's kernels default to perf_event_paranoid 3, which refuses perf_event_open (the
+# syscall tracepoints behind exec failures) to all but CAP_SYS_ADMIN, CAP_PERFMON or not: the
+# agent then runs degraded. Nodes that want exec failures set it to 2, the upstream default.
+PARANOID=$(cat /proc/sys/kernel/perf_event_paranoid)
+echo 2 > /proc/sys/kernel/perf_event_paranoid
 
 exec 3>/dev/ttyS1
 stty -F /dev/ttyS1 raw -echo 2>/dev/null
@@ -42,6 +50,7 @@ fail() {
 AGENT_URL=http://127.0.0.1:9750
 report uname "$(uname -r)"
 report note "cgroup $CGROUP"
+report note "perf_event_paranoid was $PARANOID, set to 2"
 if [ $CGROUP = v1 ]; then
     CG=/sys/fs/cgroup/memory
     [ -e $CG/memory.limit_in_bytes ] || fail "no cgroup v1 memory controller"
@@ -57,9 +66,11 @@ ip link set lo up || ifconfig lo 127.0.0.1 up
 echo 1 > /proc/sys/vm/overcommit_memory
 
 # --- the agent -----------------------------------------------------------------------------
-# It must outlive the node-wide OOM: -1000 makes it unkillable by the OOM killer.
-(echo -1000 > /proc/self/oom_score_adj && exec coroner --kube off --listen 127.0.0.1:9750 \
-    --events-json /tmp/records.jsonl --node-name vm) 2>/tmp/coroner.log &
+# As the DaemonSet runs it: uid 0 with only CAP_BPF (39), CAP_PERFMON (38) and
+# CAP_SYS_RESOURCE (24; BPF maps count against RLIMIT_MEMLOCK before 5.11). It must outlive the
+# node-wide OOM: -1000 (set before the capabilities go) makes it unkillable by the OOM killer.
+(echo -1000 > /proc/self/oom_score_adj && exec coroner-victim bounded 24,38,39 coroner --kube off \
+    --listen 127.0.0.1:9750 --events-json /tmp/records.jsonl --node-name vm) 2>/tmp/coroner.log &
 agent=$!
 touch /tmp/coroner.log
 tail -f /tmp/coroner.log > /dev/console 2>/dev/null &
@@ -70,7 +81,7 @@ until wget -q -O /dev/null "$AGENT_URL/healthz" 2>/dev/null; do
     sleep 0.5
 done
 report note "coroner healthy after $(($(date +%s) - started)) s"
-# What the tracepoints carry on this kernel (tracefs is the agent's mount by now), for the
+# What the tracepoints carry on this kernel (from tracefs), for the
 # report: their BTF prototypes are what the agent reads, these fields say the same in text.
 report begin kernel
 for event in sched/sched_process_exit signal/signal_generate oom/mark_victim; do
@@ -95,6 +106,12 @@ container() {
         echo "$3" > "$dir/$limit" || fail "$limit of $dir"
     fi
     report case "$1" "$2"
+}
+# limit PATH BYTES: the memory limit of the cgroup PATH (a pod's, for a pod-level limit).
+limit() {
+    file=memory.max
+    [ $CGROUP = v2 ] || file=memory.limit_in_bytes
+    echo "$2" > "$CG$1/$file" || fail "$file of $1"
 }
 # spawn LABEL PATH ARGS…: coroner-victim ARGS in cgroup PATH; its pid is reported and in $pid.
 spawn() {
@@ -167,6 +184,11 @@ container segv "$C"; spawn segv "$C" segv; wait $pid
 
 C=$(sd burstable 0a00000b-0000-4000-8000-00000000000b crio "$(hexid 0a00000b)")
 container abort "$C"; spawn abort "$C" abort; wait $pid
+
+# A pod-level limit: the pod's memory cgroup hits its limit; the container has none of its own.
+P=/kubepods/burstable/pod0a00000e-0000-4000-8000-00000000000e
+C=$(fs burstable 0a00000e-0000-4000-8000-00000000000e "$(hexid 0a00000e)")
+container pod-oom "$C"; limit "$P" 96M; spawn pod-oom "$C" alloc 256; wait $pid
 
 # The node-wide OOM: no memory.max anywhere on the path; the guest's RAM runs out.
 C=$(sd burstable 0a00000c-0000-4000-8000-00000000000c cri-containerd "$(hexid 0a00000c)")

@@ -68,8 +68,8 @@ fn build_binaries(no_build: bool) -> Result<(PathBuf, PathBuf)> {
     Ok((agent, release.join("coroner-victim")))
 }
 
-pub fn vm_test(args: &VmTestArgs) -> Result<()> {
-    let started = Instant::now();
+/// The guests asked for: each kernel with each cgroup version it has, kernels fetched.
+fn guest_matrix(args: &VmTestArgs, cache: &Path) -> Result<Vec<GuestConfig<'static>>> {
     let kernels: Vec<_> = KERNELS
         .iter()
         .filter(|k| args.kernel.as_deref().is_none_or(|f| k.label.contains(f)))
@@ -78,41 +78,37 @@ pub fn vm_test(args: &VmTestArgs) -> Result<()> {
         .into_iter()
         .filter(|c| args.cgroup.as_deref().is_none_or(|f| c.name() == f))
         .collect();
-    if kernels.is_empty() || cgroups.is_empty() {
-        bail!("no guest matches {:?} {:?}", args.kernel, args.cgroup);
-    }
-    artifacts::ensure_qemu()?;
-    let cache = cache_dir();
-    let busybox = artifacts::busybox(&cache)?;
-    let images = kernels
-        .iter()
-        .map(|k| artifacts::kernel_image(&cache, k).map(|image| (*k, image)))
-        .collect::<Result<Vec<_>>>()?;
-    let guests: Vec<GuestConfig> = images
-        .iter()
-        .flat_map(|(kernel, image)| {
-            cgroups
-                .iter()
-                .filter(|&&cgroup| cgroup == Cgroup::V2 || kernel.memcg_v1)
-                .map(move |&cgroup| GuestConfig {
-                    kernel,
-                    image: image.clone(),
-                    cgroup,
-                })
-        })
-        .collect();
-    for kernel in kernels.iter().filter(|k| !k.memcg_v1) {
-        if cgroups.contains(&Cgroup::V1) {
-            println!(
-                "vm-test: {} has no cgroup v1 memory controller (built without CONFIG_MEMCG_V1): \
-                 booted with cgroup v2 only",
-                kernel.label
-            );
+    let mut guests = Vec::new();
+    for kernel in kernels {
+        let image = artifacts::kernel_image(cache, kernel)?;
+        for &cgroup in &cgroups {
+            if cgroup == Cgroup::V1 && !kernel.memcg_v1 {
+                println!(
+                    "vm-test: {} has no cgroup v1 memory controller (built without \
+                     CONFIG_MEMCG_V1): booted with cgroup v2 only",
+                    kernel.label
+                );
+                continue;
+            }
+            guests.push(GuestConfig {
+                kernel,
+                image: image.clone(),
+                cgroup,
+            });
         }
     }
     if guests.is_empty() {
         bail!("no guest matches {:?} {:?}", args.kernel, args.cgroup);
     }
+    Ok(guests)
+}
+
+pub fn vm_test(args: &VmTestArgs) -> Result<()> {
+    let started = Instant::now();
+    artifacts::ensure_qemu()?;
+    let cache = cache_dir();
+    let busybox = artifacts::busybox(&cache)?;
+    let guests = guest_matrix(args, &cache)?;
     let (agent, victim) = build_binaries(args.no_build)?;
     let prepared = started.elapsed();
 

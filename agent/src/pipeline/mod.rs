@@ -103,9 +103,11 @@ pub async fn run(args: Args, privileged: Privileged) -> anyhow::Result<()> {
     for probe in &probes.status {
         metrics.set_probe_attached(probe.name, probe.attached);
     }
-    match probes.readiness() {
-        Ok(()) => readiness.set_ready(),
-        Err(why) => readiness.set_not_ready(why),
+    // Required probes that failed stopped the start already: what is missing here is optional.
+    readiness.set_ready();
+    if let Err(why) = probes.readiness() {
+        warn!("running degraded: {why}");
+        readiness.set_degraded(why);
     }
 
     let listener = tokio::net::TcpListener::from_std(listener)?;

@@ -3,8 +3,11 @@
 //!
 //! `coroner-victim exit N | alloc MIB | rss MIB | sleep SECS | ignore-term SECS |
 //!  handle-usr1 SECS | segv | abort | exec PATH | shell-exec PATH | kill SIG PID |
-//!  child-alloc MIB SECS | self-term | threads N SECS | thread-segv | fork-kill N`,
-//! each optionally after `renamed` (the comm becomes 15 bytes that are not UTF-8 first).
+//!  child-alloc MIB SECS | self-term | threads N SECS | thread-segv | fork-kill N |
+//!  bounded CAP,CAP… PROGRAM ARGS…`, each optionally after `renamed` (the comm becomes 15
+//! bytes that are not UTF-8 first). `bounded` runs PROGRAM with only the capability numbers
+//! given, as a container runtime does for `capabilities: {drop: [ALL], add: …}` (the VM
+//! guests start the agent so).
 
 use std::time::Duration;
 
@@ -51,10 +54,35 @@ fn arguments() -> Vec<String> {
     args
 }
 
+/// Execs `program` with only `keep` in the bounding set: as uid 0 it then gets exactly those.
+fn exec_bounded(keep: &str, program: &[String]) -> ! {
+    let keep: Vec<i32> = keep.split(',').filter_map(|c| c.parse().ok()).collect();
+    for cap in 0..64 {
+        if !keep.contains(&cap) {
+            // SAFETY: prctl with integer arguments; EINVAL for numbers the kernel lacks.
+            unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
+        }
+    }
+    let args: Vec<std::ffi::CString> = program
+        .iter()
+        .map(|a| std::ffi::CString::new(a.as_str()).expect("argument without NUL"))
+        .collect();
+    let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    // SAFETY: NUL-terminated strings in a NULL-terminated argv; execvp returns only on failure.
+    unsafe { libc::execvp(argv[0], argv.as_ptr()) };
+    eprintln!(
+        "coroner-victim bounded: exec {program:?}: {}",
+        std::io::Error::last_os_error()
+    );
+    std::process::exit(127);
+}
+
 fn main() {
     let args = arguments();
     let arg = |i: usize| args.get(i).map_or("", String::as_str);
     match arg(0) {
+        "bounded" => exec_bounded(arg(1), &args[args.len().min(2)..]),
         "exit" => std::process::exit(arg(1).parse().unwrap_or(1)),
         "alloc" => {
             let memory = touch(arg(1).parse().unwrap_or(300));

@@ -35,11 +35,16 @@ use super::recent::{RecentFilter, RecentRecords};
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const CLASSIC_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Whether the agent is ready: every probe attached. Clones share one value.
+/// Whether the agent is ready: the required probes attached. An optional probe that is
+/// missing degrades it — still ready, with the reason in `/healthz`'s body and
+/// `coroner_probe_attached` — so that a node that lacks one does not have its agent
+/// restarted in a loop by its liveness probe. Clones share one value.
 #[derive(Clone, Debug)]
 pub struct Readiness {
     /// `None` when ready, else why not.
     not_ready: Arc<RwLock<Option<String>>>,
+    /// What works less well than it could while ready.
+    degraded: Arc<RwLock<Option<String>>>,
 }
 
 impl Default for Readiness {
@@ -53,7 +58,24 @@ impl Readiness {
     pub fn not_ready(reason: impl Into<String>) -> Self {
         Self {
             not_ready: Arc::new(RwLock::new(Some(reason.into()))),
+            degraded: Arc::new(RwLock::new(None)),
         }
+    }
+
+    pub fn set_degraded(&self, reason: impl Into<String>) {
+        *self
+            .degraded
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(reason.into());
+    }
+
+    /// Why the agent runs degraded, if it does.
+    #[must_use]
+    pub fn degraded(&self) -> Option<String> {
+        self.degraded
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     pub fn set_ready(&self) {
@@ -179,7 +201,10 @@ async fn metrics(State(state): State<HttpState>, headers: HeaderMap) -> Response
 
 async fn healthz(State(state): State<HttpState>) -> Response {
     match state.readiness.check() {
-        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Ok(()) => match state.readiness.degraded() {
+            None => (StatusCode::OK, "ok\n").into_response(),
+            Some(why) => (StatusCode::OK, format!("ok, degraded: {why}\n")).into_response(),
+        },
         Err(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {reason}\n"),
