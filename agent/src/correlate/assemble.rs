@@ -90,6 +90,19 @@ impl<L: CgroupLookup> Assembler<'_, L> {
             }),
             _ => fatal_sender,
         };
+        // Asked to stop, then exited by itself: whoever asked decided.
+        let stop_sender = match victim.death {
+            Death::Exited(_) => history
+                .and_then(|h| h.first_stop_before(died_ns))
+                .map(|seen| self.signal_sender(&seen, victim).kind),
+            Death::Signaled { .. } => None,
+        };
+        let initiator = verdict::initiator(
+            reason,
+            victim.death,
+            sender.as_ref().map(|s| s.kind),
+            stop_sender,
+        );
         let grace_seconds = match (sigterm, sigkill) {
             (Some(term), Some(kill)) if kill.ktime_ns >= term.ktime_ns => {
                 Some(nanos_to_seconds(kill.ktime_ns - term.ktime_ns))
@@ -144,6 +157,8 @@ impl<L: CgroupLookup> Assembler<'_, L> {
             exit_status: victim.death.exit_status(),
             role: victim.role,
             message: None,
+            initiator,
+            grace_allowed_seconds: None,
         }
     }
 

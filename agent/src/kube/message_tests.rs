@@ -37,6 +37,8 @@ fn record(reason: Reason) -> TerminationRecord {
         exit_status: 0,
         role: crate::record::Role::Init,
         message: None,
+        initiator: crate::record::Initiator::Unknown,
+        grace_allowed_seconds: None,
     }
 }
 

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::Shared;
-use super::events;
+use super::{event_api, events};
 use super::store::{
     RequestLog, WatchMsg, Watcher, key_of, line, matches, parse_selector, status, watch_line,
 };
@@ -76,6 +76,16 @@ pub async fn handle(
             name,
             metadata_only,
         ),
+        (&Method::GET, ["api", "v1", "events"]) => event_api::collection(&shared, None, &query, false),
+        (&Method::GET, ["api", "v1", "namespaces", ns, "events"]) => {
+            event_api::collection(&shared, Some(ns), &query, false)
+        }
+        (&Method::GET, ["apis", "events.k8s.io", "v1", "events"]) => {
+            event_api::collection(&shared, None, &query, true)
+        }
+        (&Method::GET, ["apis", "events.k8s.io", "v1", "namespaces", ns, "events"]) => {
+            event_api::collection(&shared, Some(ns), &query, true)
+        }
         (&Method::POST, ["apis", "events.k8s.io", "v1", "namespaces", ns, "events"]) => {
             events::create(&shared, ns, &body, true)
         }
@@ -340,6 +350,12 @@ fn watch(
             }
         }
     });
+    watch_stream(rx, timeout)
+}
+
+/// A chunked watch response streaming what `rx` gets, ended after `timeout` (the client's
+/// `timeoutSeconds`) like the API server's.
+pub fn watch_stream(rx: mpsc::UnboundedReceiver<WatchMsg>, timeout: Option<Duration>) -> Response<Body> {
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     let frames = stream::unfold((rx, deadline), |(mut rx, deadline)| async move {
         let msg = match deadline {
