@@ -7,13 +7,16 @@
 //! `cargo xtask test` (or build `coroner` first).
 
 #[path = "e2e_kube/support.rs"]
-#[allow(dead_code, reason = "the kube end-to-end tests' shared module; this binary uses part of it")]
+#[allow(
+    dead_code,
+    reason = "the kube end-to-end tests' shared module; this binary uses part of it"
+)]
 mod support;
 
 use std::time::{Duration, Instant};
 
-use coroner_tests::agent::{Agent, Record};
 use coroner_tests::agent::expect::Container;
+use coroner_tests::agent::{Agent, Record};
 use coroner_tests::apiserver::ApiServer;
 use coroner_tests::cgroups::{Layout, unique_hex};
 use coroner_tests::victim::signal_pid;
@@ -28,7 +31,9 @@ use time::format_description::well_known::Rfc3339;
 const LABEL_WAIT: Duration = Duration::from_secs(3);
 
 fn now_seconds() -> String {
-    let t = OffsetDateTime::now_utc().replace_nanosecond(0).expect("0 ns is valid");
+    let t = OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .expect("0 ns is valid");
     t.format(&Rfc3339).expect("RFC 3339")
 }
 
@@ -71,15 +76,17 @@ fn killing_core(p: &Pod, node: &str, container: &str, message: &str) -> Value {
 }
 
 /// The same through events.k8s.io/v1, as a newer recorder writes it.
-fn killing_new(p: &Pod, node: &str, container: &str, note: &str) -> Value {
-    let at = OffsetDateTime::now_utc().format(&Rfc3339).expect("RFC 3339");
+fn killing_new(p: &Pod, node_name: &str, container: &str, note: &str) -> Value {
+    let at = OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .expect("RFC 3339");
     json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
         "metadata": {"name": format!("{}.{}", name_of(p), unique_hex(16)), "namespace": NS},
         "regarding": {"kind": "Pod", "apiVersion": "v1", "namespace": NS,
             "name": name_of(p), "uid": p.metadata.uid,
             "fieldPath": format!("spec.containers{{{container}}}")},
         "reason": "Killing", "note": note, "type": "Normal", "action": "Killing",
-        "reportingController": "kubelet", "reportingInstance": node, "eventTime": at})
+        "reportingController": "kubelet", "reportingInstance": node_name, "eventTime": at})
 }
 
 fn initiator(r: &Record) -> (&str, &Value) {
@@ -92,11 +99,7 @@ fn initiator(r: &Record) -> (&str, &Value) {
 /// Stops `c`'s main process with SIGTERM from the host, as the runtime does; `after_death`
 /// then publishes what the kubelet would. Returns the record and how long after the death it
 /// was seen.
-fn stopped(
-    agent: &mut Agent,
-    c: &Container,
-    after_death: impl FnOnce(),
-) -> (Record, Duration) {
+fn stopped(agent: &mut Agent, c: &Container, after_death: impl FnOnce()) -> (Record, Duration) {
     let mut died = None;
     let record = die(agent, c, &["sleep", "30"], |pid| {
         signal_pid(pid, libc::SIGTERM);
@@ -117,7 +120,13 @@ fn a_liveness_probe_kill_from_a_killing_event_that_comes_after_the_death() {
     let node = node();
     let api = Container::new(Layout::CgroupfsBurstable).unwrap();
     let worker = api.sibling().unwrap();
-    let p = deployment_pod(&server, &node, "shop-api", &api.pod_uid, &[("api", &api), ("worker", &worker)]);
+    let p = deployment_pod(
+        &server,
+        &node,
+        "shop-api",
+        &api.pod_uid,
+        &[("api", &api), ("worker", &worker)],
+    );
     let p = with_probes(with_probes(p, "api"), "worker");
     server.put_pod(&p);
     let mut agent = agent(&server, &node);
@@ -153,7 +162,8 @@ fn a_liveness_probe_kill_from_a_killing_event_that_comes_after_the_death() {
     for r in &asked {
         assert_eq!(r.path, format!("/api/v1/namespaces/{NS}/events"), "{r:?}");
         assert!(
-            r.query.contains(&format!("involvedObject.uid%3D{}", api.pod_uid)),
+            r.query
+                .contains(&format!("involvedObject.uid%3D{}", api.pod_uid)),
             "{r:?}"
         );
     }
@@ -211,12 +221,21 @@ fn a_pod_deletion_from_the_deletion_timestamp_with_its_grace() {
     );
     // The kernel decides an exit at once, whatever the pod's state.
     let record = die(&mut agent, &c.sibling().unwrap(), &["exit", "3"], drop);
-    assert_eq!(initiator(&record), ("exited", &Value::Null), "{}", record.json);
+    assert_eq!(
+        initiator(&record),
+        ("exited", &Value::Null),
+        "{}",
+        record.json
+    );
 }
 
 fn jiff_now_plus(seconds: i64) -> Time {
     let now = OffsetDateTime::now_utc() + time::Duration::seconds(seconds);
-    let text = now.replace_nanosecond(0).expect("0 ns").format(&Rfc3339).expect("RFC 3339");
+    let text = now
+        .replace_nanosecond(0)
+        .expect("0 ns")
+        .format(&Rfc3339)
+        .expect("RFC 3339");
     serde_json::from_value(json!(text)).expect("a Time")
 }
 
@@ -240,8 +259,21 @@ fn without_the_api_server_only_what_the_kernel_knows() {
         ));
     });
     assert_eq!(record.reason(), "Terminated", "{}", record.json);
-    assert_eq!(initiator(&record), ("unknown", &Value::Null), "{}", record.json);
-    assert!(seen_after < LABEL_WAIT + Duration::from_secs(2), "held back {seen_after:?}");
+    assert_eq!(
+        initiator(&record),
+        ("unknown", &Value::Null),
+        "{}",
+        record.json
+    );
+    assert!(
+        seen_after < LABEL_WAIT + Duration::from_secs(2),
+        "held back {seen_after:?}"
+    );
     let record = die(&mut agent, &c.sibling().unwrap(), &["segv"], drop);
-    assert_eq!(initiator(&record), ("kernel", &Value::Null), "{}", record.json);
+    assert_eq!(
+        initiator(&record),
+        ("kernel", &Value::Null),
+        "{}",
+        record.json
+    );
 }

@@ -28,8 +28,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use client::{KubeClient, KubeError, connect};
-pub use kubelet::without_api as initiator_without_api;
 pub use events::{ACTION as EVENT_ACTION, EventOptions};
+pub use kubelet::without_api as initiator_without_api;
 pub use owner::{OwnerLimits, OwnerSource};
 pub use pods::{ContainerKind, strip_runtime_prefix};
 pub use ratelimit::Rate;

@@ -54,33 +54,8 @@ pub fn spawn(
                     }
                     let ready: Vec<TerminationRecord> = batch
                         .drain(..)
-                        .filter_map(|mut record| {
-                            let Some(kube) = &kube else {
-                                record.initiator = initiator_without_api(record.initiator);
-                                return Some(record);
-                            };
-                            let labelled = match wait_key(&record) {
-                                Some(key) => match kube.label_cached(&key.0, &key.1) {
-                                    Some(labelled) => labelled,
-                                    None => {
-                                        return wait_for_api(
-                                            kube, Some(key), record, &permits, &waited_tx,
-                                            &metrics,
-                                        );
-                                    }
-                                },
-                                None => {
-                                    record.initiator = initiator_without_api(record.initiator);
-                                    return Some(record);
-                                }
-                            };
-                            note_partial(&metrics, &labelled);
-                            labelled.apply_to(&mut record);
-                            if kube.explain_cached(&mut record) {
-                                Some(record)
-                            } else {
-                                wait_for_api(kube, None, record, &permits, &waited_tx, &metrics)
-                            }
+                        .filter_map(|record| {
+                            route(record, kube.as_ref(), &permits, &waited_tx, &metrics)
                         })
                         .collect();
                     sink.emit_all(ready);
@@ -95,6 +70,31 @@ pub fn spawn(
         }
         sink
     })
+}
+
+/// A record's way to the sink: at once with what the index knows, or through a bounded wait
+/// for its labels and its initiator (`None`: it comes back through `waited`).
+fn route(
+    mut record: TerminationRecord,
+    kube: Option<&KubeClient>,
+    permits: &Arc<Semaphore>,
+    waited: &mpsc::Sender<TerminationRecord>,
+    metrics: &Metrics,
+) -> Option<TerminationRecord> {
+    let (Some(kube), Some(key)) = (kube, wait_key(&record)) else {
+        record.initiator = initiator_without_api(record.initiator);
+        return Some(record);
+    };
+    let Some(labelled) = kube.label_cached(&key.0, &key.1) else {
+        return wait_for_api(kube, Some(key), record, permits, waited, metrics);
+    };
+    note_partial(metrics, &labelled);
+    labelled.apply_to(&mut record);
+    if kube.explain_cached(&mut record) {
+        Some(record)
+    } else {
+        wait_for_api(kube, None, record, permits, waited, metrics)
+    }
 }
 
 fn wait_key(record: &TerminationRecord) -> Option<(String, String)> {

@@ -63,12 +63,21 @@ pub fn shaped(event: &Value, new_api: bool) -> Value {
     let Some(obj) = event.as_object() else {
         return event.clone();
     };
-    let is_new = obj.contains_key("regarding") || obj.get("apiVersion") == Some(&json!("events.k8s.io/v1"));
+    let is_new =
+        obj.contains_key("regarding") || obj.get("apiVersion") == Some(&json!("events.k8s.io/v1"));
     if is_new == new_api {
         return event.clone();
     }
     let mut out = Map::new();
-    for key in ["metadata", "reason", "type", "action", "related", "eventTime", "series"] {
+    for key in [
+        "metadata",
+        "reason",
+        "type",
+        "action",
+        "related",
+        "eventTime",
+        "series",
+    ] {
         pick(obj, &mut out, key, key);
     }
     if new_api {
@@ -113,7 +122,9 @@ pub fn parse(s: &str, new_api: bool) -> Result<Selector, String> {
         } else if let Some((f, v)) = term.split_once('=') {
             (f, true, v)
         } else {
-            return Err(format!("invalid selector: '{s}'; can't understand '{term}'"));
+            return Err(format!(
+                "invalid selector: '{s}'; can't understand '{term}'"
+            ));
         };
         if !supported.contains(&field) && field != "metadata.namespace" {
             return Err(format!("field label not supported: {field}"));
@@ -129,22 +140,50 @@ pub fn matches(selector: &Selector, namespace: Option<&str>, shaped: &Value) -> 
         return false;
     }
     selector.iter().all(|(field, eq, value)| {
-        let path = if field == "source" { "source.component" } else { field.as_str() };
+        let path = if field == "source" {
+            "source.component"
+        } else {
+            field.as_str()
+        };
         let v = path.split('.').fold(shaped, |v, part| &v[part]);
         (v.as_str().unwrap_or_default() == value) == *eq
     })
 }
 
 /// The watch line a watcher sees for a change of a stored Event.
-pub fn watch_line(w: &EventWatcher, before: Option<&Value>, after: Option<&Value>) -> Option<bytes::Bytes> {
-    let is = |o: Option<&Value>| o.is_some_and(|o| matches(&w.selector, w.namespace.as_deref(), &shaped(o, w.new_api)));
+pub fn watch_line(
+    w: &EventWatcher,
+    before: Option<&Value>,
+    after: Option<&Value>,
+) -> Option<bytes::Bytes> {
+    let is = |o: Option<&Value>| {
+        o.is_some_and(|o| matches(&w.selector, w.namespace.as_deref(), &shaped(o, w.new_api)))
+    };
     let (kind, obj) = match (is(before), is(after)) {
         (false, true) => ("ADDED", after?),
         (true, true) => ("MODIFIED", after?),
         (true, false) => ("DELETED", after.or(before)?),
         (false, false) => return None,
     };
-    Some(line(&json!({"type": kind, "object": shaped(obj, w.new_api)})))
+    Some(line(
+        &json!({"type": kind, "object": shaped(obj, w.new_api)}),
+    ))
+}
+
+/// A GET of an Event collection, through either API; `None` for any other path.
+pub fn route(
+    shared: &Shared,
+    segments: &[&str],
+    q: &HashMap<String, String>,
+) -> Option<Response<Body>> {
+    let (namespace, new_api) = match segments {
+        ["api", "v1", "events"] => (None, false),
+        ["api", "v1", "namespaces", ns, "events"] => (Some(*ns), false),
+        ["apis", "events.k8s.io", "v1", "events"] => (None, true),
+        ["apis", "events.k8s.io", "v1", "namespaces", ns, "events"] => (Some(*ns), true),
+        _ => return None,
+    };
+    Some(collection(shared, namespace, q, new_api))
 }
 
 /// GET of an Event collection: a list, or a watch with `watch=true`.
@@ -194,7 +233,9 @@ pub fn collection(
         match from {
             Some(rv) => {
                 for (at, before, after) in &s.event_history {
-                    if *at > rv && let Some(l) = watch_line(&watcher, before.as_ref(), after.as_ref()) {
+                    if *at > rv
+                        && let Some(l) = watch_line(&watcher, before.as_ref(), after.as_ref())
+                    {
                         let _ = watcher.tx.send(WatchMsg::Line(l));
                     }
                 }

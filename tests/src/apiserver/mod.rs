@@ -269,8 +269,12 @@ impl ApiServer {
     /// Open Event watches (core/v1 and events.k8s.io/v1).
     #[must_use]
     pub fn open_event_watches(&self) -> usize {
-        self.shared
-            .read(|s| s.event_watchers.iter().filter(|w| !w.tx.is_closed()).count())
+        self.shared.read(|s| {
+            s.event_watchers
+                .iter()
+                .filter(|w| !w.tx.is_closed())
+                .count()
+        })
     }
 
     /// Forgets every stored Event, as the API server does after `--event-ttl`.

@@ -180,7 +180,8 @@ impl Store {
                 None => !w.tx.is_closed(),
             }
         });
-        self.event_history.push_back((rv, before, Some(event.clone())));
+        self.event_history
+            .push_back((rv, before, Some(event.clone())));
         while self.event_history.len() > HISTORY {
             self.event_history.pop_front();
         }

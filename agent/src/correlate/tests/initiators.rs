@@ -25,25 +25,41 @@ fn one(events: &[agent_ebpf::KernelEvent]) -> crate::record::TerminationRecord {
 fn what_the_kernel_decides_and_what_it_leaves_to_the_api() {
     let at = 50 * SEC;
     let cases: Vec<(&str, Vec<agent_ebpf::KernelEvent>, Initiator)> = vec![
-        ("exit, no signal", vec![exited(MAIN, at, 1, true)], Initiator::Exited),
+        (
+            "exit, no signal",
+            vec![exited(MAIN, at, 1, true)],
+            Initiator::Exited,
+        ),
         (
             "a clean exit after the runtime's SIGTERM: the API tells who asked",
-            vec![sent(at - SEC, SIGTERM, SI_USER, SHIM, MAIN), exited(MAIN, at, 0, true)],
+            vec![
+                sent(at - SEC, SIGTERM, SI_USER, SHIM, MAIN),
+                exited(MAIN, at, 0, true),
+            ],
             Initiator::Host,
         ),
         (
             "a clean exit after another container's SIGQUIT",
-            vec![sent(at - SEC, SIGQUIT, SI_USER, SIDECAR, MAIN), exited(MAIN, at, 0, true)],
+            vec![
+                sent(at - SEC, SIGQUIT, SI_USER, SIDECAR, MAIN),
+                exited(MAIN, at, 0, true),
+            ],
             Initiator::AnotherContainer,
         ),
         (
             "a clean exit after a sibling's SIGTERM",
-            vec![sent(at - SEC, SIGTERM, SI_USER, SIBLING, MAIN), exited(MAIN, at, 0, true)],
+            vec![
+                sent(at - SEC, SIGTERM, SI_USER, SIBLING, MAIN),
+                exited(MAIN, at, 0, true),
+            ],
             Initiator::SelfInflicted,
         ),
         (
             "a tty's SIGHUP asks, the process decides",
-            vec![sent(at - SEC, SIGHUP, SI_KERNEL, (77, HOST), MAIN), exited(MAIN, at, 0, true)],
+            vec![
+                sent(at - SEC, SIGHUP, SI_KERNEL, (77, HOST), MAIN),
+                exited(MAIN, at, 0, true),
+            ],
             Initiator::Exited,
         ),
         (
@@ -57,17 +73,26 @@ fn what_the_kernel_decides_and_what_it_leaves_to_the_api() {
         ),
         (
             "a fault",
-            vec![sent(at - 10, SIGSEGV, SEGV_MAPERR, (4242, CTR_A), MAIN), killed(MAIN, at, SIGSEGV, true)],
+            vec![
+                sent(at - 10, SIGSEGV, SEGV_MAPERR, (4242, CTR_A), MAIN),
+                killed(MAIN, at, SIGSEGV, true),
+            ],
             Initiator::Kernel,
         ),
         (
             "abort()",
-            vec![sent(at - 10, SIGABRT, SI_TKILL, (4242, CTR_A), MAIN), killed(MAIN, at, SIGABRT, true)],
+            vec![
+                sent(at - 10, SIGABRT, SI_TKILL, (4242, CTR_A), MAIN),
+                killed(MAIN, at, SIGABRT, true),
+            ],
             Initiator::SelfInflicted,
         ),
         (
             "killed by a sidecar",
-            vec![sent(at - 10, SIGKILL, SI_USER, SIDECAR, MAIN), killed(MAIN, at, SIGKILL, true)],
+            vec![
+                sent(at - 10, SIGKILL, SI_USER, SIDECAR, MAIN),
+                killed(MAIN, at, SIGKILL, true),
+            ],
             Initiator::AnotherContainer,
         ),
         (
@@ -79,7 +104,10 @@ fn what_the_kernel_decides_and_what_it_leaves_to_the_api() {
     for (name, events, want) in cases {
         let r = one(&events);
         assert_eq!(r.initiator, want, "{name}: {r:?}");
-        assert_eq!(r.grace_allowed_seconds, None, "{name}: only the API knows the grace");
+        assert_eq!(
+            r.grace_allowed_seconds, None,
+            "{name}: only the API knows the grace"
+        );
     }
 }
 
@@ -91,5 +119,8 @@ fn the_oom_killer_is_the_initiator_of_an_oom_kill() {
         sent(at + 10, SIGKILL, SI_KERNEL, (4242, CTR_A), MAIN),
         killed(MAIN, at + 500_000, SIGKILL, true),
     ]);
-    assert_eq!((r.reason, r.initiator), (Reason::OomKilled, Initiator::OomKiller));
+    assert_eq!(
+        (r.reason, r.initiator),
+        (Reason::OomKilled, Initiator::OomKiller)
+    );
 }

@@ -26,7 +26,7 @@ use crate::record::Initiator;
 pub const SKEW_MS: UnixMs = 2_000;
 pub const KILL_SLACK_MS: UnixMs = 5_000;
 /// The kubelet never gives a container less (`minimumGracePeriodInSeconds`,
-/// kuberuntime_manager.go; `killContainer` raises anything shorter to it).
+/// `kuberuntime_manager.go`; `killContainer` raises anything shorter to it).
 pub const MIN_GRACE_SECONDS: u64 = 2;
 /// A `Killing` Event's window when the grace period is unknown: the API server's default.
 const DEFAULT_GRACE_SECONDS: u64 = 30;
@@ -67,7 +67,7 @@ fn floor(g: u64) -> u64 {
 }
 
 /// The grace period the kubelet computes for a kill of one container
-/// (`setTerminationGracePeriod`, kuberuntime_container.go): the deletion's, else the probe's
+/// (`setTerminationGracePeriod`, `kuberuntime_container.go`): the deletion's, else the probe's
 /// own for a probe kill, else the pod's.
 fn container_grace(pod: &PodTermination, container: &str, wording: KillWording) -> Option<u64> {
     let probe = match wording {
@@ -90,7 +90,11 @@ fn decided(initiator: Initiator, grace: Option<u64>, settled: bool) -> Decision 
 }
 
 /// The kubelet's `Killing` Event for this container in the window of this death.
-fn killing(death: &DeathView<'_>, pod: &PodTermination, events: &[KubeletEvent]) -> Option<KillWording> {
+fn killing(
+    death: &DeathView<'_>,
+    pod: &PodTermination,
+    events: &[KubeletEvent],
+) -> Option<KillWording> {
     let container = death.container?;
     events
         .iter()
@@ -100,7 +104,9 @@ fn killing(death: &DeathView<'_>, pod: &PodTermination, events: &[KubeletEvent])
         })
         .filter(|(at, wording)| {
             let grace = container_grace(pod, container, *wording).unwrap_or(DEFAULT_GRACE_SECONDS);
-            let grace_ms = i64::try_from(grace).unwrap_or(i64::MAX / 2).saturating_mul(1000);
+            let grace_ms = i64::try_from(grace)
+                .unwrap_or(i64::MAX / 2)
+                .saturating_mul(1000);
             *at >= death.stopped_at.saturating_sub(grace_ms + KILL_SLACK_MS)
                 && *at <= death.died_at + SKEW_MS
         })
@@ -119,7 +125,8 @@ fn by_kubelet(pod: &PodTermination, condition_message: &str) -> Option<Initiator
     let message = pod.status_message.as_deref().unwrap_or_default();
     // nodeshutdown_manager: "Terminated" + this message (1.22+), "Shutdown" before.
     let shutdown = "Pod was terminated in response to imminent node shutdown.";
-    if reason == "Shutdown" || (reason == "Terminated" && message == shutdown)
+    if reason == "Shutdown"
+        || (reason == "Terminated" && message == shutdown)
         || condition_message == shutdown
     {
         return Some(Initiator::NodeShutdown);
@@ -137,14 +144,22 @@ fn by_kubelet(pod: &PodTermination, condition_message: &str) -> Option<Initiator
 }
 
 /// Pod-level evidence: the pod is being ended, and by whom.
-fn pod_level(death: &DeathView<'_>, pod: &PodTermination, events: &[KubeletEvent]) -> Option<Decision> {
+fn pod_level(
+    death: &DeathView<'_>,
+    pod: &PodTermination,
+    events: &[KubeletEvent],
+) -> Option<Decision> {
     let deletion = pod.deletion_grace.map(floor);
     let evicted_event = events.iter().any(|e| {
         e.what == Published::Evicted
             && e.at <= death.died_at + SKEW_MS
             && e.at >= death.stopped_at.saturating_sub(KILL_SLACK_MS + 60_000)
     });
-    if let Some(d) = pod.disruption.as_ref().filter(|d| before_death(death, d.at)) {
+    if let Some(d) = pod
+        .disruption
+        .as_ref()
+        .filter(|d| before_death(death, d.at))
+    {
         // The controllers delete the pod right after setting the condition: its grace comes
         // with the deletion.
         let deleted = |initiator| decided(initiator, deletion, deletion.is_some());

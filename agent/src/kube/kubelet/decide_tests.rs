@@ -37,11 +37,10 @@ fn with(mut pod: Value, f: impl FnOnce(&mut Value)) -> Value {
 }
 
 fn condition(pod: &mut Value, reason: &str, message: &str, at: &str) {
-    pod["status"]["conditions"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({"type": "DisruptionTarget", "status": "True", "reason": reason,
-                     "message": message, "lastTransitionTime": at}));
+    pod["status"]["conditions"].as_array_mut().unwrap().push(
+        json!({"type": "DisruptionTarget", "status": "True", "reason": reason,
+                     "message": message, "lastTransitionTime": at}),
+    );
 }
 
 fn deleted(pod: &mut Value, at: &str, grace: u64) {
@@ -71,22 +70,28 @@ struct Case {
     want: (Initiator, Option<u64>, bool),
 }
 
+#[expect(clippy::too_many_lines, reason = "one table, one case per rule")]
 fn cases() -> Vec<Case> {
-    let killing = |message: &str| kubelet_event("Killing", Some("api"), message, "2026-12-03T10:00:00Z");
+    let killing =
+        |message: &str| kubelet_event("Killing", Some("api"), message, "2026-12-03T10:00:00Z");
     let stopping = || killing("Stopping container api");
     vec![
         Case {
             name: "liveness probe: the probe's own grace",
             kernel: Initiator::Host,
             pod: pod_json(),
-            events: vec![killing("Container api failed liveness probe, will be restarted")],
+            events: vec![killing(
+                "Container api failed liveness probe, will be restarted",
+            )],
             want: (Initiator::LivenessProbe, Some(10), true),
         },
         Case {
             name: "startup probe without its own grace: the pod's",
             kernel: Initiator::Host,
             pod: pod_json(),
-            events: vec![killing("Container api failed startup probe, will be restarted")],
+            events: vec![killing(
+                "Container api failed startup probe, will be restarted",
+            )],
             want: (Initiator::StartupProbe, Some(30), true),
         },
         Case {
@@ -100,30 +105,42 @@ fn cases() -> Vec<Case> {
             name: "definition changed",
             kernel: Initiator::Host,
             pod: pod_json(),
-            events: vec![killing("Container api definition changed, will be restarted")],
+            events: vec![killing(
+                "Container api definition changed, will be restarted",
+            )],
             want: (Initiator::SpecChange, Some(30), true),
         },
         Case {
             name: "a sender never seen, the kubelet says liveness",
             kernel: Initiator::Unknown,
             pod: pod_json(),
-            events: vec![killing("Container api failed liveness probe, will be restarted")],
+            events: vec![killing(
+                "Container api failed liveness probe, will be restarted",
+            )],
             want: (Initiator::LivenessProbe, Some(10), true),
         },
         Case {
             name: "another container's Killing does not speak for this one",
             kernel: Initiator::Host,
             pod: pod_json(),
-            events: vec![kubelet_event("Killing", Some("proxy"),
-                "Container proxy failed liveness probe, will be restarted", "2026-12-03T10:00:00Z")],
+            events: vec![kubelet_event(
+                "Killing",
+                Some("proxy"),
+                "Container proxy failed liveness probe, will be restarted",
+                "2026-12-03T10:00:00Z",
+            )],
             want: (Initiator::Host, None, false),
         },
         Case {
             name: "a Killing Event of an earlier restart is no evidence",
             kernel: Initiator::Host,
             pod: pod_json(),
-            events: vec![kubelet_event("Killing", Some("api"),
-                "Container api failed liveness probe, will be restarted", "2026-12-03T09:58:00Z")],
+            events: vec![kubelet_event(
+                "Killing",
+                Some("api"),
+                "Container api failed liveness probe, will be restarted",
+                "2026-12-03T09:58:00Z",
+            )],
             want: (Initiator::Host, None, false),
         },
         Case {
@@ -158,7 +175,12 @@ fn cases() -> Vec<Case> {
             name: "drain: Eviction API",
             kernel: Initiator::Host,
             pod: with(pod_json(), |p| {
-                condition(p, "EvictionByEvictionAPI", "Eviction API: evicting", "2026-12-03T10:00:00Z");
+                condition(
+                    p,
+                    "EvictionByEvictionAPI",
+                    "Eviction API: evicting",
+                    "2026-12-03T10:00:00Z",
+                );
                 deleted(p, "2026-12-03T10:00:30Z", 30);
             }),
             events: vec![stopping()],
@@ -168,9 +190,12 @@ fn cases() -> Vec<Case> {
             name: "scheduler preemption",
             kernel: Initiator::Host,
             pod: with(pod_json(), |p| {
-                condition(p, "PreemptionByScheduler",
+                condition(
+                    p,
+                    "PreemptionByScheduler",
                     "default-scheduler: preempting to accommodate a higher priority pod",
-                    "2026-12-03T10:00:00Z");
+                    "2026-12-03T10:00:00Z",
+                );
                 deleted(p, "2026-12-03T10:00:30Z", 30);
             }),
             events: vec![stopping()],
@@ -179,7 +204,9 @@ fn cases() -> Vec<Case> {
         Case {
             name: "the condition before the deletion: waits for the grace",
             kernel: Initiator::Host,
-            pod: with(pod_json(), |p| condition(p, "PreemptionByScheduler", "", "2026-12-03T10:00:00Z")),
+            pod: with(pod_json(), |p| {
+                condition(p, "PreemptionByScheduler", "", "2026-12-03T10:00:00Z");
+            }),
             events: vec![],
             want: (Initiator::Preemption, None, false),
         },
@@ -187,8 +214,12 @@ fn cases() -> Vec<Case> {
             name: "taint manager",
             kernel: Initiator::Host,
             pod: with(pod_json(), |p| {
-                condition(p, "DeletionByTaintManager", "Taint manager: deleting due to NoExecute taint",
-                    "2026-12-03T10:00:00Z");
+                condition(
+                    p,
+                    "DeletionByTaintManager",
+                    "Taint manager: deleting due to NoExecute taint",
+                    "2026-12-03T10:00:00Z",
+                );
                 deleted(p, "2026-12-03T10:00:30Z", 30);
             }),
             events: vec![],
@@ -198,7 +229,12 @@ fn cases() -> Vec<Case> {
             name: "pod GC",
             kernel: Initiator::Host,
             pod: with(pod_json(), |p| {
-                condition(p, "DeletionByPodGC", "PodGC: node no longer exists", "2026-12-03T10:00:00Z");
+                condition(
+                    p,
+                    "DeletionByPodGC",
+                    "PodGC: node no longer exists",
+                    "2026-12-03T10:00:00Z",
+                );
                 deleted(p, "2026-12-03T10:00:00Z", 0);
             }),
             events: vec![],
@@ -222,9 +258,12 @@ fn cases() -> Vec<Case> {
             kernel: Initiator::Host,
             pod: pod_json(),
             events: vec![
-                kubelet_event("Evicted", None,
+                kubelet_event(
+                    "Evicted",
+                    None,
                     "The node was low on resource: memory. Threshold quantity: 100Mi, available: 42Mi. ",
-                    "2026-12-03T10:00:00Z"),
+                    "2026-12-03T10:00:00Z",
+                ),
                 stopping(),
             ],
             want: (Initiator::Eviction, None, true),
@@ -255,8 +294,12 @@ fn cases() -> Vec<Case> {
             name: "the kubelet preempts for a critical pod",
             kernel: Initiator::Host,
             pod: with(pod_json(), |p| {
-                condition(p, "TerminationByKubelet",
-                    "Pod was preempted by Kubelet to accommodate a critical pod.", "2026-12-03T10:00:00Z");
+                condition(
+                    p,
+                    "TerminationByKubelet",
+                    "Pod was preempted by Kubelet to accommodate a critical pod.",
+                    "2026-12-03T10:00:00Z",
+                );
                 p["status"]["reason"] = json!("Preempting");
                 p["status"]["message"] = json!("Preempted in order to admit critical pod");
             }),
@@ -267,7 +310,9 @@ fn cases() -> Vec<Case> {
             name: "RestartAllContainers",
             kernel: Initiator::Host,
             pod: with(pod_json(), |p| {
-                p["status"]["conditions"].as_array_mut().unwrap()
+                p["status"]["conditions"]
+                    .as_array_mut()
+                    .unwrap()
                     .push(json!({"type": "AllContainersRestarting", "status": "True"}));
             }),
             events: vec![stopping()],
@@ -298,7 +343,9 @@ fn cases() -> Vec<Case> {
             name: "the kernel decided: no API evidence changes it",
             kernel: Initiator::OomKiller,
             pod: with(pod_json(), |p| deleted(p, "2026-12-03T10:00:30Z", 30)),
-            events: vec![killing("Container api failed liveness probe, will be restarted")],
+            events: vec![killing(
+                "Container api failed liveness probe, will be restarted",
+            )],
             want: (Initiator::OomKiller, None, true),
         },
     ]
@@ -309,8 +356,14 @@ fn every_initiator_from_the_pod_and_the_kubelets_events() {
     for case in cases() {
         let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(case.pod).unwrap();
         let pod = PodTermination::from_pod(&pod);
-        let events: Vec<KubeletEvent> = case.events.iter().filter_map(KubeletEvent::parse).collect();
-        assert_eq!(events.len(), case.events.len(), "{}: events parse", case.name);
+        let events: Vec<KubeletEvent> =
+            case.events.iter().filter_map(KubeletEvent::parse).collect();
+        assert_eq!(
+            events.len(),
+            case.events.len(),
+            "{}: events parse",
+            case.name
+        );
         let got = decide(&death(case.kernel), &pod, &events);
         let (initiator, grace, settled) = case.want;
         assert_eq!(
@@ -324,8 +377,7 @@ fn every_initiator_from_the_pod_and_the_kubelets_events() {
 
 #[test]
 fn the_cases_cover_every_initiator_the_api_decides() {
-    let decided: std::collections::HashSet<Initiator> =
-        cases().iter().map(|c| c.want.0).collect();
+    let decided: std::collections::HashSet<Initiator> = cases().iter().map(|c| c.want.0).collect();
     for i in [
         Initiator::LivenessProbe,
         Initiator::StartupProbe,
@@ -348,8 +400,13 @@ fn the_cases_cover_every_initiator_the_api_decides() {
 fn without_the_api_only_what_the_kernel_knows() {
     assert_eq!(without_api(Initiator::Host), Initiator::Unknown);
     assert_eq!(without_api(Initiator::Unknown), Initiator::Unknown);
-    for i in [Initiator::OomKiller, Initiator::Kernel, Initiator::SelfInflicted,
-              Initiator::AnotherContainer, Initiator::Exited] {
+    for i in [
+        Initiator::OomKiller,
+        Initiator::Kernel,
+        Initiator::SelfInflicted,
+        Initiator::AnotherContainer,
+        Initiator::Exited,
+    ] {
         assert_eq!(without_api(i), i);
     }
 }
@@ -357,10 +414,14 @@ fn without_the_api_only_what_the_kernel_knows() {
 #[test]
 fn a_container_name_not_yet_known_still_gets_the_pods_reason() {
     let pod: k8s_openapi::api::core::v1::Pod =
-        serde_json::from_value(with(pod_json(), |p| deleted(p, "2026-12-03T10:00:30Z", 30))).unwrap();
+        serde_json::from_value(with(pod_json(), |p| deleted(p, "2026-12-03T10:00:30Z", 30)))
+            .unwrap();
     let pod = PodTermination::from_pod(&pod);
     let mut d = death(Initiator::Host);
     d.container = None;
     let got = decide(&d, &pod, &[]);
-    assert_eq!((got.initiator, got.grace_allowed_seconds), (Initiator::PodDeletion, Some(30)));
+    assert_eq!(
+        (got.initiator, got.grace_allowed_seconds),
+        (Initiator::PodDeletion, Some(30))
+    );
 }

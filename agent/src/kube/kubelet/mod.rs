@@ -20,7 +20,7 @@ use kube::api::{Api, ApiResource, DynamicObject, ListParams, WatchEvent, WatchPa
 use tokio::time::Instant;
 use tracing::debug;
 
-pub use decide::{Decision, DeathView, decide, without_api};
+pub use decide::{DeathView, Decision, decide, without_api};
 pub use pod_state::{PodTermination, UnixMs};
 pub use published::KubeletEvent;
 
@@ -86,12 +86,18 @@ pub(crate) fn apply(record: &mut TerminationRecord, decision: Decision) {
 
 /// The decision from the index alone; `None` when the pod is not known or the watch is down
 /// (then only the kernel's part is known).
-pub(crate) fn from_index(shared: &Shared, q: &Question, events: &[KubeletEvent]) -> Option<Decision> {
+pub(crate) fn from_index(
+    shared: &Shared,
+    q: &Question,
+    events: &[KubeletEvent],
+) -> Option<Decision> {
     if !shared.counters.snapshot().watch_up {
         return None;
     }
     match shared.find(&q.pod_uid, "") {
-        Found::Pod(pod) | Found::Container(pod, _) => Some(decide(&q.death(), &pod.termination, events)),
+        Found::Pod(pod) | Found::Container(pod, _) => {
+            Some(decide(&q.death(), &pod.termination, events))
+        }
         Found::Unknown => None,
     }
 }
@@ -105,7 +111,12 @@ fn unanswered(q: &Question) -> Decision {
 }
 
 /// Decides, waiting for the pod's state and its Events until `deadline` at the latest.
-pub(crate) async fn explain(client: &Client, shared: &Shared, q: &Question, deadline: Instant) -> Decision {
+pub(crate) async fn explain(
+    client: &Client,
+    shared: &Shared,
+    q: &Question,
+    deadline: Instant,
+) -> Decision {
     let Some(mut decision) = from_index(shared, q, &[]) else {
         return unanswered(q);
     };
@@ -120,7 +131,12 @@ pub(crate) async fn explain(client: &Client, shared: &Shared, q: &Question, dead
     let listed = tokio::time::timeout_at(deadline, api.list(&list_params));
     let version = match listed.await {
         Ok(Ok(list)) => {
-            events.extend(list.items.iter().filter_map(|e| KubeletEvent::parse(&e.data)).take(MAX_EVENTS));
+            events.extend(
+                list.items
+                    .iter()
+                    .filter_map(|e| KubeletEvent::parse(&e.data))
+                    .take(MAX_EVENTS),
+            );
             list.metadata.resource_version
         }
         Ok(Err(e)) => {
@@ -138,14 +154,19 @@ pub(crate) async fn explain(client: &Client, shared: &Shared, q: &Question, dead
         return decision;
     }
     // The watch ends by itself shortly after the deadline; the select below ends first.
-    let params = WatchParams::default()
-        .fields(&selector)
-        .timeout(u32::try_from(remaining.as_secs() + 1).unwrap_or(290).min(290));
+    let params = WatchParams::default().fields(&selector).timeout(
+        u32::try_from(remaining.as_secs() + 1)
+            .unwrap_or(290)
+            .min(290),
+    );
     let stream = match version {
-        Some(v) => tokio::time::timeout_at(deadline, api.watch(&params, &v)).await.ok().and_then(Result::ok),
+        Some(v) => tokio::time::timeout_at(deadline, api.watch(&params, &v))
+            .await
+            .ok()
+            .and_then(Result::ok),
         None => None,
     };
-    let mut stream = stream.map(|s| Box::pin(s));
+    let mut stream = stream.map(Box::pin);
     loop {
         changes.borrow_and_update();
         tokio::select! {
@@ -187,10 +208,16 @@ mod tests {
         assert!(Question::of(&r).is_none());
         r.initiator = Initiator::Host;
         let q = Question::of(&r).unwrap();
-        assert_eq!((q.stopped_at, q.died_at), (unix_ms(r.time), unix_ms(r.time)));
+        assert_eq!(
+            (q.stopped_at, q.died_at),
+            (unix_ms(r.time), unix_ms(r.time))
+        );
         r.sigterm_time = Some(r.time - time::Duration::seconds(30));
         r.sigkill_time = Some(r.time - time::Duration::seconds(1));
-        assert_eq!(Question::of(&r).unwrap().stopped_at, unix_ms(r.time) - 30_000);
+        assert_eq!(
+            Question::of(&r).unwrap().stopped_at,
+            unix_ms(r.time) - 30_000
+        );
         r.namespace = None;
         assert!(Question::of(&r).is_none(), "no pod known: nothing to ask");
     }

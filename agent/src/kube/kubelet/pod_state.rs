@@ -65,7 +65,9 @@ impl PodTermination {
         });
         let spec = pod.spec.as_ref();
         let status = pod.status.as_ref();
-        let conditions = status.and_then(|s| s.conditions.as_deref()).unwrap_or_default();
+        let conditions = status
+            .and_then(|s| s.conditions.as_deref())
+            .unwrap_or_default();
         let disruption = conditions
             .iter()
             .find(|c| c.type_ == "DisruptionTarget" && c.status == "True")
@@ -79,7 +81,11 @@ impl PodTermination {
             .any(|c| c.type_ == "AllContainersRestarting" && c.status == "True");
         let probe_grace = spec
             .into_iter()
-            .flat_map(|s| s.containers.iter().chain(s.init_containers.iter().flatten()))
+            .flat_map(|s| {
+                s.containers
+                    .iter()
+                    .chain(s.init_containers.iter().flatten())
+            })
             .filter_map(probe_grace)
             .collect();
         PodTermination {
@@ -141,9 +147,15 @@ mod tests {
         let t = PodTermination::from_pod(&pod);
         // 10:00:30 minus the 30 s grace: asked for at 10:00:00.
         assert_eq!(t.deletion_requested, Some(1_796_292_000_000));
-        assert_eq!((t.deletion_grace, t.termination_grace), (Some(30), Some(30)));
+        assert_eq!(
+            (t.deletion_grace, t.termination_grace),
+            (Some(30), Some(30))
+        );
         let d = t.disruption.as_ref().unwrap();
-        assert_eq!((d.reason.as_str(), d.at), ("EvictionByEvictionAPI", Some(1_796_292_000_000)));
+        assert_eq!(
+            (d.reason.as_str(), d.at),
+            ("EvictionByEvictionAPI", Some(1_796_292_000_000))
+        );
         assert_eq!(t.probe_grace("api", true), Some(5));
         assert_eq!(t.probe_grace("api", false), None);
         assert_eq!(t.probe_grace("proxy", true), None);

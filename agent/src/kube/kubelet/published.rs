@@ -4,12 +4,12 @@
 //! serves every Event through both.
 //!
 //! The texts are the kubelet's own (kubernetes/kubernetes, pkg/kubelet/kuberuntime):
-//! `computePodActions` (kuberuntime_manager.go) and `computeInitContainerActions`
-//! (kuberuntime_container.go) word why a running container is killed —
+//! `computePodActions` (`kuberuntime_manager.go`) and `computeInitContainerActions`
+//! (`kuberuntime_container.go`) word why a running container is killed —
 //! `Container %s failed liveness probe`, `Container %s failed startup probe`,
 //! `Container %s definition changed`, each followed by `, will be restarted` when it will be,
 //! and `Init container %s …` for restartable init containers (sidecars); `killContainer`
-//! (kuberuntime_container.go) posts the message as a Normal `Killing` Event before it runs the
+//! (`kuberuntime_container.go`) posts the message as a Normal `Killing` Event before it runs the
 //! preStop hook and stops the container, and words a kill without a message
 //! `Stopping container %s` (a pod being deleted, evicted, shut down or finished). The eviction
 //! manager (pkg/kubelet/eviction) posts a Warning `Evicted` Event on the pod before it kills.
@@ -101,7 +101,9 @@ impl KubeletEvent {
         if reporter != Some("kubelet") {
             return None;
         }
-        let object = event.get("involvedObject").or_else(|| event.get("regarding"))?;
+        let object = event
+            .get("involvedObject")
+            .or_else(|| event.get("regarding"))?;
         let message = text(event, &["message"]).or_else(|| text(event, &["note"]))?;
         let what = match text(event, &["reason"])? {
             "Killing" => {
@@ -150,13 +152,34 @@ mod tests {
     #[test]
     fn the_kubelets_killing_texts() {
         let cases = [
-            ("Container api failed liveness probe, will be restarted", KillWording::LivenessProbe),
-            ("Container api failed liveness probe", KillWording::LivenessProbe),
-            ("Container api failed startup probe, will be restarted", KillWording::StartupProbe),
-            ("Init container api failed startup probe", KillWording::StartupProbe),
-            ("Init container api failed liveness probe", KillWording::LivenessProbe),
-            ("Container api definition changed, will be restarted", KillWording::DefinitionChanged),
-            ("Init container api definition changed", KillWording::DefinitionChanged),
+            (
+                "Container api failed liveness probe, will be restarted",
+                KillWording::LivenessProbe,
+            ),
+            (
+                "Container api failed liveness probe",
+                KillWording::LivenessProbe,
+            ),
+            (
+                "Container api failed startup probe, will be restarted",
+                KillWording::StartupProbe,
+            ),
+            (
+                "Init container api failed startup probe",
+                KillWording::StartupProbe,
+            ),
+            (
+                "Init container api failed liveness probe",
+                KillWording::LivenessProbe,
+            ),
+            (
+                "Container api definition changed, will be restarted",
+                KillWording::DefinitionChanged,
+            ),
+            (
+                "Init container api definition changed",
+                KillWording::DefinitionChanged,
+            ),
             ("Stopping container api", KillWording::Stopping),
             ("FailedPostStartHook", KillWording::Other),
             (
@@ -180,7 +203,10 @@ mod tests {
             "Container api failed liveness probe, will be restarted",
         );
         let got = KubeletEvent::parse(&e).unwrap();
-        assert_eq!(got.what, Published::Killing("api".into(), KillWording::LivenessProbe));
+        assert_eq!(
+            got.what,
+            Published::Killing("api".into(), KillWording::LivenessProbe)
+        );
         // The last time, not the first.
         assert_eq!(got.at, AT);
     }
@@ -197,7 +223,10 @@ mod tests {
             "series": {"count": 3, "lastObservedTime": "2026-12-03T10:00:00.000000Z"},
             "type": "Normal", "action": "Killing"});
         let got = KubeletEvent::parse(&e).unwrap();
-        assert_eq!(got.what, Published::Killing("proxy".into(), KillWording::DefinitionChanged));
+        assert_eq!(
+            got.what,
+            Published::Killing("proxy".into(), KillWording::DefinitionChanged)
+        );
         assert_eq!(got.at, AT);
     }
 
@@ -208,19 +237,37 @@ mod tests {
             None,
             "The node was low on resource: memory. Threshold quantity: 100Mi, available: 42Mi. ",
         );
-        assert_eq!(KubeletEvent::parse(&evicted).unwrap().what, Published::Evicted);
+        assert_eq!(
+            KubeletEvent::parse(&evicted).unwrap().what,
+            Published::Evicted
+        );
         // Not the kubelet's: coroner's own Event on the pod, a scheduler's.
-        let mut ours = core("Killing", Some("spec.containers{api}"), "Stopping container api");
+        let mut ours = core(
+            "Killing",
+            Some("spec.containers{api}"),
+            "Stopping container api",
+        );
         ours["source"] = json!({"component": "coroner"});
         assert_eq!(KubeletEvent::parse(&ours), None);
-        let unhealthy = core("Unhealthy", Some("spec.containers{api}"), "Liveness probe failed");
+        let unhealthy = core(
+            "Unhealthy",
+            Some("spec.containers{api}"),
+            "Liveness probe failed",
+        );
         assert_eq!(KubeletEvent::parse(&unhealthy), None);
-        let mut timeless = core("Killing", Some("spec.containers{api}"), "Stopping container api");
+        let mut timeless = core(
+            "Killing",
+            Some("spec.containers{api}"),
+            "Stopping container api",
+        );
         for key in ["firstTimestamp", "lastTimestamp"] {
             timeless.as_object_mut().unwrap().remove(key);
         }
         assert_eq!(KubeletEvent::parse(&timeless), None);
         // A Killing without a container field path names no container.
-        assert_eq!(KubeletEvent::parse(&core("Killing", None, "Stopping container api")), None);
+        assert_eq!(
+            KubeletEvent::parse(&core("Killing", None, "Stopping container api")),
+            None
+        );
     }
 }
