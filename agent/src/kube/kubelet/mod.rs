@@ -91,7 +91,11 @@ pub(crate) fn from_index(
     q: &Question,
     events: &[KubeletEvent],
 ) -> Option<Decision> {
-    if !shared.counters.snapshot().watch_up {
+    if !shared
+        .counters
+        .watch_up
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
         return None;
     }
     match shared.find(&q.pod_uid, "") {
