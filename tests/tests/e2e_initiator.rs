@@ -168,6 +168,13 @@ fn a_liveness_probe_kill_from_a_killing_event_that_comes_after_the_death() {
         );
     }
 
+    let reads = coroner_tests::exposition::metric(
+        &agent.get("/metrics").unwrap().body,
+        "coroner_kube_initiator_event_reads_total",
+        &[],
+    );
+    assert!(reads.is_some_and(|n| n >= 1.0), "counted: {reads:?}");
+
     // An events.k8s.io/v1 Killing reads the same; no probe grace of its own: the pod's.
     let (record, _) = stopped(&mut agent, &worker, || {
         server.publish_event(&killing_new(

@@ -26,6 +26,7 @@ pub use published::KubeletEvent;
 
 use super::index::Found;
 use super::shared::Shared;
+use super::stats::bump;
 use crate::record::{Initiator, TerminationRecord};
 
 /// Events of one pod kept while a record waits: a pod has a few dozen at most (the API server
@@ -133,6 +134,8 @@ pub(crate) async fn explain(
     let mut events = Vec::new();
     let list_params = ListParams::default().fields(&selector);
     let listed = tokio::time::timeout_at(deadline, api.list(&list_params));
+    bump(&shared.counters.initiator_event_reads);
+    let failed = || bump(&shared.counters.initiator_event_read_failures);
     let version = match listed.await {
         Ok(Ok(list)) => {
             events.extend(
@@ -144,9 +147,11 @@ pub(crate) async fn explain(
             list.metadata.resource_version
         }
         Ok(Err(e)) => {
+            failed();
             debug!(pod_uid = %q.pod_uid, "listing the pod's Events: {e}");
             None
         }
+        // Out of time: the wait is over, not the API server's fault.
         Err(_) => None,
     };
     let mut changes = shared.subscribe();
@@ -164,10 +169,15 @@ pub(crate) async fn explain(
             .min(290),
     );
     let stream = match version {
-        Some(v) => tokio::time::timeout_at(deadline, api.watch(&params, &v))
-            .await
-            .ok()
-            .and_then(Result::ok),
+        Some(v) => match tokio::time::timeout_at(deadline, api.watch(&params, &v)).await {
+            Ok(Ok(stream)) => Some(stream),
+            Ok(Err(e)) => {
+                failed();
+                debug!(pod_uid = %q.pod_uid, "watching the pod's Events: {e}");
+                None
+            }
+            Err(_) => None,
+        },
         None => None,
     };
     let mut stream = stream.map(Box::pin);
