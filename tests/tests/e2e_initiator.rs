@@ -120,12 +120,13 @@ fn a_liveness_probe_kill_from_a_killing_event_that_comes_after_the_death() {
     let node = node();
     let api = Container::new(Layout::CgroupfsBurstable).unwrap();
     let worker = api.sibling().unwrap();
+    let tool = api.sibling().unwrap();
     let p = deployment_pod(
         &server,
         &node,
         "shop-api",
         &api.pod_uid,
-        &[("api", &api), ("worker", &worker)],
+        &[("api", &api), ("worker", &worker), ("tool", &tool)],
     );
     let p = with_probes(with_probes(p, "api"), "worker");
     server.put_pod(&p);
@@ -190,6 +191,20 @@ fn a_liveness_probe_kill_from_a_killing_event_that_comes_after_the_death() {
         "{}\nagent log:\n{}",
         record.json,
         agent.log_tail()
+    );
+
+    // An operator's kill from the host: the kubelet publishes nothing; after the bounded wait
+    // the record says so, and is not held back longer.
+    let (record, seen_after) = stopped(&mut agent, &tool, || {});
+    assert_eq!(
+        initiator(&record),
+        ("host", &Value::Null),
+        "{}",
+        record.json
+    );
+    assert!(
+        seen_after < LABEL_WAIT + Duration::from_secs(2),
+        "held back {seen_after:?}"
     );
 }
 
