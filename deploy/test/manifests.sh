@@ -52,6 +52,7 @@ check "ClusterRole: exactly what the agent uses" '
   == [{g: [""], r: ["pods"], v: ["list", "watch"]},
       {g: ["apps"], r: ["replicasets"], v: ["get"]},
       {g: ["batch"], r: ["jobs"], v: ["get"]},
+      {g: [""], r: ["events"], v: ["list", "watch"]},
       {g: ["events.k8s.io"], r: ["events"], v: ["create", "patch"]}]'
 check "the binding gives the ClusterRole to the agent's ServiceAccount" "
   (.[] | select(.kind == \"ClusterRoleBinding\")) as \$b

@@ -57,6 +57,8 @@ fn record(reason: Reason, container: &str, container_id: &str) -> TerminationRec
         exit_status: if reason == Reason::Completed { 0 } else { 137 },
         role: coroner::record::Role::Init,
         message: None,
+        initiator: coroner::record::Initiator::Unknown,
+        grace_allowed_seconds: None,
     }
 }
 

@@ -7,7 +7,7 @@ use super::signals::{SignalHistory, SignalSeen};
 use super::verdict::{self, Death, SenderPlace, VerdictInput, sig};
 use super::{CgroupLookup, ProcessKey, comm_string};
 use crate::cgroup::CgroupInfo;
-use crate::record::{Reason, Role, Sender, SenderKind, TerminationRecord};
+use crate::record::{Initiator, Reason, Role, Sender, SenderKind, TerminationRecord};
 
 /// How soon after its own failed exec a process's non-zero exit is taken to be caused by it
 /// (it reported the failure and gave up): seconds would already be another story.
@@ -90,6 +90,7 @@ impl<L: CgroupLookup> Assembler<'_, L> {
             }),
             _ => fatal_sender,
         };
+        let initiator = self.initiator(victim, history, reason, sender.as_ref());
         let grace_seconds = match (sigterm, sigkill) {
             (Some(term), Some(kill)) if kill.ktime_ns >= term.ktime_ns => {
                 Some(nanos_to_seconds(kill.ktime_ns - term.ktime_ns))
@@ -136,7 +137,27 @@ impl<L: CgroupLookup> Assembler<'_, L> {
             exit_status: victim.death.exit_status(),
             role: victim.role,
             message: None,
+            initiator,
+            grace_allowed_seconds: None,
         }
+    }
+
+    /// The kernel's part of who decided the death (`verdict::initiator`).
+    fn initiator(
+        &mut self,
+        victim: &Victim<'_>,
+        history: Option<&SignalHistory>,
+        reason: Reason,
+        sender: Option<&Sender>,
+    ) -> Initiator {
+        // Asked to stop, then exited by itself: whoever asked decided.
+        let stop_sender = match victim.death {
+            Death::Exited(_) => history
+                .and_then(|h| h.first_stop_before(victim.died_ns))
+                .map(|seen| self.signal_sender(&seen, victim).kind),
+            Death::Signaled { .. } => None,
+        };
+        verdict::initiator(reason, victim.death, sender.map(|s| s.kind), stop_sender)
     }
 
     fn signal_sender(&mut self, seen: &SignalSeen, victim: &Victim<'_>) -> Sender {

@@ -118,6 +118,17 @@ impl SignalHistory {
         self.first_stop[i].filter(|s| s.ktime_ns <= died_ns)
     }
 
+    /// The earliest stop signal (any of them: a container's stop signal need not be SIGTERM)
+    /// another process sent before `died_ns`.
+    pub fn first_stop_before(&self, died_ns: u64) -> Option<SignalSeen> {
+        self.first_stop
+            .iter()
+            .flatten()
+            .filter(|s| s.ktime_ns <= died_ns)
+            .min_by_key(|s| s.ktime_ns)
+            .copied()
+    }
+
     pub fn sigkill_before(&self, died_ns: u64) -> Option<SignalSeen> {
         self.first_sigkill.filter(|s| s.ktime_ns <= died_ns)
     }

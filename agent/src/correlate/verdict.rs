@@ -17,7 +17,7 @@
 //!   it (the kernel marks such a task a victim without killing it): the verdict follows how it
 //!   really died, and the record still carries the `oom` object.
 
-use crate::record::{Reason, SenderKind};
+use crate::record::{Initiator, Reason, SenderKind};
 
 /// `si_code` values that mean "raised by the kernel on nobody's behalf": the task that is
 /// `current` when they are generated is whoever happened to run (a timer interrupt, an I/O
@@ -193,5 +193,41 @@ pub fn reason(input: VerdictInput) -> Reason {
                 Reason::Signaled
             }
         }
+    }
+}
+
+/// Who decided the death, as far as the kernel knows: the OOM killer, a fault, the process or
+/// its own container, another container, a clean exit. A stop signal from the host leaves it
+/// `Host` and one whose sender was not seen `Unknown`: only the Kubernetes API can tell those
+/// apart (the kubelet's Events and the pod's state, `kube::kubelet`).
+///
+/// `stop_sender` is the sender of the first stop signal another process sent before an exit:
+/// a process that exits by itself after a SIGTERM was stopped by whoever sent it.
+#[must_use]
+pub const fn initiator(
+    reason: Reason,
+    death: Death,
+    fatal_sender: Option<SenderKind>,
+    stop_sender: Option<SenderKind>,
+) -> Initiator {
+    if matches!(reason, Reason::OomKilled) {
+        return Initiator::OomKiller;
+    }
+    let sender = match death {
+        Death::Exited(_) => match stop_sender {
+            // The kernel's stop signals (a tty's SIGINT, SIGHUP) ask, they do not decide.
+            None | Some(SenderKind::Kernel) => return Initiator::Exited,
+            Some(kind) => kind,
+        },
+        Death::Signaled { .. } => match fatal_sender {
+            Some(kind) => kind,
+            None => return Initiator::Unknown,
+        },
+    };
+    match sender {
+        SenderKind::Kernel => Initiator::Kernel,
+        SenderKind::SelfSent | SenderKind::SameContainer => Initiator::SelfInflicted,
+        SenderKind::OtherContainer => Initiator::AnotherContainer,
+        SenderKind::Host => Initiator::Host,
     }
 }

@@ -139,6 +139,8 @@ pub(crate) mod tests {
             exit_status: 0,
             role: crate::record::Role::Init,
             message: None,
+            initiator: crate::record::Initiator::Unknown,
+            grace_allowed_seconds: None,
         }
     }
 

@@ -105,6 +105,7 @@ pub struct KubeClient {
 }
 
 struct Inner {
+    client: Client,
     shared: Arc<Shared>,
     owners: OwnerResolver,
     events: mpsc::Sender<Command>,
@@ -161,7 +162,8 @@ impl KubeClient {
         ));
         Ok(Self {
             inner: Arc::new(Inner {
-                owners: OwnerResolver::new(client, options.owners),
+                owners: OwnerResolver::new(client.clone(), options.owners),
+                client,
                 waiting: Semaphore::new(options.max_waiting_lookups),
                 shared,
                 events: tx,
@@ -315,6 +317,41 @@ impl KubeClient {
                 owner_name: workload.map(|w| w.name),
             }),
         }
+    }
+
+    /// The record's `initiator` and `grace_allowed_seconds` from what the index knows now.
+    /// `true` when that is the answer; `false` when the kubelet's Events may still tell more
+    /// (call [`Self::explain`]). Never waits, never asks the API server.
+    pub fn explain_cached(&self, record: &mut TerminationRecord) -> bool {
+        let Some(q) = super::kubelet::Question::of(record) else {
+            record.initiator = super::kubelet::without_api(record.initiator);
+            return true;
+        };
+        match super::kubelet::from_index(&self.inner.shared, &q, &[]) {
+            Some(d) if d.settled => {
+                super::kubelet::apply(record, d);
+                true
+            }
+            Some(_) => false,
+            // The pod unknown or the watch down: the kernel's part is all there is.
+            None => {
+                record.initiator = super::kubelet::without_api(record.initiator);
+                true
+            }
+        }
+    }
+
+    /// Who decided this (labelled) death: waits for the pod's state and the kubelet's Events
+    /// on it until `deadline` at the latest, then writes `initiator` and
+    /// `grace_allowed_seconds`. Without the API, `unknown` where only it could tell.
+    pub async fn explain(&self, record: &mut TerminationRecord, deadline: Instant) {
+        let Some(q) = super::kubelet::Question::of(record) else {
+            record.initiator = super::kubelet::without_api(record.initiator);
+            return;
+        };
+        let inner = &*self.inner;
+        let decision = super::kubelet::explain(&inner.client, &inner.shared, &q, deadline).await;
+        super::kubelet::apply(record, decision);
     }
 
     /// Queues a Kubernetes Event for this (labelled) death; never blocks. Reason = the

@@ -2,8 +2,10 @@
 //! record written after the deletion still gets its labels; everything is bounded.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::kubelet::PodTermination;
 use super::pods::{ContainerSeen, OwnerRef, PodView};
 
 /// How many container ids a pod remembers: a crash-looping container gets a new id per restart
@@ -24,6 +26,7 @@ struct Slot {
     template_hash: Option<String>,
     /// Oldest first.
     containers: VecDeque<ContainerSeen>,
+    termination: Arc<PodTermination>,
     deleted_at: Option<Instant>,
 }
 
@@ -36,6 +39,7 @@ pub struct PodFacts {
     pub owner: Option<OwnerRef>,
     pub template_hash: Option<String>,
     pub deleted: bool,
+    pub termination: Arc<PodTermination>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,12 +95,14 @@ impl PodIndex {
             owner: None,
             template_hash: None,
             containers: VecDeque::new(),
+            termination: Arc::default(),
             deleted_at: None,
         });
         slot.namespace = view.namespace;
         slot.name = view.name;
         slot.owner = view.owner;
         slot.template_hash = view.template_hash;
+        slot.termination = view.termination;
         slot.deleted_at = None;
         // Every id the status shows now, plus up to IDS_PER_POD older ones: a pod with
         // hundreds of containers keeps them all.
@@ -168,6 +174,7 @@ impl PodIndex {
             owner: slot.owner.clone(),
             template_hash: slot.template_hash.clone(),
             deleted: slot.deleted_at.is_some(),
+            termination: Arc::clone(&slot.termination),
         };
         match slot.containers.iter().find(|c| c.id == container_id) {
             Some(c) if !container_id.is_empty() => Found::Container(facts, c.clone()),
@@ -240,6 +247,7 @@ mod tests {
             name: format!("pod-{uid}"),
             owner: None,
             template_hash: None,
+            termination: Arc::default(),
             containers: ids
                 .iter()
                 .map(|id| ContainerSeen {

@@ -5,7 +5,9 @@ use std::fmt::Write as _;
 
 use time::{OffsetDateTime, UtcOffset, macros::format_description};
 
-use crate::record::{OomScope, Reason, Sender, SenderKind, TerminationRecord, signal_name};
+use crate::record::{
+    Initiator, OomScope, Reason, Sender, SenderKind, TerminationRecord, signal_name,
+};
 
 /// events.k8s.io/v1 refuses a note longer than this (bytes).
 pub const NOTE_MAX_BYTES: usize = 1024;
@@ -30,6 +32,9 @@ pub fn event_note(r: &TerminationRecord) -> String {
             s.push_str(", SIGKILL");
             if let Some(grace) = r.grace_seconds {
                 let _ = write!(s, " {grace:.1}s later");
+                if let Some(allowed) = r.grace_allowed_seconds {
+                    let _ = write!(s, " (of {allowed}s allowed)");
+                }
             }
             let _ = write!(s, "; {victim} had not exited");
             s
@@ -75,8 +80,35 @@ pub fn event_note(r: &TerminationRecord) -> String {
             format!("{}: {victim} {}", r.reason.as_str(), ending(r))
         }
     };
+    if let Some(why) = decided_by(r.initiator) {
+        let _ = write!(note, "; {why}");
+    }
     truncate_bytes(&mut note, NOTE_MAX_BYTES);
     note
+}
+
+/// Who decided, in words, where the Kubernetes API told it: the kernel's own initiators are
+/// in the note's verdict already.
+fn decided_by(initiator: Initiator) -> Option<&'static str> {
+    Some(match initiator {
+        Initiator::LivenessProbe => "the kubelet restarted it: liveness probe failed",
+        Initiator::StartupProbe => "the kubelet restarted it: startup probe failed",
+        Initiator::SpecChange => "the kubelet restarted it: its definition changed",
+        Initiator::PodDeletion => "the pod is being deleted",
+        Initiator::Eviction => "the kubelet evicted the pod (node pressure)",
+        Initiator::ApiEviction => "the pod was evicted through the Eviction API",
+        Initiator::Preemption => "the pod was preempted",
+        Initiator::TaintEviction => "the pod was evicted by a NoExecute taint",
+        Initiator::NodeShutdown => "the node is shutting down",
+        Initiator::RestartPolicy => "the pod's restart policy stopped it",
+        Initiator::Host => "stopped by a host process; the kubelet published no reason",
+        Initiator::OomKiller
+        | Initiator::Kernel
+        | Initiator::SelfInflicted
+        | Initiator::AnotherContainer
+        | Initiator::Exited
+        | Initiator::Unknown => return None,
+    })
 }
 
 fn oom_note(r: &TerminationRecord, victim: &str) -> String {

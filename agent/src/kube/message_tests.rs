@@ -37,6 +37,8 @@ fn record(reason: Reason) -> TerminationRecord {
         exit_status: 0,
         role: crate::record::Role::Init,
         message: None,
+        initiator: crate::record::Initiator::Unknown,
+        grace_allowed_seconds: None,
     }
 }
 
@@ -126,6 +128,36 @@ fn grace_period_expired() {
         "GracePeriodExpired: SIGTERM from containerd-shim (pid 77) at 12:00:01Z, \
          SIGKILL 30.0s later; python3 (pid 4242) in container \"api\" had not exited"
     );
+}
+
+#[test]
+fn the_initiator_and_the_grace_allowed_where_the_api_told_them() {
+    let mut r = record(Reason::GracePeriodExpired);
+    r.signal = Some(9);
+    r.sender = sender("containerd-shim", 77, SenderKind::Host);
+    r.sigterm_time = Some(datetime!(2026-11-22 12:00:01.25 UTC));
+    r.grace_seconds = Some(30.0);
+    r.initiator = crate::record::Initiator::PodDeletion;
+    r.grace_allowed_seconds = Some(30);
+    assert_eq!(
+        event_note(&r),
+        "GracePeriodExpired: SIGTERM from containerd-shim (pid 77) at 12:00:01Z, \
+         SIGKILL 30.0s later (of 30s allowed); python3 (pid 4242) in container \"api\" had not \
+         exited; the pod is being deleted"
+    );
+    let mut r = record(Reason::Terminated);
+    r.signal = Some(15);
+    r.initiator = crate::record::Initiator::LivenessProbe;
+    assert!(
+        event_note(&r).ends_with("; the kubelet restarted it: liveness probe failed"),
+        "{}",
+        event_note(&r)
+    );
+    // What the verdict already says is not repeated.
+    let mut r = record(Reason::Error);
+    r.exit_code = Some(1);
+    r.initiator = crate::record::Initiator::Exited;
+    assert!(!event_note(&r).contains(';'), "{}", event_note(&r));
 }
 
 #[test]

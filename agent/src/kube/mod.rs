@@ -4,11 +4,14 @@
 //! feeds an index by pod uid and container id ([`KubeClient::label`]); deaths become Events
 //! through a bounded queue ([`KubeClient::record_event`]). Neither blocks on the API server:
 //! when it is down, lookups answer with what is known once their wait is over, and Events
-//! that cannot be posted are counted ([`KubeStats::events_lost`]). RBAC: `RBAC.md`.
+//! that cannot be posted are counted ([`KubeStats::events_lost`]). Who decided a death (the
+//! record's `initiator`) is read from the kubelet's publications ([`KubeClient::explain`],
+//! `kubelet/`). RBAC: `RBAC.md`.
 
 mod client;
 mod events;
 mod index;
+mod kubelet;
 mod lenient;
 pub mod message;
 #[cfg(any(test, feature = "fuzzing"))]
@@ -26,6 +29,7 @@ use std::time::Duration;
 
 pub use client::{KubeClient, KubeError, connect};
 pub use events::{ACTION as EVENT_ACTION, EventOptions};
+pub use kubelet::without_api as initiator_without_api;
 pub use owner::{OwnerLimits, OwnerSource};
 pub use pods::{ContainerKind, strip_runtime_prefix};
 pub use ratelimit::Rate;

@@ -1,7 +1,11 @@
 //! What the agent keeps of a pod: a few strings, not the whole object (a node runs hundreds of
 //! pods and the watcher replays every status change).
 
+use std::sync::Arc;
+
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+
+use super::kubelet::PodTermination;
 
 /// Which list of the pod spec a container belongs to: Events name it in `fieldPath` the way the
 /// kubelet does.
@@ -53,6 +57,8 @@ pub struct PodView {
     /// Every container id in the status now: current, `state.terminated` and
     /// `lastState.terminated` (the one that died before a restart).
     pub containers: Vec<ContainerSeen>,
+    /// Deletion, disruption, status reason, grace periods: what the initiator is read from.
+    pub termination: Arc<PodTermination>,
 }
 
 impl PodView {
@@ -101,6 +107,7 @@ impl PodView {
             owner,
             template_hash,
             containers,
+            termination: Arc::new(PodTermination::from_pod(pod)),
         })
     }
 }

@@ -31,6 +31,10 @@ pub struct KubeStats {
     pub owner_fetch_failures: u64,
     /// `Deployment` named by the `pod-template-hash` convention (its `ReplicaSet` was gone).
     pub owners_inferred: u64,
+    /// Lists of one pod's Events, to tell who decided a death (the kubelet's `Killing`).
+    pub initiator_event_reads: u64,
+    /// Of those, lists or watches that failed: the initiator was decided without the Events.
+    pub initiator_event_read_failures: u64,
     /// Events created.
     pub events_posted: u64,
     /// Series updates (PATCH) of Events already posted.
@@ -74,6 +78,8 @@ pub(crate) struct Counters {
     pub owner_fetches: AtomicU64,
     pub owner_fetch_failures: AtomicU64,
     pub owners_inferred: AtomicU64,
+    pub initiator_event_reads: AtomicU64,
+    pub initiator_event_read_failures: AtomicU64,
     pub events_posted: AtomicU64,
     pub events_series_updates: AtomicU64,
     pub events_suppressed: AtomicU64,
@@ -109,6 +115,8 @@ impl Counters {
             owner_fetches: get(&self.owner_fetches),
             owner_fetch_failures: get(&self.owner_fetch_failures),
             owners_inferred: get(&self.owners_inferred),
+            initiator_event_reads: get(&self.initiator_event_reads),
+            initiator_event_read_failures: get(&self.initiator_event_read_failures),
             events_posted: get(&self.events_posted),
             events_series_updates: get(&self.events_series_updates),
             events_suppressed: get(&self.events_suppressed),

@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::export::{LossStage, Metrics};
-use crate::kube::KubeClient;
+use crate::kube::{KubeClient, MAX_LABEL_WAIT, initiator_without_api};
 use crate::record::TerminationRecord;
 
 use super::sink::Sink;
@@ -53,21 +54,8 @@ pub fn spawn(
                     }
                     let ready: Vec<TerminationRecord> = batch
                         .drain(..)
-                        .filter_map(|record| match (&kube, wait_key(&record)) {
-                            (Some(kube), Some(key)) => {
-                                match kube.label_cached(&key.0, &key.1) {
-                                    Some(labelled) => {
-                                        let mut record = record;
-                                        note_partial(&metrics, &labelled);
-                                        labelled.apply_to(&mut record);
-                                        Some(record)
-                                    }
-                                    None => wait_for_labels(
-                                        kube, key, record, &permits, &waited_tx, &metrics,
-                                    ),
-                                }
-                            }
-                            _ => Some(record),
+                        .filter_map(|record| {
+                            route(record, kube.as_ref(), &permits, &waited_tx, &metrics)
                         })
                         .collect();
                     sink.emit_all(ready);
@@ -84,6 +72,31 @@ pub fn spawn(
     })
 }
 
+/// A record's way to the sink: at once with what the index knows, or through a bounded wait
+/// for its labels and its initiator (`None`: it comes back through `waited`).
+fn route(
+    mut record: TerminationRecord,
+    kube: Option<&KubeClient>,
+    permits: &Arc<Semaphore>,
+    waited: &mpsc::Sender<TerminationRecord>,
+    metrics: &Metrics,
+) -> Option<TerminationRecord> {
+    let (Some(kube), Some(key)) = (kube, wait_key(&record)) else {
+        record.initiator = initiator_without_api(record.initiator);
+        return Some(record);
+    };
+    let Some(labelled) = kube.label_cached(&key.0, &key.1) else {
+        return wait_for_api(kube, Some(key), record, permits, waited, metrics);
+    };
+    note_partial(metrics, &labelled);
+    labelled.apply_to(&mut record);
+    if kube.explain_cached(&mut record) {
+        Some(record)
+    } else {
+        wait_for_api(kube, None, record, permits, waited, metrics)
+    }
+}
+
 fn wait_key(record: &TerminationRecord) -> Option<(String, String)> {
     record.pod_uid.clone().zip(record.container_id.clone())
 }
@@ -94,13 +107,14 @@ fn note_partial(metrics: &Metrics, labelled: &crate::kube::Labelled) {
     }
 }
 
-/// Starts a bounded wait for the record's labels; the record comes back through `waited`.
-/// With `in_flight` waits already running, the record is handed back at once, unlabelled
-/// and counted in stage `label`: the loop never blocks on the API server, and nothing
+/// Starts a bounded wait for the record's labels (when `key` is given) and then for who
+/// decided the death, both within one label wait; the record comes back through `waited`.
+/// With `in_flight` waits already running, the record is handed back at once, with what is
+/// known and counted in stage `label`: the loop never blocks on the API server, and nothing
 /// queues without bound.
-fn wait_for_labels(
+fn wait_for_api(
     kube: &KubeClient,
-    (pod_uid, container_id): (String, String),
+    key: Option<(String, String)>,
     mut record: TerminationRecord,
     permits: &Arc<Semaphore>,
     waited: &mpsc::Sender<TerminationRecord>,
@@ -108,14 +122,22 @@ fn wait_for_labels(
 ) -> Option<TerminationRecord> {
     let Ok(permit) = permits.clone().try_acquire_owned() else {
         metrics.lost(LossStage::Label, 1);
+        record.initiator = initiator_without_api(record.initiator);
         return Some(record);
     };
     let (kube, waited, metrics) = (kube.clone(), waited.clone(), metrics.clone());
     tokio::spawn(async move {
         let _permit = permit;
-        let labelled = kube.label_default(&pod_uid, &container_id).await;
-        note_partial(&metrics, &labelled);
-        labelled.apply_to(&mut record);
+        // One bound for the whole record: the labels' wait and the initiator's share it.
+        let deadline = Instant::now() + kube.options().label_wait.min(MAX_LABEL_WAIT);
+        if let Some((pod_uid, container_id)) = key {
+            let labelled = kube.label_default(&pod_uid, &container_id).await;
+            note_partial(&metrics, &labelled);
+            labelled.apply_to(&mut record);
+        }
+        if !kube.explain_cached(&mut record) {
+            kube.explain(&mut record, deadline).await;
+        }
         let _ = waited.send(record).await;
     });
     None

@@ -112,6 +112,10 @@ pub fn human(r: &TerminationRecord) -> String {
     if let Some(grace) = r.grace_seconds {
         let _ = write!(line, ", SIGKILL {grace:.1}s after SIGTERM");
     }
+    let _ = write!(line, ", initiator {}", r.initiator.as_str());
+    if let Some(allowed) = r.grace_allowed_seconds {
+        let _ = write!(line, " (grace {allowed}s allowed)");
+    }
     if let Some(oom) = &r.oom {
         let _ = write!(
             line,

@@ -124,18 +124,16 @@ pub fn create(shared: &Shared, namespace: &str, body: &Bytes, new_api: bool) -> 
                 ),
             );
         }
-        let rv = s.next_rv();
         let meta = &mut event["metadata"];
         meta["namespace"] = json!(namespace);
-        meta["resourceVersion"] = json!(rv.to_string());
-        meta["uid"] = json!(format!("event-uid-{rv}"));
+        meta["uid"] = json!(format!("event-uid-{}", s.rv + 1));
         s.event_requests.push(EventRequest {
             method: "POST".into(),
             namespace: namespace.to_owned(),
             name,
             body: serde_json::from_slice(body).unwrap_or_default(),
         });
-        s.events.insert(key, event.clone());
+        let event = s.put_event(key, event);
         json_response(StatusCode::CREATED, &event)
     })
 }
@@ -202,15 +200,13 @@ pub fn patch(shared: &Shared, namespace: &str, name: &str, body: &Bytes) -> Resp
         if let Err(e) = validate_series(&new) {
             return invalid(&e);
         }
-        let rv = s.next_rv();
-        new["metadata"]["resourceVersion"] = json!(rv.to_string());
         s.event_requests.push(EventRequest {
             method: "PATCH".into(),
             namespace: namespace.to_owned(),
             name: name.to_owned(),
             body: patch,
         });
-        s.events.insert(key, new.clone());
+        let new = s.put_event(key, new);
         json_response(StatusCode::OK, &new)
     })
 }

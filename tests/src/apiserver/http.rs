@@ -16,10 +16,10 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::Shared;
-use super::events;
 use super::store::{
     RequestLog, WatchMsg, Watcher, key_of, line, matches, parse_selector, status, watch_line,
 };
+use super::{event_api, events};
 
 pub type Body = BoxBody<Bytes, io::Error>;
 
@@ -54,10 +54,9 @@ pub async fn handle(
     };
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     if method == Method::GET
-        && segments.last() == Some(&"pods")
-        && let Some(failure) = pods_fault(&shared).await
+        && let Some(response) = reads(&shared, &segments, &query).await
     {
-        return Ok(failure);
+        return Ok(response);
     }
     let response = match (&method, segments.as_slice()) {
         (&Method::GET, ["api", "v1", "pods"]) => pods(&shared, None, &query),
@@ -122,6 +121,19 @@ pub async fn handle(
         ),
     };
     Ok(response)
+}
+
+/// GETs answered before the routes: a pod list's or watch's injected fault, Event lists and
+/// watches.
+async fn reads(
+    shared: &Shared,
+    segments: &[&str],
+    query: &HashMap<String, String>,
+) -> Option<Response<Body>> {
+    if segments.last() == Some(&"pods") {
+        return pods_fault(shared).await;
+    }
+    event_api::route(shared, segments, query)
 }
 
 /// What the test asked pod lists and watches to suffer: a delay, then maybe an error status.
@@ -340,6 +352,15 @@ fn watch(
             }
         }
     });
+    watch_stream(rx, timeout)
+}
+
+/// A chunked watch response streaming what `rx` gets, ended after `timeout` (the client's
+/// `timeoutSeconds`) like the API server's.
+pub fn watch_stream(
+    rx: mpsc::UnboundedReceiver<WatchMsg>,
+    timeout: Option<Duration>,
+) -> Response<Body> {
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     let frames = stream::unfold((rx, deadline), |(mut rx, deadline)| async move {
         let msg = match deadline {

@@ -5,6 +5,7 @@
 //! and merge-patch with the API server's validation. Tests tell it to drop watches, expire
 //! them, go down and come back on the same port, and read back what clients sent.
 
+mod event_api;
 mod events;
 pub mod fixture;
 mod http;
@@ -165,7 +166,10 @@ impl ApiServer {
                 std::mem::take(&mut *connections.lock().unwrap_or_else(PoisonError::into_inner));
             connections.shutdown().await;
         }
-        self.shared.with(|s| s.watchers.clear());
+        self.shared.with(|s| {
+            s.watchers.clear();
+            s.event_watchers.clear();
+        });
     }
 
     /// Adds or replaces a pod (any `k8s_openapi` object that serialises as one).
@@ -250,6 +254,27 @@ impl ApiServer {
     /// Pod lists and watches are answered only after `delay` while `Some`.
     pub fn delay_pods(&self, delay: Option<Duration>) {
         self.shared.with(|s| s.delay_pods = delay);
+    }
+
+    /// Stores an Event the way another component (the kubelet's recorder) creates it, through
+    /// either API: a core/v1 or an events.k8s.io/v1 object, namespace and name in its
+    /// metadata. Watches of Events see it.
+    pub fn publish_event(&self, event: &Value) -> Value {
+        let key = http::object_key(event);
+        let mut event = event.clone();
+        event["metadata"]["namespace"] = serde_json::json!(key.0);
+        self.shared.with(|s| s.put_event(key, event))
+    }
+
+    /// Open Event watches (core/v1 and events.k8s.io/v1).
+    #[must_use]
+    pub fn open_event_watches(&self) -> usize {
+        self.shared.read(|s| {
+            s.event_watchers
+                .iter()
+                .filter(|w| !w.tx.is_closed())
+                .count()
+        })
     }
 
     /// Forgets every stored Event, as the API server does after `--event-ttl`.

@@ -104,6 +104,9 @@ pub struct Store {
     pub watchers: Vec<Watcher>,
     /// Stored Events (events.k8s.io/v1 and core/v1 alike), as they are after patches.
     pub events: BTreeMap<(String, String), Value>,
+    /// Changes of Events, for watches resumed from a resourceVersion.
+    pub event_history: VecDeque<Change>,
+    pub event_watchers: Vec<super::event_api::EventWatcher>,
     pub event_requests: Vec<EventRequest>,
     pub requests: Vec<RequestLog>,
     /// List pages still to serve: token → (resourceVersion of the list, items left).
@@ -164,6 +167,25 @@ impl Store {
                 self.compacted = rv;
             }
         }
+    }
+
+    /// Stores an Event (its resourceVersion filled in) and tells the Event watches.
+    pub fn put_event(&mut self, key: (String, String), mut event: Value) -> Value {
+        let rv = self.next_rv();
+        event["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let before = self.events.insert(key, event.clone());
+        self.event_watchers.retain(|w| {
+            match super::event_api::watch_line(w, before.as_ref(), Some(&event)) {
+                Some(line) => w.tx.send(WatchMsg::Line(line)).is_ok(),
+                None => !w.tx.is_closed(),
+            }
+        });
+        self.event_history
+            .push_back((rv, before, Some(event.clone())));
+        while self.event_history.len() > HISTORY {
+            self.event_history.pop_front();
+        }
+        event
     }
 
     /// Forgets the history: a watch resuming from an older resourceVersion gets `410 Gone`.

@@ -1,4 +1,5 @@
 mod fixtures;
+mod initiators;
 mod json;
 mod oom;
 mod roles;

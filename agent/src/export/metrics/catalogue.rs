@@ -297,6 +297,14 @@ static KUBE_OWNERS_INFERRED: Family = counter(
     "kube_owners_inferred",
     "Deployments named from the pod-template-hash because their ReplicaSet was gone",
 );
+static KUBE_INITIATOR_EVENT_READS: Family = counter(
+    "kube_initiator_event_reads",
+    "Lists of one pod's Events to tell who decided a death",
+);
+static KUBE_INITIATOR_EVENT_READ_FAILURES: Family = counter(
+    "kube_initiator_event_read_failures",
+    "Lists or watches of a pod's Events that failed; the initiator was decided without them",
+);
 static KUBE_EVENTS_POSTED: Family = counter("kube_events_posted", "Kubernetes Events created");
 static KUBE_EVENT_SERIES_UPDATES: Family = counter(
     "kube_event_series_updates",
@@ -480,6 +488,8 @@ pub(super) fn kube(stats: &KubeStats, out: &mut Samples) {
         owner_fetches => Entry::of(&KUBE_OWNER_FETCHES),
         owner_fetch_failures => Entry::of(&KUBE_OWNER_FETCH_FAILURES),
         owners_inferred => Entry::of(&KUBE_OWNERS_INFERRED),
+        initiator_event_reads => Entry::of(&KUBE_INITIATOR_EVENT_READS),
+        initiator_event_read_failures => Entry::of(&KUBE_INITIATOR_EVENT_READ_FAILURES),
         events_posted => Entry::of(&KUBE_EVENTS_POSTED),
         events_series_updates => Entry::of(&KUBE_EVENT_SERIES_UPDATES),
         events_suppressed => Entry::of(&KUBE_EVENTS_SUPPRESSED),

@@ -244,6 +244,8 @@ fn kube(x: &mut Inventory) -> KubeStats {
         owner_fetches: x.metric("coroner_kube_owner_fetches_total"),
         owner_fetch_failures: x.metric("coroner_kube_owner_fetch_failures_total"),
         owners_inferred: x.metric("coroner_kube_owners_inferred_total"),
+        initiator_event_reads: x.metric("coroner_kube_initiator_event_reads_total"),
+        initiator_event_read_failures: x.metric("coroner_kube_initiator_event_read_failures_total"),
         events_posted: x.metric("coroner_kube_events_posted_total"),
         events_series_updates: x.metric("coroner_kube_event_series_updates_total"),
         events_suppressed: x.metric("coroner_kube_events_suppressed_total"),

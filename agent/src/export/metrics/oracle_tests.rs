@@ -30,6 +30,7 @@ struct TerminationLabels {
     owner_name: String,
     reason: &'static str,
     main_process: &'static str,
+    initiator: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -69,6 +70,7 @@ fn oracle(records: &[TerminationRecord]) -> Registry {
                 owner_name: text(&r.owner_name),
                 reason: r.reason.as_str(),
                 main_process: if r.main_process { "true" } else { "false" },
+                initiator: r.initiator.as_str(),
             })
             .inc();
         if let Some(oom) = &r.oom {
@@ -103,7 +105,7 @@ fn oracle(records: &[TerminationRecord]) -> Registry {
     let [victim_rss, peak, limit] = gauges;
     registry.register(
         "terminations",
-        "Recorded deaths of container processes, by verdict",
+        "Recorded deaths of container processes, by verdict and initiator",
         terminations,
     );
     registry.register(

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::text::{push_escaped, push_label};
-use crate::record::{OomScope, Reason, TerminationRecord};
+use crate::record::{Initiator, OomScope, Reason, TerminationRecord};
 
 #[derive(Debug)]
 pub(super) struct TerminationCount {
@@ -20,6 +20,8 @@ pub(super) struct TerminationCount {
     pub owner: u32,
     pub reason: Reason,
     pub main_process: bool,
+    /// An enum of 17 values: the label stays bounded.
+    pub initiator: Initiator,
     pub count: u64,
 }
 
@@ -181,17 +183,21 @@ impl SeriesIndex {
         push_label(&mut block, "container", text(record.container.as_deref()));
         let c = pod.container(&block);
 
-        let (reason, main_process) = (record.reason, record.main_process);
-        let found = c
-            .terminations
-            .iter_mut()
-            .find(|t| t.owner == owner && t.reason == reason && t.main_process == main_process);
+        let (reason, main_process, initiator) =
+            (record.reason, record.main_process, record.initiator);
+        let found = c.terminations.iter_mut().find(|t| {
+            t.owner == owner
+                && t.reason == reason
+                && t.main_process == main_process
+                && t.initiator == initiator
+        });
         match found {
             Some(t) => t.count += 1,
             None => c.terminations.push(TerminationCount {
                 owner,
                 reason,
                 main_process,
+                initiator,
                 count: 1,
             }),
         }

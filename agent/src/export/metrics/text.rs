@@ -36,7 +36,7 @@ struct PodFamily {
 
 const TERMINATIONS: PodFamily = PodFamily {
     name: "coroner_terminations",
-    help: "Recorded deaths of container processes, by verdict.",
+    help: "Recorded deaths of container processes, by verdict and initiator.",
     kind: Kind::Counter,
     unit: None,
     samples: terminations,
@@ -166,6 +166,7 @@ fn terminations(w: &mut FamilyWriter, pod_labels: &str, pod: &PodSeries) {
             out.extend([pod_labels, ",", &c.label, ",", pod.owner(t.owner)]);
             out.extend([",reason=\"", t.reason.as_str(), "\",main_process=\""]);
             out.push_str(if t.main_process { "true\"" } else { "false\"" });
+            out.extend([",initiator=\"", t.initiator.as_str(), "\""]);
             push_value(out, t.count);
         }
     }
