@@ -12,6 +12,7 @@ mod cpio;
 mod initramfs;
 mod qemu;
 mod serial;
+mod table;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -143,6 +144,7 @@ pub fn vm_test(args: &VmTestArgs) -> Result<()> {
         let report = serial::Report::parse(&logs.results)
             .with_context(|| format!("reading {}", dir.join(qemu::RESULTS_LOG).display()))?;
         Ok(Outcome {
+            kernel: config.kernel.label,
             label: config.label(),
             cgroup: config.cgroup,
             elapsed,
@@ -199,6 +201,27 @@ pub fn vm_test(args: &VmTestArgs) -> Result<()> {
         bail!("vm-test failed on {}", failures.join(", "));
     }
     println!("vm-test: every staged death has the right record on every kernel");
+    if args.kernel.is_none() && args.cgroup.is_none() {
+        write_table(&outcomes)?;
+    }
+    Ok(())
+}
+
+/// docs/kernels.md from a full run in which every guest passed.
+fn write_table(outcomes: &[Result<Outcome>]) -> Result<()> {
+    let rows: Vec<table::Row<'_>> = outcomes
+        .iter()
+        .flatten()
+        .map(|o| table::Row {
+            kernel: o.kernel,
+            cgroup: o.cgroup.name(),
+            report: &o.report,
+        })
+        .collect();
+    let path = workspace_root().join("docs/kernels.md");
+    std::fs::write(&path, table::markdown(&rows))
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!("vm-test: wrote {}", path.display());
     Ok(())
 }
 
@@ -239,6 +262,7 @@ impl GuestConfig<'_> {
 }
 
 struct Outcome {
+    kernel: &'static str,
     label: String,
     cgroup: Cgroup,
     elapsed: Duration,
