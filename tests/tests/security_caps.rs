@@ -17,7 +17,7 @@
 //!   agent warns and decides OOM scopes from the memory cgroup limits instead.
 //! - Without `CAP_SYS_RESOURCE` `setrlimit(RLIMIT_MEMLOCK)` fails: a warning here (BPF memory
 //!   is charged to the memory cgroup since 5.11); before 5.11 the maps cannot be created
-//!   (EPERM, seen in the 5.10 VM guest), hence SYS_RESOURCE in the DaemonSet.
+//!   (EPERM, seen in the 5.10 VM guest), hence `SYS_RESOURCE` in the `DaemonSet`.
 //! - Without `CAP_SETPCAP` the agent cannot empty its bounding set; it still ends with no
 //!   effective or permitted capability and `no_new_privs`, so an exec (even as uid 0) gains
 //!   nothing back.

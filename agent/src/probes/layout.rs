@@ -133,17 +133,7 @@ pub fn resolve(btf: &Btf, tracefs: &Path) -> Result<Resolved, BtfError> {
     );
 
     let oom_victim_arg = oom_victim_arg(btf);
-    match oom_victim_arg {
-        Some(OomVictimArg::Task) => choices.push("mark_victim(task_struct *, uid)".into()),
-        Some(OomVictimArg::Pid) => {
-            // The victim is found from the SIGKILL the OOM killer sends just before.
-            features.flags |= layout_flags::MARK_VICTIM_PID;
-            choices.push("mark_victim(int pid): the victim from the OOM killer's SIGKILL".into());
-        }
-        None => features
-            .missing
-            .push("tracepoint oom/mark_victim: OOM kills are seen only as SIGKILL".into()),
-    }
+    note_oom_victim_arg(oom_victim_arg, &mut features, &mut choices);
 
     let layout = KernelLayout {
         task_pid: off(btf, "task_struct", "pid")?,
@@ -210,6 +200,24 @@ fn group_death(btf: &Btf, choices: &mut Vec<String>) -> GroupDeath {
 }
 
 /// How `mark_victim` passes its victim, from the tracepoint's BTF parameters.
+fn note_oom_victim_arg(
+    arg: Option<OomVictimArg>,
+    features: &mut Features,
+    choices: &mut Vec<String>,
+) {
+    match arg {
+        Some(OomVictimArg::Task) => choices.push("mark_victim(task_struct *, uid)".into()),
+        Some(OomVictimArg::Pid) => {
+            // The victim is found from the SIGKILL the OOM killer sends just before.
+            features.flags |= layout_flags::MARK_VICTIM_PID;
+            choices.push("mark_victim(int pid): the victim from the OOM killer's SIGKILL".into());
+        }
+        None => features
+            .missing
+            .push("tracepoint oom/mark_victim: OOM kills are seen only as SIGKILL".into()),
+    }
+}
+
 fn oom_victim_arg(btf: &Btf) -> Option<OomVictimArg> {
     let params = btf.tracepoint_params("mark_victim").ok()?;
     match params.first() {
