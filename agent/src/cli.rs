@@ -37,10 +37,20 @@ pub struct Args {
     /// Log every kernel event as it arrives (debugging; verbose).
     #[arg(long)]
     pub trace_events: bool,
+    /// Log lines as text (colour only on a terminal) or as one JSON object per line.
+    #[arg(long = "log-format", env = "CORONER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// Size of the kernel → user ring buffer in KiB: a power of two, at least a page. Hidden:
     /// the default suits every node; tests shrink it to make the kernel drop events.
     #[arg(long = "ring-buffer-kib", hide = true, value_parser = ring_buffer_kib)]
     pub ring_buffer_kib: Option<u32>,
+}
+
+/// How log lines are written to stderr.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// The largest ring buffer accepted: 1 GiB, far beyond any need, far below the kernel's limit.

@@ -46,7 +46,6 @@ impl Bare {
         cmd.args(["--kube", "off", "--listen", &addr.to_string()])
             .args(args)
             .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -83,7 +82,7 @@ impl Bare {
         }
     }
 
-    /// [`Bare::start`] that must reach `/healthz` 200 (every probe attached).
+    /// [`Bare::start`] that must reach `/healthz` 200 (the required probes attached).
     pub fn start_ready(args: &[&str]) -> Result<Self> {
         match Self::start(args, None)? {
             Started::Exited { status, log } => bail!("coroner exited ({status}):\n{log}"),
