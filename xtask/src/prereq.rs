@@ -47,7 +47,9 @@ fn quiet(cmd: &mut Command) -> bool {
 
 pub fn ensure_build_tools() -> Result<()> {
     ensure_nightly_rust_src()?;
-    ensure_bpf_linker()
+    ensure_bpf_linker()?;
+    // The kubelet double's CRI client (k8s-cri, tests/) generates its gRPC code at build time.
+    ensure_debian(&[("/usr/bin/protoc", "protobuf-compiler")])
 }
 
 fn ensure_nightly_rust_src() -> Result<()> {
@@ -153,7 +155,22 @@ unsafe extern "C" {
     fn libc_geteuid() -> u32;
 }
 
-fn apt_install(packages: &[&str]) -> Result<()> {
+/// Installs the package of every path in `wanted` that does not exist (nothing when all do),
+/// without Debian's recommended extras.
+fn ensure_debian(wanted: &[(&str, &str)]) -> Result<()> {
+    let mut missing: Vec<&str> = wanted
+        .iter()
+        .filter(|(path, _)| !Path::new(path).exists())
+        .map(|(_, package)| *package)
+        .collect();
+    missing.dedup();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    apt_install(&missing, &["--no-install-recommends"])
+}
+
+fn apt_install(packages: &[&str], options: &[&str]) -> Result<()> {
     eprintln!(
         "xtask: installing {} from Debian's packages",
         packages.join(", ")
@@ -164,7 +181,8 @@ fn apt_install(packages: &[&str]) -> Result<()> {
         .arg("-qq")
         .envs(noninteractive))?;
     run(Command::new("apt-get")
-        .args(["install", "-y", "-qq"])
+        .args(["install", "-y", "-qq", "-o", "DPkg::Lock::Timeout=300"])
+        .args(options)
         .args(packages)
         .envs(noninteractive))
 }
@@ -187,8 +205,22 @@ pub fn ensure_test_tools() -> Result<()> {
         .collect();
     missing.dedup();
     if !missing.is_empty() {
-        apt_install(&missing)?;
+        apt_install(&missing, &[])?;
     }
+    // The real container runtime of tests/src/runtime: containerd (with ctr and the runc v2
+    // shim), runc and crun as its two handlers, busybox-static for the test image; the tests
+    // start a containerd of their own, never the system's (the package starts none here: PID 1
+    // is not systemd).
+    ensure_debian(&[
+        ("/usr/bin/containerd", "containerd"),
+        ("/usr/bin/ctr", "containerd"),
+        ("/usr/bin/containerd-shim-runc-v2", "containerd"),
+        ("/usr/sbin/runc", "runc"),
+        ("/usr/bin/crun", "crun"),
+        ("/usr/bin/busybox", "busybox-static"),
+        ("/usr/bin/gcc", "gcc"),
+        ("/usr/lib/x86_64-linux-gnu/libc.a", "libc6-dev"),
+    ])?;
     ensure_cargo_deny()?;
     if !quiet(Command::new("kubectl").args(["version", "--client"])) {
         eprintln!("xtask: kubectl is not on PATH; the manifest test (kustomize build) will fail");

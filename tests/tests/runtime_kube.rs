@@ -1,0 +1,152 @@
+//! The real runtime with the Kubernetes side: the kubelet double publishes the pod and the
+//! runtime's container statuses (real `containerd://<id>` ids) to the API server double, as the
+//! kubelet does, and the agent runs with `--kube on`. Checked: the records name the pod and the
+//! container the API has for the runtime's ids, a StartError carries the runtime's message, and
+//! the agent's Event lands next to the kubelet's. With runc and with crun. Needs root and the
+//! runtime (`cargo xtask test` installs it).
+
+use std::time::Duration;
+
+use coroner_tests::agent::{Agent, Options};
+use coroner_tests::apiserver::ApiServer;
+use coroner_tests::cgroups::unique_hex;
+use coroner_tests::runtime::publish::{post_event, publish};
+use coroner_tests::runtime::{ContainerSpec, Handler, Kubelet, PodOptions};
+
+const RECORD_WAIT: Duration = Duration::from_secs(15);
+const EXIT_WAIT: Duration = Duration::from_secs(20);
+
+macro_rules! with_both_runtimes {
+    ($($test:ident),* $(,)?) => {
+        mod runc {
+            $( #[test] fn $test() { super::$test(super::Handler::Runc) } )*
+        }
+        mod crun {
+            $( #[test] fn $test() { super::$test(super::Handler::Crun) } )*
+        }
+    };
+}
+
+with_both_runtimes!(
+    records_name_the_pod_and_container_of_the_runtimes_ids,
+    start_error_carries_the_runtimes_message,
+);
+
+/// The kubelet double, the API server double on its Tokio runtime, the agent with `--kube on`.
+struct Cluster {
+    kubelet: Kubelet,
+    server: ApiServer,
+    agent: Agent,
+    node: String,
+}
+
+impl Cluster {
+    fn start(test: &str, handler: Handler) -> Option<Self> {
+        if !coroner_tests::runtime::available(test) {
+            return None;
+        }
+        let kubelet = Kubelet::start(handler).expect("containerd and the kubelet double start");
+        let server = {
+            let _enter = kubelet.tokio().enter();
+            ApiServer::start().expect("the API server double starts")
+        };
+        let node = format!("node-rt-{}", unique_hex(8));
+        let agent = Agent::start_with(&Options {
+            kube: Some("on".into()),
+            node: Some(node.clone()),
+            env: vec![("KUBECONFIG".into(), server.kubeconfig().into())],
+            args: Vec::new(),
+        })
+        .expect("coroner starts with --kube on");
+        let up = kubelet.tokio().block_on(
+            server.wait_until(Duration::from_secs(10), |s| s.open_watches() >= 1),
+        );
+        assert!(up, "the agent's pod watch is open:\n{}", agent.log_tail());
+        Some(Self {
+            kubelet,
+            server,
+            agent,
+            node,
+        })
+    }
+}
+
+fn records_name_the_pod_and_container_of_the_runtimes_ids(handler: Handler) {
+    let Some(mut c) = Cluster::start("records_name_the_pod_and_container", handler) else {
+        return;
+    };
+    let pod = c.kubelet.run_pod(&PodOptions::default()).unwrap();
+    let (id, _) = c
+        .kubelet
+        .run_container(&pod, &ContainerSpec::sh("app", "sleep 1; exit 2"))
+        .unwrap();
+    publish(&c.kubelet, &c.server, &c.node, &pod).unwrap();
+    post_event(&c.server, &c.node, &pod, "app", ("Normal", "Started", "Started container app"))
+        .unwrap();
+    let exited = c.kubelet.wait_exited(&id, EXIT_WAIT).unwrap();
+    publish(&c.kubelet, &c.server, &c.node, &pod).unwrap();
+    let record = c
+        .agent
+        .wait_for("the init", RECORD_WAIT, |r| {
+            r.record.container_id.as_deref() == Some(id.as_str())
+        })
+        .unwrap();
+    let r = &record.record;
+    assert_eq!(
+        (r.namespace.as_deref(), r.pod.as_deref(), r.container.as_deref()),
+        (Some(pod.namespace.as_str()), Some(pod.name.as_str()), Some("app")),
+        "{}",
+        record.json
+    );
+    assert_eq!(record.reason(), "Error", "{}", record.json);
+    assert_eq!(i32::from(r.exit_status), exited.exit_code, "{}", record.json);
+    // The agent's Event about the death, beside the kubelet's own.
+    let server = &c.server;
+    let posted = c.kubelet.tokio().block_on(server.wait_until(RECORD_WAIT, |s| {
+        s.events().iter().any(|e| e["reason"] == "Error")
+    }));
+    assert!(posted, "the agent's Event: {:#?}\n{}", server.events(), c.agent.log_tail());
+    assert!(
+        server.events().iter().any(|e| e["reason"] == "Started"),
+        "{:#?}",
+        server.events()
+    );
+}
+
+/// The runtime cannot start the entrypoint; the kubelet writes the runtime's reason and message
+/// into the container's terminated state, and the record carries that message.
+fn start_error_carries_the_runtimes_message(handler: Handler) {
+    let Some(mut c) = Cluster::start("start_error_carries_the_runtimes_message", handler) else {
+        return;
+    };
+    let pod = c.kubelet.run_pod(&PodOptions::default()).unwrap();
+    let id = c
+        .kubelet
+        .create_container(&pod, &ContainerSpec::new("app", &["/nope"]))
+        .unwrap();
+    let error = c.kubelet.start_container(&id).expect_err("/nope cannot start");
+    let exited = c.kubelet.wait_exited(&id, EXIT_WAIT).unwrap();
+    publish(&c.kubelet, &c.server, &c.node, &pod).unwrap();
+    post_event(
+        &c.server,
+        &c.node,
+        &pod,
+        "app",
+        ("Warning", "Failed", &format!("Error: {error:#}")),
+    )
+    .unwrap();
+    let record = c
+        .agent
+        .wait_for("the init", RECORD_WAIT, |r| {
+            r.record.container_id.as_deref() == Some(id.as_str())
+        })
+        .unwrap();
+    assert_eq!(record.reason(), "StartError", "{}", record.json);
+    assert_eq!(record.record.container.as_deref(), Some("app"), "{}", record.json);
+    assert_eq!(
+        record.field("message"),
+        exited.message.as_str(),
+        "the runtime's message ({exited:?}) on the record: {}",
+        record.json
+    );
+}
