@@ -58,9 +58,9 @@ impl Cluster {
             args: Vec::new(),
         })
         .expect("coroner starts with --kube on");
-        let up = kubelet.tokio().block_on(
-            server.wait_until(Duration::from_secs(10), |s| s.open_watches() >= 1),
-        );
+        let up = kubelet
+            .tokio()
+            .block_on(server.wait_until(Duration::from_secs(10), |s| s.open_watches() >= 1));
         assert!(up, "the agent's pod watch is open:\n{}", agent.log_tail());
         Some(Self {
             kubelet,
@@ -81,8 +81,14 @@ fn records_name_the_pod_and_container_of_the_runtimes_ids(handler: Handler) {
         .run_container(&pod, &ContainerSpec::sh("app", "sleep 1; exit 2"))
         .unwrap();
     publish(&c.kubelet, &c.server, &c.node, &pod).unwrap();
-    post_event(&c.server, &c.node, &pod, "app", ("Normal", "Started", "Started container app"))
-        .unwrap();
+    post_event(
+        &c.server,
+        &c.node,
+        &pod,
+        "app",
+        ("Normal", "Started", "Started container app"),
+    )
+    .unwrap();
     let exited = c.kubelet.wait_exited(&id, EXIT_WAIT).unwrap();
     publish(&c.kubelet, &c.server, &c.node, &pod).unwrap();
     let record = c
@@ -93,19 +99,40 @@ fn records_name_the_pod_and_container_of_the_runtimes_ids(handler: Handler) {
         .unwrap();
     let r = &record.record;
     assert_eq!(
-        (r.namespace.as_deref(), r.pod.as_deref(), r.container.as_deref()),
-        (Some(pod.namespace.as_str()), Some(pod.name.as_str()), Some("app")),
+        (
+            r.namespace.as_deref(),
+            r.pod.as_deref(),
+            r.container.as_deref()
+        ),
+        (
+            Some(pod.namespace.as_str()),
+            Some(pod.name.as_str()),
+            Some("app")
+        ),
         "{}",
         record.json
     );
     assert_eq!(record.reason(), "Error", "{}", record.json);
-    assert_eq!(i32::from(r.exit_status), exited.exit_code, "{}", record.json);
+    assert_eq!(
+        i32::from(r.exit_status),
+        exited.exit_code,
+        "{}",
+        record.json
+    );
     // The agent's Event about the death, beside the kubelet's own.
     let server = &c.server;
-    let posted = c.kubelet.tokio().block_on(server.wait_until(RECORD_WAIT, |s| {
-        s.events().iter().any(|e| e["reason"] == "Error")
-    }));
-    assert!(posted, "the agent's Event: {:#?}\n{}", server.events(), c.agent.log_tail());
+    let posted = c
+        .kubelet
+        .tokio()
+        .block_on(server.wait_until(RECORD_WAIT, |s| {
+            s.events().iter().any(|e| e["reason"] == "Error")
+        }));
+    assert!(
+        posted,
+        "the agent's Event: {:#?}\n{}",
+        server.events(),
+        c.agent.log_tail()
+    );
     assert!(
         server.events().iter().any(|e| e["reason"] == "Started"),
         "{:#?}",
@@ -124,7 +151,10 @@ fn start_error_carries_the_runtimes_message(handler: Handler) {
         .kubelet
         .create_container(&pod, &ContainerSpec::new("app", &["/nope"]))
         .unwrap();
-    let error = c.kubelet.start_container(&id).expect_err("/nope cannot start");
+    let error = c
+        .kubelet
+        .start_container(&id)
+        .expect_err("/nope cannot start");
     let exited = c.kubelet.wait_exited(&id, EXIT_WAIT).unwrap();
     publish(&c.kubelet, &c.server, &c.node, &pod).unwrap();
     post_event(
@@ -142,7 +172,12 @@ fn start_error_carries_the_runtimes_message(handler: Handler) {
         })
         .unwrap();
     assert_eq!(record.reason(), "StartError", "{}", record.json);
-    assert_eq!(record.record.container.as_deref(), Some("app"), "{}", record.json);
+    assert_eq!(
+        record.record.container.as_deref(),
+        Some("app"),
+        "{}",
+        record.json
+    );
     assert_eq!(
         record.field("message"),
         exited.message.as_str(),

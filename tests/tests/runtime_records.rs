@@ -11,9 +11,7 @@ mod support;
 use std::time::Duration;
 
 use coroner_tests::runtime::{ContainerSpec, Handler};
-use support::{
-    EXIT_WAIT, Node, common_init, quiet, runtime_sender, same_exit_as_runtime, sh,
-};
+use support::{EXIT_WAIT, Node, common_init, quiet, runtime_sender, same_exit_as_runtime, sh};
 
 const MIB: u64 = 1 << 20;
 
@@ -49,7 +47,11 @@ fn clean_exit_is_completed(handler: Handler) {
     let pod = node.pod(false);
     let (id, running) = node.run(&pod, &sh("main", "sleep 1"));
     let exited = node.kubelet.wait_exited(&id, EXIT_WAIT).unwrap();
-    assert_eq!((exited.exit_code, exited.reason.as_str()), (0, "Completed"), "{exited:?}");
+    assert_eq!(
+        (exited.exit_code, exited.reason.as_str()),
+        (0, "Completed"),
+        "{exited:?}"
+    );
     let record = node.only_init_record(&id);
     common_init(&record, node.agent.node(), &pod, &id, &running);
     same_exit_as_runtime(&record, &exited);
@@ -68,7 +70,11 @@ fn exit_1_is_error(handler: Handler) {
     let pod = node.pod(false);
     let (id, running) = node.run(&pod, &sh("main", "sleep 1; exit 1"));
     let exited = node.kubelet.wait_exited(&id, EXIT_WAIT).unwrap();
-    assert_eq!((exited.exit_code, exited.reason.as_str()), (1, "Error"), "{exited:?}");
+    assert_eq!(
+        (exited.exit_code, exited.reason.as_str()),
+        (1, "Error"),
+        "{exited:?}"
+    );
     let record = node.only_init_record(&id);
     common_init(&record, node.agent.node(), &pod, &id, &running);
     same_exit_as_runtime(&record, &exited);
@@ -78,7 +84,9 @@ fn exit_1_is_error(handler: Handler) {
     assert!(record.field("exec_failure").is_null(), "{}", record.json);
 }
 
-/// `StartContainer` fails: the OCI runtime's init dies before it executes the command.
+/// `StartContainer` fails: the OCI runtime's init dies before it executes the command. runc's
+/// `runc:[2:INIT]` exits 1 after it reported the error; crun's container process too, or
+/// `crun create` kills it.
 fn start_error(test: &str, handler: Handler, entrypoint: &str) {
     let Some(mut node) = Node::start(test, handler) else {
         return;
@@ -91,14 +99,45 @@ fn start_error(test: &str, handler: Handler, entrypoint: &str) {
     let started = node.kubelet.start_container(&id);
     let error = started.expect_err("StartContainer of a container that cannot start fails");
     let exited = node.kubelet.wait_exited(&id, EXIT_WAIT).unwrap();
-    assert_eq!(exited.reason, "StartError", "{exited:?}");
-    assert!(exited.message.contains(entrypoint), "{exited:?}; {error:#}");
+    assert_eq!(
+        (exited.exit_code, exited.reason.as_str()),
+        (128, "StartError"),
+        "{exited:?}"
+    );
+    assert!(!exited.message.is_empty(), "{exited:?}; {error:#}");
     let record = node.only_init_record(&id);
-    let no_pid = coroner_tests::runtime::Status { pid: 0, ..exited.clone() };
+    let no_pid = coroner_tests::runtime::Status {
+        pid: 0,
+        ..exited.clone()
+    };
     common_init(&record, node.agent.node(), &pod, &id, &no_pid);
-    assert_eq!(record.reason(), "StartError", "{}", record.json);
-    assert!(record.record.exit_code.is_some_and(|c| c != 0), "{}", record.json);
-    quiet(&record);
+    let json = &record.json;
+    assert_eq!(record.reason(), "StartError", "{json}");
+    assert!(
+        record.field("exec_failure").is_null(),
+        "no execve was tried: {json}"
+    );
+    assert!(record.field("oom").is_null(), "{json}");
+    match handler {
+        Handler::Runc => {
+            assert_eq!(record.record.comm, "runc:[2:INIT]", "{json}");
+            assert_eq!(record.record.exit_code, Some(1), "{json}");
+            quiet(&record);
+        }
+        Handler::Crun => {
+            assert_eq!(record.record.comm, "crun", "{json}");
+            // The child exits 1 after it wrote the error, unless `crun create` (its parent),
+            // which read the error, kills it first: both happen here, run to run.
+            if record.record.signal.is_some() {
+                assert_eq!(record.record.signal, Some(9), "{json}");
+                runtime_sender(&record, handler);
+                assert_eq!(record.sub("sender", "pid"), record.record.ppid, "{json}");
+            } else {
+                assert_eq!(record.record.exit_code, Some(1), "{json}");
+                quiet(&record);
+            }
+        }
+    }
 }
 
 fn missing_entrypoint_is_start_error(handler: Handler) {
@@ -126,7 +165,11 @@ fn oom_of_the_init_at_the_container_limit(handler: Handler) {
     };
     let (id, running) = node.run(&pod, &spec);
     let exited = node.kubelet.wait_exited(&id, EXIT_WAIT).unwrap();
-    assert_eq!((exited.exit_code, exited.reason.as_str()), (137, "OOMKilled"), "{exited:?}");
+    assert_eq!(
+        (exited.exit_code, exited.reason.as_str()),
+        (137, "OOMKilled"),
+        "{exited:?}"
+    );
     let record = node.only_init_record(&id);
     common_init(&record, node.agent.node(), &pod, &id, &running);
     same_exit_as_runtime(&record, &exited);
@@ -141,9 +184,16 @@ fn oom_of_the_init_at_the_container_limit(handler: Handler) {
         pod.cgroup_of(&id).as_str(),
         "{json}"
     );
-    assert_eq!(record.record.container_memory_limit_bytes, Some(LIMIT), "{json}");
+    assert_eq!(
+        record.record.container_memory_limit_bytes,
+        Some(LIMIT),
+        "{json}"
+    );
     let rss = record.sub("oom", "victim_rss_bytes").as_u64().unwrap_or(0);
-    assert!(rss > LIMIT / 2 && rss <= LIMIT + 8 * MIB, "victim_rss_bytes {rss}: {json}");
+    assert!(
+        rss > LIMIT / 2 && rss <= LIMIT + 8 * MIB,
+        "victim_rss_bytes {rss}: {json}"
+    );
     assert_eq!(record.sub("sender", "kind"), "kernel", "{json}");
     assert!(record.field("sigterm_time").is_null(), "{json}");
 }
@@ -179,17 +229,27 @@ fn stop_handled_by_the_init_is_an_exit_after_sigterm(handler: Handler) {
     };
     let pod = node.pod(false);
     // No child outlives the init: the trap runs between two foreground sleeps.
-    let (id, running) = node.run(&pod, &sh("main", "trap 'exit 0' TERM; while sleep 0.2; do :; done"));
+    let (id, running) = node.run(
+        &pod,
+        &sh("main", "trap 'exit 0' TERM; while sleep 0.2; do :; done"),
+    );
     std::thread::sleep(Duration::from_millis(500));
     node.kubelet.stop_container(&id, 10).unwrap();
     let exited = node.kubelet.wait_exited(&id, EXIT_WAIT).unwrap();
-    assert_eq!((exited.exit_code, exited.reason.as_str()), (0, "Completed"), "{exited:?}");
+    assert_eq!(
+        (exited.exit_code, exited.reason.as_str()),
+        (0, "Completed"),
+        "{exited:?}"
+    );
     let record = node.only_init_record(&id);
     common_init(&record, node.agent.node(), &pod, &id, &running);
     same_exit_as_runtime(&record, &exited);
     let json = &record.json;
     assert_eq!(record.reason(), "Completed", "{json}");
-    assert!(!record.field("sigterm_time").is_null(), "the runtime's SIGTERM: {json}");
+    assert!(
+        !record.field("sigterm_time").is_null(),
+        "the runtime's SIGTERM: {json}"
+    );
     assert!(record.field("sigkill_time").is_null(), "{json}");
     assert!(record.field("oom").is_null(), "{json}");
 }
@@ -215,7 +275,10 @@ fn stop_ignored_is_grace_period_expired(handler: Handler) {
     assert_eq!(record.record.signal, Some(9), "{json}");
     assert_eq!(record.record.comm, "sleep", "{json}");
     runtime_sender(&record, handler);
-    let grace = record.field("grace_seconds").as_f64().expect("grace_seconds");
+    let grace = record
+        .field("grace_seconds")
+        .as_f64()
+        .expect("grace_seconds");
     assert!(
         (f64::from(GRACE) - 0.2..f64::from(GRACE) + 1.5).contains(&grace),
         "grace_seconds {grace}, the StopContainer timeout is {GRACE} s: {json}"
@@ -233,7 +296,10 @@ fn exec_probes_leave_no_record_and_the_container_running(handler: Handler) {
     for round in 0..3 {
         let ok = node.kubelet.exec_sync(&id, &["/bin/true"], 5).unwrap();
         assert_eq!(ok.exit_code, 0, "round {round}: {ok:?}");
-        let failing = node.kubelet.exec_sync(&id, &["/bin/sh", "-c", "echo not ready; exit 3"], 5).unwrap();
+        let failing = node
+            .kubelet
+            .exec_sync(&id, &["/bin/sh", "-c", "echo not ready; exit 3"], 5)
+            .unwrap();
         assert_eq!(failing.exit_code, 3, "round {round}: {failing:?}");
         assert_eq!(failing.stdout.trim(), "not ready");
     }
@@ -283,11 +349,20 @@ fn pod_teardown_records_the_sandbox(handler: Handler) {
     assert_eq!(record.record.pid, pause, "{json}");
     assert_eq!(record.record.comm, "pause", "{json}");
     assert_eq!(record.record.cgroup, pod.cgroup_of(sandbox), "{json}");
-    assert_eq!(record.record.pod_uid.as_deref(), Some(pod.uid.as_str()), "{json}");
+    assert_eq!(
+        record.record.pod_uid.as_deref(),
+        Some(pod.uid.as_str()),
+        "{json}"
+    );
     assert_eq!(record.record.signal, Some(9), "{json}");
     assert_eq!(record.reason(), "Killed", "{json}");
     runtime_sender(&record, handler);
     let all = node.records_of(sandbox);
-    assert_eq!(all.len(), 1, "{:#?}", all.iter().map(|r| &r.json).collect::<Vec<_>>());
+    assert_eq!(
+        all.len(),
+        1,
+        "{:#?}",
+        all.iter().map(|r| &r.json).collect::<Vec<_>>()
+    );
     node.kubelet.remove_pod(&pod).unwrap();
 }

@@ -84,7 +84,11 @@ impl Containerd {
         let dir = PathBuf::from(format!("/tmp/coroner-ctrd-{}", unique_hex(10)));
         fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
         let socket = dir.join("containerd.sock");
-        fs::write(dir.join("config.toml"), config(&dir, &socket, sandbox_image))?;
+        let crun = crun_binary(&dir)?;
+        fs::write(
+            dir.join("config.toml"),
+            config(&dir, &socket, sandbox_image, &crun),
+        )?;
         let log = fs::File::create(dir.join("containerd.log"))?;
         let child = Command::new("/usr/bin/containerd")
             .arg("--config")
@@ -107,7 +111,11 @@ impl Containerd {
     fn wait_ready(&mut self) -> Result<()> {
         let deadline = Instant::now() + READY_LIMIT;
         loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 self.child = None;
                 self.keep = true;
                 bail!("containerd exited with {status}:\n{}", self.log_tail());
@@ -179,8 +187,12 @@ impl Containerd {
         processes()
             .into_iter()
             .filter(|p| {
-                p.argv.first().is_some_and(|a| a.ends_with("containerd-shim-runc-v2"))
-                    && p.argv.windows(2).any(|w| w[0] == "-address" && w[1] == *socket)
+                p.argv
+                    .first()
+                    .is_some_and(|a| a.ends_with("containerd-shim-runc-v2"))
+                    && p.argv
+                        .windows(2)
+                        .any(|w| w[0] == "-address" && w[1] == *socket)
             })
             .map(|p| p.pid)
             .collect()
@@ -265,8 +277,38 @@ impl Drop for Containerd {
     }
 }
 
+/// The v2 hierarchy of a hybrid cgroup layout (v1 controllers, plus cgroup2 beside them).
+const HYBRID_UNIFIED: &str = "/sys/fs/cgroup/unified";
+
+/// What the crun handler runs: `/usr/bin/crun`, or on a hybrid host whose cgroup2 tree holds a
+/// controller (these machines: `hugetlb`) a wrapper that runs it without that tree. crun refuses
+/// such hosts ("cgroups in hybrid mode not supported, drop all controllers from cgroupv2");
+/// the wrapper hides the v2 mount in a private mount namespace of crun's own (the host's mounts
+/// are untouched) and then executes crun itself, so the process the shim runs is still `crun`.
+fn crun_binary(dir: &Path) -> Result<PathBuf> {
+    let controllers = fs::read_to_string(Path::new(HYBRID_UNIFIED).join("cgroup.controllers"))
+        .unwrap_or_default();
+    if controllers.trim().is_empty() {
+        return Ok(PathBuf::from("/usr/bin/crun"));
+    }
+    let wrapper = dir.join("crun-hybrid");
+    fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n# crun without the cgroup2 tree of this hybrid host (see containerd.rs).\n\
+             exec unshare --mount --propagation private /bin/sh -c \
+             'umount -l {HYBRID_UNIFIED} && exec /usr/bin/crun \"$@\"' crun \"$@\"\n"
+        ),
+    )?;
+    fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
+    Ok(wrapper)
+}
+
 /// The config: every path containerd writes under `dir`; CRI with runc and crun handlers.
-fn config(dir: &Path, socket: &Path, sandbox_image: &str) -> String {
+fn config(dir: &Path, socket: &Path, sandbox_image: &str, crun: &Path) -> String {
     let d = dir.display();
     let cri = "plugins.\"io.containerd.grpc.v1.cri\"";
     let mut c = format!(
@@ -303,7 +345,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 "#,
         socket = socket.display(),
     );
-    for (handler, binary) in [("runc", "/usr/sbin/runc"), ("crun", "/usr/bin/crun")] {
+    let crun = crun.display().to_string();
+    for (handler, binary) in [("runc", "/usr/sbin/runc"), ("crun", crun.as_str())] {
         let _ = write!(
             c,
             r#"
@@ -328,7 +371,9 @@ fn unescape_mount(field: &str) -> String {
     let mut rest = field;
     while let Some(i) = rest.find('\\') {
         out.push_str(&rest[..i]);
-        let code = rest.get(i + 1..i + 4).and_then(|o| u8::from_str_radix(o, 8).ok());
+        let code = rest
+            .get(i + 1..i + 4)
+            .and_then(|o| u8::from_str_radix(o, 8).ok());
         if let Some(b) = code {
             out.push(char::from(b));
             rest = &rest[i + 4..];
@@ -400,13 +445,21 @@ mod tests {
 
     #[test]
     fn the_config_keeps_everything_in_the_directory() {
-        let c = config(Path::new("/tmp/x"), Path::new("/tmp/x/s.sock"), "p:1");
+        let c = config(
+            Path::new("/tmp/x"),
+            Path::new("/tmp/x/s.sock"),
+            "p:1",
+            Path::new("/usr/bin/crun"),
+        );
         assert!(c.contains("address = \"/tmp/x/s.sock\""));
         assert!(c.contains("BinaryName = \"/usr/bin/crun\""));
         assert!(c.contains("Root = \"/tmp/x/runc\""));
         assert!(c.contains("sandbox_image = \"p:1\""));
         for line in c.lines().filter(|l| l.contains("= \"/")) {
-            assert!(line.contains("\"/tmp/x/") || line.contains("/usr/"), "{line}");
+            assert!(
+                line.contains("\"/tmp/x/") || line.contains("/usr/"),
+                "{line}"
+            );
         }
     }
 }

@@ -104,13 +104,24 @@ fn cached(name: &str, rootfs: fn(&Path) -> Result<Vec<String>>) -> Result<PathBu
     result.map(|()| tar)
 }
 
-fn build(name: &str, rootfs: fn(&Path) -> Result<Vec<String>>, work: &Path, tar: &Path) -> Result<()> {
+fn build(
+    name: &str,
+    rootfs: fn(&Path) -> Result<Vec<String>>,
+    work: &Path,
+    tar: &Path,
+) -> Result<()> {
     let root = work.join("rootfs");
     fs::create_dir_all(&root)?;
     let entrypoint = rootfs(&root)?;
     let layer = work.join("layer.tar");
     run(Command::new("tar")
-        .args(["--sort=name", "--owner=0", "--group=0", "--numeric-owner", "--mtime=@0"])
+        .args([
+            "--sort=name",
+            "--owner=0",
+            "--group=0",
+            "--numeric-owner",
+            "--mtime=@0",
+        ])
         .arg("-C")
         .arg(&root)
         .arg("-cf")

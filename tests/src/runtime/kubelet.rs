@@ -17,12 +17,13 @@ use anyhow::{Context as _, Result, bail};
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
-    ContainerConfig, ContainerFilter, ContainerMetadata, ContainerStatusRequest, CreateContainerRequest,
-    ExecSyncRequest, ImageSpec, LinuxContainerConfig, LinuxContainerResources,
-    LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
-    ListContainersRequest, NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata,
-    PodSandboxStatusRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
-    StatusRequest, StopContainerRequest, StopPodSandboxRequest,
+    ContainerConfig, ContainerFilter, ContainerMetadata, ContainerStatusRequest,
+    CreateContainerRequest, ExecSyncRequest, ImageSpec, LinuxContainerConfig,
+    LinuxContainerResources, LinuxContainerSecurityContext, LinuxPodSandboxConfig,
+    LinuxSandboxSecurityContext, ListContainersRequest, NamespaceMode, NamespaceOption,
+    PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest, RemovePodSandboxRequest,
+    RunPodSandboxRequest, StartContainerRequest, StatusRequest, StopContainerRequest,
+    StopPodSandboxRequest,
 };
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -200,11 +201,15 @@ impl Kubelet {
             let answer = self
                 .tokio
                 .block_on(client.status(StatusRequest { verbose: false }));
-            let ready = answer.as_ref().ok().and_then(|a| a.get_ref().status.as_ref()).is_some_and(|s| {
-                s.conditions
-                    .iter()
-                    .any(|c| c.r#type == "RuntimeReady" && c.status)
-            });
+            let ready = answer
+                .as_ref()
+                .ok()
+                .and_then(|a| a.get_ref().status.as_ref())
+                .is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.r#type == "RuntimeReady" && c.status)
+                });
             if ready {
                 return Ok(());
             }
@@ -219,7 +224,11 @@ impl Kubelet {
     }
 
     /// Runs a CRI call on the Tokio runtime; an error carries containerd's log tail.
-    fn call<T, F>(&self, what: &str, f: impl FnOnce(RuntimeServiceClient<Channel>) -> F) -> Result<T>
+    fn call<T, F>(
+        &self,
+        what: &str,
+        f: impl FnOnce(RuntimeServiceClient<Channel>) -> F,
+    ) -> Result<T>
     where
         F: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
@@ -257,7 +266,10 @@ impl Kubelet {
             log_directory: log_directory.to_string_lossy().into_owned(),
             labels: HashMap::from([
                 ("io.kubernetes.pod.name".into(), options.name.clone()),
-                ("io.kubernetes.pod.namespace".into(), options.namespace.clone()),
+                (
+                    "io.kubernetes.pod.namespace".into(),
+                    options.namespace.clone(),
+                ),
                 ("io.kubernetes.pod.uid".into(), uid.clone()),
             ]),
             linux: Some(LinuxPodSandboxConfig {
@@ -274,9 +286,16 @@ impl Kubelet {
             config: Some(config.clone()),
             runtime_handler: self.handler.name().into(),
         };
-        let answer = self
-            .call("RunPodSandbox", |mut c| async move { c.run_pod_sandbox(request).await })
-            .with_context(|| self.containerd.log_tail())?;
+        let answer = match self.call("RunPodSandbox", |mut c| async move {
+            c.run_pod_sandbox(request).await
+        }) {
+            Ok(answer) => answer,
+            Err(e) => {
+                // The runtime may have made the pod's cgroup before it failed.
+                remove_pod_cgroups(&cgroup_parent);
+                return Err(e.context(self.containerd.log_tail()));
+            }
+        };
         let pod = Pod {
             uid,
             namespace: options.namespace.clone(),
@@ -375,7 +394,10 @@ impl Kubelet {
             cmd: cmd.iter().map(|s| (*s).to_string()).collect(),
             timeout: i64::from(timeout),
         };
-        let answer = self.call("ExecSync", |mut c| async move { c.exec_sync(request).await })?;
+        let answer = self.call(
+            "ExecSync",
+            |mut c| async move { c.exec_sync(request).await },
+        )?;
         Ok(ExecResult {
             exit_code: answer.exit_code,
             stdout: String::from_utf8_lossy(&answer.stdout).into_owned(),
@@ -409,8 +431,10 @@ impl Kubelet {
         Ok(Status {
             id: s.id,
             name: s.metadata.map(|m| m.name).unwrap_or_default(),
-            state: k8s_cri::v1::ContainerState::try_from(s.state)
-                .map_or_else(|_| format!("{}", s.state), |st| st.as_str_name().to_string()),
+            state: k8s_cri::v1::ContainerState::try_from(s.state).map_or_else(
+                |_| format!("{}", s.state),
+                |st| st.as_str_name().to_string(),
+            ),
             exit_code: s.exit_code,
             reason: s.reason,
             message: s.message,

@@ -145,7 +145,11 @@ pub fn post_event(
         ),
     )?;
     if answer.status != 201 && answer.status != 200 {
-        bail!("posting the kubelet's Event: {} {}", answer.status, answer.body);
+        bail!(
+            "posting the kubelet's Event: {} {}",
+            answer.status,
+            answer.body
+        );
     }
     Ok(serde_json::from_str(&answer.body)?)
 }

@@ -92,7 +92,11 @@ impl Node {
 pub fn common_init(record: &Record, node: &str, pod: &Pod, id: &str, running: &Status) {
     let json = record.json.as_object().expect("a record is a JSON object");
     for field in CONTRACT_FIELDS {
-        assert!(json.contains_key(field), "field `{field}` missing from {}", record.json);
+        assert!(
+            json.contains_key(field),
+            "field `{field}` missing from {}",
+            record.json
+        );
     }
     let r = &record.record;
     let mut wrong = Vec::new();
@@ -102,7 +106,10 @@ pub fn common_init(record: &Record, node: &str, pod: &Pod, id: &str, running: &S
         }
     };
     want(r.node == node, format!("node {:?}, want {node:?}", r.node));
-    want(record.field("role") == "init", format!("role {}", record.field("role")));
+    want(
+        record.field("role") == "init",
+        format!("role {}", record.field("role")),
+    );
     want(r.main_process, "main_process false".into());
     want(
         r.cgroup == pod.cgroup_of(id),
@@ -134,7 +141,10 @@ pub fn common_init(record: &Record, node: &str, pod: &Pod, id: &str, running: &S
     };
     want(
         status == Some(r.exit_status),
-        format!("exit_status {} with exit_code {:?}, signal {:?}", r.exit_status, r.exit_code, r.signal),
+        format!(
+            "exit_status {} with exit_code {:?}, signal {:?}",
+            r.exit_status, r.exit_code, r.signal
+        ),
     );
     for field in ["namespace", "pod", "container", "owner_kind", "owner_name"] {
         want(
@@ -158,8 +168,18 @@ pub fn same_exit_as_runtime(record: &Record, exited: &Status) {
 
 /// An exit, not a kill: nothing of signals or OOM.
 pub fn quiet(record: &Record) {
-    for field in ["sender", "sigterm_time", "sigkill_time", "grace_seconds", "oom"] {
-        assert!(record.field(field).is_null(), "{field} should be null: {}", record.json);
+    for field in [
+        "sender",
+        "sigterm_time",
+        "sigkill_time",
+        "grace_seconds",
+        "oom",
+    ] {
+        assert!(
+            record.field(field).is_null(),
+            "{field} should be null: {}",
+            record.json
+        );
     }
 }
 
