@@ -1,7 +1,7 @@
 //! The real runtime with the Kubernetes side: the kubelet double publishes the pod and the
 //! runtime's container statuses (real `containerd://<id>` ids) to the API server double, as the
 //! kubelet does, and the agent runs with `--kube on`. Checked: the records name the pod and the
-//! container the API has for the runtime's ids, a StartError carries the runtime's message, and
+//! container the API has for the runtime's ids, a `StartError` carries the runtime's message, and
 //! the agent's Event lands next to the kubelet's. With runc and with crun. Needs root and the
 //! runtime (`cargo xtask test` installs it).
 

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 
+use super::host::{descendants, processes, unescape_mount};
 use crate::cgroups::unique_hex;
 
 /// How long containerd may take until its socket answers (it is up in well under a second
@@ -365,83 +366,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     c
 }
 
-/// A mount point as mountinfo writes it: space, tab, newline and backslash octal-escaped.
-fn unescape_mount(field: &str) -> String {
-    let mut out = String::with_capacity(field.len());
-    let mut rest = field;
-    while let Some(i) = rest.find('\\') {
-        out.push_str(&rest[..i]);
-        let code = rest
-            .get(i + 1..i + 4)
-            .and_then(|o| u8::from_str_radix(o, 8).ok());
-        if let Some(b) = code {
-            out.push(char::from(b));
-            rest = &rest[i + 4..];
-        } else {
-            out.push('\\');
-            rest = &rest[i + 1..];
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-/// A process of the machine: pid, parent and command line.
-#[derive(Clone, Debug)]
-pub struct Process {
-    pub pid: u32,
-    pub ppid: u32,
-    pub argv: Vec<String>,
-}
-
-/// Every process of the machine (one that exits while it is read is left out).
-#[must_use]
-pub fn processes() -> Vec<Process> {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| {
-            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-            let stat = fs::read_to_string(e.path().join("stat")).ok()?;
-            // `pid (comm) state ppid …`: comm may hold spaces and parentheses.
-            let after = &stat[stat.rfind(')')? + 2..];
-            let ppid = after.split(' ').nth(1)?.parse().ok()?;
-            let cmdline = fs::read(e.path().join("cmdline")).ok()?;
-            let argv = cmdline
-                .split(|b| *b == 0)
-                .filter(|a| !a.is_empty())
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect();
-            Some(Process { pid, ppid, argv })
-        })
-        .collect()
-}
-
-/// The descendants of `root` in `all`, deepest last.
-#[must_use]
-pub fn descendants(all: &[Process], root: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    let mut frontier = vec![root];
-    while let Some(parent) = frontier.pop() {
-        for p in all.iter().filter(|p| p.ppid == parent) {
-            out.push(p.pid);
-            frontier.push(p.pid);
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mount_points_are_unescaped() {
-        assert_eq!(unescape_mount(r"/tmp/a\040b\134c"), r"/tmp/a b\c");
-        assert_eq!(unescape_mount("/plain"), "/plain");
-    }
 
     #[test]
     fn the_config_keeps_everything_in_the_directory() {

@@ -43,7 +43,7 @@ int main(void) {
 }
 ";
 
-const HOG_C: &str = r#"
+const HOG_C: &str = r"
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -57,7 +57,7 @@ int main(int argc, char **argv) {
     }
     return 0;
 }
-"#;
+";
 
 /// Builds (or finds in the cache) both images and imports them into `containerd`.
 pub fn import(containerd: &Containerd) -> Result<()> {

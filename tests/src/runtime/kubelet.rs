@@ -20,127 +20,21 @@ use k8s_cri::v1::{
     ContainerConfig, ContainerFilter, ContainerMetadata, ContainerStatusRequest,
     CreateContainerRequest, ExecSyncRequest, ImageSpec, LinuxContainerConfig,
     LinuxContainerResources, LinuxContainerSecurityContext, LinuxPodSandboxConfig,
-    LinuxSandboxSecurityContext, ListContainersRequest, NamespaceMode, NamespaceOption,
-    PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest, RemovePodSandboxRequest,
-    RunPodSandboxRequest, StartContainerRequest, StatusRequest, StopContainerRequest,
-    StopPodSandboxRequest,
+    LinuxSandboxSecurityContext, ListContainersRequest, NamespaceMode, PodSandboxConfig,
+    PodSandboxMetadata, PodSandboxStatusRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
+    StartContainerRequest, StatusRequest, StopContainerRequest, StopPodSandboxRequest,
 };
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use super::containerd::{Containerd, Handler};
+use super::host::remove_pod_cgroups;
 use super::images;
-use crate::cgroups::{pod_uid, unique_hex};
+use super::spec::{ContainerSpec, ExecResult, Pod, PodOptions, Qos, Status, namespaces, pid_of};
+use crate::cgroups::pod_uid;
 
 /// How long the CRI plugin may take to report the runtime ready after containerd answers.
 const CRI_READY_LIMIT: Duration = Duration::from_secs(20);
-
-/// A pod's QoS class: where the cgroupfs driver puts its cgroup.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Qos {
-    Guaranteed,
-    Burstable,
-    BestEffort,
-}
-
-/// What the pod spec says that the CRI calls carry.
-#[derive(Clone, Debug)]
-pub struct PodOptions {
-    pub namespace: String,
-    pub name: String,
-    pub qos: Qos,
-    /// `shareProcessNamespace: true`: one PID namespace for the pod (the pause process is
-    /// its PID 1).
-    pub share_pid: bool,
-}
-
-impl Default for PodOptions {
-    fn default() -> Self {
-        Self {
-            namespace: "coroner-test".into(),
-            name: format!("pod-{}", unique_hex(6)),
-            qos: Qos::Burstable,
-            share_pid: false,
-        }
-    }
-}
-
-/// A pod sandbox this kubelet runs.
-#[derive(Clone, Debug)]
-pub struct Pod {
-    pub uid: String,
-    pub namespace: String,
-    pub name: String,
-    pub sandbox_id: String,
-    /// `/kubepods/<qos>/pod<uid>`: the containers' cgroups are `<cgroup_parent>/<id>`.
-    pub cgroup_parent: String,
-    config: PodSandboxConfig,
-}
-
-impl Pod {
-    /// The memory cgroup path of container `id` as a record names it.
-    #[must_use]
-    pub fn cgroup_of(&self, id: &str) -> String {
-        format!("{}/{id}", self.cgroup_parent)
-    }
-}
-
-/// A container of a pod spec.
-#[derive(Clone, Debug, Default)]
-pub struct ContainerSpec {
-    pub name: String,
-    pub command: Vec<String>,
-    pub args: Vec<String>,
-    /// `resources.limits.memory`, bytes.
-    pub memory_limit: Option<u64>,
-}
-
-impl ContainerSpec {
-    /// `command` as the container's command (the image's entrypoint replaced).
-    #[must_use]
-    pub fn new(name: &str, command: &[&str]) -> Self {
-        Self {
-            name: name.into(),
-            command: command.iter().map(|s| (*s).to_string()).collect(),
-            ..Self::default()
-        }
-    }
-
-    /// `/bin/sh -c script`.
-    #[must_use]
-    pub fn sh(name: &str, script: &str) -> Self {
-        Self::new(name, &["/bin/sh", "-c", script])
-    }
-}
-
-/// The runtime's view of a container (`ContainerStatus`, verbose).
-#[derive(Clone, Debug)]
-pub struct Status {
-    pub id: String,
-    pub name: String,
-    /// `CONTAINER_CREATED`, `CONTAINER_RUNNING`, `CONTAINER_EXITED`, `CONTAINER_UNKNOWN`.
-    pub state: String,
-    pub exit_code: i32,
-    pub reason: String,
-    pub message: String,
-    /// The init's pid in the root PID namespace (from the verbose info); 0 once it is gone.
-    pub pid: u32,
-}
-
-impl Status {
-    #[must_use]
-    pub fn exited(&self) -> bool {
-        self.state == "CONTAINER_EXITED"
-    }
-}
-
-/// What `ExecSync` answered.
-#[derive(Clone, Debug)]
-pub struct ExecResult {
-    pub exit_code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
 
 /// The kubelet double and the containerd it drives (dropped last).
 pub struct Kubelet {
@@ -239,7 +133,7 @@ impl Kubelet {
     }
 
     /// `RunPodSandbox`: a host-network sandbox, its own or a shared PID namespace, cgroup parent
-    /// by QoS.
+    /// by `QoS`.
     pub fn run_pod(&mut self, options: &PodOptions) -> Result<Pod> {
         let uid = pod_uid();
         let cgroup_parent = match options.qos {
@@ -512,66 +406,6 @@ impl Drop for Kubelet {
             // Also when the runtime failed to remove it: the directories are this test's.
             remove_pod_cgroups(&pod.cgroup_parent);
         }
-    }
-}
-
-/// Host network and IPC of the pod; the PID namespace the pod's or each container's own.
-fn namespaces(share_pid: bool) -> NamespaceOption {
-    NamespaceOption {
-        network: NamespaceMode::Node as i32,
-        pid: if share_pid {
-            NamespaceMode::Pod
-        } else {
-            NamespaceMode::Container
-        } as i32,
-        ipc: NamespaceMode::Pod as i32,
-        ..NamespaceOption::default()
-    }
-}
-
-/// `"pid"` of the JSON in a verbose answer's `info` map.
-fn pid_of(info: &HashMap<String, String>) -> Result<u32> {
-    let text = info.get("info").context("no verbose info")?;
-    let json: serde_json::Value = serde_json::from_str(text)?;
-    json["pid"]
-        .as_u64()
-        .map(|p| p as u32)
-        .with_context(|| format!("no pid in {text}"))
-}
-
-/// Removes `cgroup_parent` (and the containers' directories left in it) in every mounted
-/// cgroup hierarchy, v1 controllers and the v2 unified tree alike. The kubepods and QoS levels
-/// stay, as on a node: other tests' pods may be starting under them.
-fn remove_pod_cgroups(cgroup_parent: &str) {
-    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    for line in mounts.lines() {
-        let Some((_, after)) = line.split_once(" - ") else {
-            continue;
-        };
-        if !(after.starts_with("cgroup ") || after.starts_with("cgroup2 ")) {
-            continue;
-        }
-        let Some(point) = line.split(' ').nth(4) else {
-            continue;
-        };
-        let dir = Path::new(point).join(cgroup_parent.trim_start_matches('/'));
-        remove_empty_tree(&dir);
-    }
-}
-
-fn remove_empty_tree(dir: &Path) {
-    if let Ok(entries) = fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                remove_empty_tree(&e.path());
-            }
-        }
-    }
-    for _ in 0..50 {
-        if fs::remove_dir(dir).is_ok() || !dir.exists() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

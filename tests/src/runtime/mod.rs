@@ -4,12 +4,15 @@
 //! ([`publish`]).
 
 pub mod containerd;
+pub mod host;
 pub mod images;
 pub mod kubelet;
 pub mod publish;
+pub mod spec;
 
 pub use containerd::Handler;
-pub use kubelet::{ContainerSpec, Kubelet, Pod, PodOptions, Qos, Status};
+pub use kubelet::Kubelet;
+pub use spec::{ContainerSpec, ExecResult, Pod, PodOptions, Qos, Status};
 
 /// Whether a real-runtime test can run: root is needed (containerd, cgroups, BPF). Prints why
 /// not and returns false when not root; fails when root but the runtime is missing (`cargo xtask

@@ -14,7 +14,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::images;
-use super::kubelet::{Kubelet, Pod, Status};
+use super::kubelet::Kubelet;
+use super::spec::{Pod, Status};
 use crate::apiserver::ApiServer;
 use crate::cgroups::unique_hex;
 
