@@ -10,6 +10,7 @@ use std::time::Duration;
 use coroner_tests::agent::{Agent, Options};
 use coroner_tests::apiserver::ApiServer;
 use coroner_tests::cgroups::unique_hex;
+use coroner_tests::exposition::metric;
 use coroner_tests::runtime::publish::{post_event, publish};
 use coroner_tests::runtime::{ContainerSpec, Handler, Kubelet, PodOptions};
 
@@ -30,6 +31,7 @@ macro_rules! with_both_runtimes {
 with_both_runtimes!(
     records_name_the_pod_and_container_of_the_runtimes_ids,
     start_error_carries_the_runtimes_message,
+    pod_teardown_is_recorded_as_the_sandbox_not_a_container_death,
 );
 
 /// The kubelet double, the API server double on its Tokio runtime, the agent with `--kube on`.
@@ -184,4 +186,69 @@ fn start_error_carries_the_runtimes_message(handler: Handler) {
         "the runtime's message ({exited:?}) on the record: {}",
         record.json
     );
+}
+
+/// The pod's teardown kills its pause process: a `sandbox` record, but no Event and no
+/// `coroner_terminations_total` for the pod (the kubelet's pod is gone, no container died).
+fn pod_teardown_is_recorded_as_the_sandbox_not_a_container_death(handler: Handler) {
+    let Some(mut c) = Cluster::start("pod_teardown_is_recorded_as_the_sandbox", handler) else {
+        return;
+    };
+    let pod = c.kubelet.run_pod(&PodOptions::default()).unwrap();
+    let (id, _) = c
+        .kubelet
+        .run_container(&pod, &ContainerSpec::sh("app", "exit 3"))
+        .unwrap();
+    publish(&c.kubelet, &c.server, &c.node, &pod).unwrap();
+    c.kubelet.wait_exited(&id, EXIT_WAIT).unwrap();
+    publish(&c.kubelet, &c.server, &c.node, &pod).unwrap();
+    let app = c
+        .agent
+        .wait_for("the app's init", RECORD_WAIT, |r| {
+            r.record.container_id.as_deref() == Some(id.as_str())
+        })
+        .unwrap();
+    assert_eq!(
+        app.record.pod.as_deref(),
+        Some(pod.name.as_str()),
+        "{}",
+        app.json
+    );
+    c.kubelet.stop_pod(&pod).unwrap();
+    let sandbox = c
+        .agent
+        .wait_for("the sandbox", RECORD_WAIT, |r| {
+            r.record.container_id.as_deref() == Some(pod.sandbox_id.as_str())
+        })
+        .unwrap();
+    assert_eq!(sandbox.field("role"), "sandbox", "{}", sandbox.json);
+    assert_eq!(
+        sandbox.record.pod_uid.as_deref(),
+        Some(pod.uid.as_str()),
+        "{}",
+        sandbox.json
+    );
+    // Time for an Event or a series the sandbox should not get.
+    std::thread::sleep(Duration::from_secs(3));
+    let events: Vec<_> = c
+        .server
+        .events()
+        .into_iter()
+        .filter(|e| e["source"]["component"] != "kubelet")
+        .collect();
+    assert_eq!(
+        events.len(),
+        1,
+        "one Event, the app's death, none for the sandbox: {events:#?}"
+    );
+    let body = c.agent.get("/metrics").unwrap().body;
+    let count = |reason: &str| {
+        metric(
+            &body,
+            "coroner_terminations_total",
+            &[("pod", pod.name.as_str()), ("reason", reason)],
+        )
+    };
+    assert_eq!(count("Error"), Some(1.0), "the app's death counts:\n{body}");
+    assert_eq!(count("Killed"), None, "the sandbox's does not:\n{body}");
 }

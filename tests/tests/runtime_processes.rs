@@ -8,6 +8,7 @@ mod support;
 
 use std::time::Duration;
 
+use coroner_tests::exposition::metric;
 use coroner_tests::runtime::{ContainerSpec, Handler};
 use support::{
     EXIT_WAIT, Node, RECORD_WAIT, common_init, runtime_sender, same_exit_as_runtime, sh,
@@ -30,6 +31,7 @@ with_both_runtimes!(
     oom_of_a_child_while_the_init_lives_on,
     exec_probe_killed_at_its_timeout_is_an_exec_record,
     stop_re_raised_by_the_init_is_terminated_by_the_runtime,
+    one_init_record_per_start_and_none_for_the_runtimes_helpers,
 );
 
 fn oom_of_a_child_while_the_init_lives_on(handler: Handler) {
@@ -149,4 +151,57 @@ fn stop_re_raised_by_the_init_is_terminated_by_the_runtime(handler: Handler) {
     assert_eq!(record.record.signal, Some(15), "{json}");
     runtime_sender(&record, handler);
     assert!(!record.field("sigterm_time").is_null(), "{json}");
+}
+
+/// Containers started one after another in one pod: one `init` record each, nothing for the
+/// OCI runtime's own processes (runc's `runc:[0:PARENT]` and `runc:[1:CHILD]` run in the
+/// container's cgroup and exit 0), which the agent counts by role instead.
+fn one_init_record_per_start_and_none_for_the_runtimes_helpers(handler: Handler) {
+    const STARTS: usize = 4;
+    let Some(mut node) = Node::start("one_init_record_per_start", handler) else {
+        return;
+    };
+    let runtime_exits = |node: &Node| {
+        let body = node.agent.get("/metrics").unwrap().body;
+        metric(
+            &body,
+            "coroner_exits_without_record_total",
+            &[("role", "runtime")],
+        )
+        .unwrap_or(0.0)
+    };
+    let before = runtime_exits(&node);
+    let pod = node.pod(false);
+    let mut ids = Vec::new();
+    for i in 0..STARTS {
+        let (id, _) = node.run(&pod, &sh(&format!("c{i}"), "exit 0"));
+        node.kubelet.wait_exited(&id, EXIT_WAIT).unwrap();
+        ids.push(id);
+    }
+    for id in &ids {
+        let record = node.only_init_record(id);
+        assert_eq!(record.reason(), "Completed", "{}", record.json);
+    }
+    let roles: Vec<_> = node
+        .agent
+        .records()
+        .unwrap()
+        .iter()
+        .filter(|r| r.record.pod_uid.as_deref() == Some(pod.uid.as_str()))
+        .map(|r| r.field("role").as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(
+        roles.iter().all(|r| r == "init"),
+        "only the inits of the pod's containers: {roles:?}"
+    );
+    let counted = runtime_exits(&node) - before;
+    if handler == Handler::Runc {
+        // At least runc's two bootstrap stages per start (other tests' containers add theirs:
+        // the agent sees the whole machine).
+        assert!(
+            counted >= (2 * STARTS) as f64,
+            "runtime helpers' exits counted: {counted}"
+        );
+    }
+    eprintln!("{handler:?}: {counted} runtime-helper exits counted for {STARTS} starts");
 }
