@@ -11,7 +11,7 @@ use std::time::Duration;
 use coroner_tests::exposition::metric;
 use coroner_tests::runtime::{ContainerSpec, Handler};
 use support::{
-    EXIT_WAIT, Node, RECORD_WAIT, common_init, runtime_sender, same_exit_as_runtime, sh,
+    EXIT_WAIT, Node, RECORD_WAIT, common_init, quiet, runtime_sender, same_exit_as_runtime, sh,
 };
 
 const MIB: u64 = 1 << 20;
@@ -55,11 +55,8 @@ fn oom_of_a_child_while_the_init_lives_on(handler: Handler) {
     common_init(&init, node.agent.node(), &pod, &id, &running);
     same_exit_as_runtime(&init, &exited);
     assert_eq!(init.reason(), "Completed", "{}", init.json);
-    assert!(
-        init.field("oom").is_null(),
-        "the init was not the victim: {}",
-        init.json
-    );
+    // The init was not the victim, and nothing signalled it.
+    quiet(&init);
 
     let all = node.records_of(&id);
     let children: Vec<_> = all.iter().filter(|r| r.field("role") != "init").collect();
@@ -157,7 +154,7 @@ fn stop_re_raised_by_the_init_is_terminated_by_the_runtime(handler: Handler) {
 /// OCI runtime's own processes (runc's `runc:[0:PARENT]` and `runc:[1:CHILD]` run in the
 /// container's cgroup and exit 0), which the agent counts by role instead.
 fn one_init_record_per_start_and_none_for_the_runtimes_helpers(handler: Handler) {
-    const STARTS: usize = 4;
+    const STARTS: u32 = 4;
     let Some(mut node) = Node::start("one_init_record_per_start", handler) else {
         return;
     };
@@ -199,7 +196,7 @@ fn one_init_record_per_start_and_none_for_the_runtimes_helpers(handler: Handler)
         // At least runc's two bootstrap stages per start (other tests' containers add theirs:
         // the agent sees the whole machine).
         assert!(
-            counted >= (2 * STARTS) as f64,
+            counted >= f64::from(2 * STARTS),
             "runtime helpers' exits counted: {counted}"
         );
     }
