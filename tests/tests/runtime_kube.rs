@@ -96,10 +96,11 @@ fn records_name_the_pod_and_container_of_the_runtimes_ids(handler: Handler) {
     let record = c
         .agent
         .wait_for("the init", RECORD_WAIT, |r| {
-            r.record.container_id.as_deref() == Some(id.as_str())
+            r.record.container_id.as_deref() == Some(id.as_str()) && r.field("role") == "init"
         })
         .unwrap();
     let r = &record.record;
+    assert_eq!(r.comm, "sh", "the init is the container's command: {}", record.json);
     assert_eq!(
         (
             r.namespace.as_deref(),
