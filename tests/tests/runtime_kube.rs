@@ -100,7 +100,11 @@ fn records_name_the_pod_and_container_of_the_runtimes_ids(handler: Handler) {
         })
         .unwrap();
     let r = &record.record;
-    assert_eq!(r.comm, "sh", "the init is the container's command: {}", record.json);
+    assert_eq!(
+        r.comm, "sh",
+        "the init is the container's command: {}",
+        record.json
+    );
     assert_eq!(
         (
             r.namespace.as_deref(),
