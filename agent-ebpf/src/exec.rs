@@ -9,7 +9,9 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 
-use super::{EVENTS, EXEC_FAILED, EXEC_STASH, LAYOUT, count, header, is_host_memcg, wakeup};
+use super::{
+    EVENTS, EXEC_FAILED, EXEC_STASH, FIRST_EXEC_MEMCG, LAYOUT, count, header, is_host_memcg, wakeup,
+};
 use crate::read::{Task, field};
 
 // (moved from main.rs) ------------------------------------------------------------------------
@@ -40,10 +42,27 @@ pub fn execveat_exit(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// Keeps where this process's first exec began (`FIRST_EXEC_MEMCG`), unless it has one.
+#[inline(always)]
+fn note_first_exec(task: Task<false>, layout: &KernelLayout, memcg_id: u64) {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let start = task.process_start(layout);
+    // SAFETY: the value is copied out at once.
+    let known = unsafe { FIRST_EXEC_MEMCG.get(&tgid) }.copied();
+    if known.is_none_or(|[known_start, _]| known_start != start) {
+        let _ = FIRST_EXEC_MEMCG.insert(&tgid, &[start, memcg_id], 0);
+    }
+}
+
 fn stash_exec_path(ctx: &TracePointContext, layout: &KernelLayout, filename_at: u32) {
     // SAFETY: always callable from tracing programs; the task it returns is only read.
     let task = Task::<false>(unsafe { bpf_get_current_task() } as *const u8);
-    if is_host_memcg(task.memcg_id(layout)) {
+    let memcg_id = task.memcg_id(layout);
+    // Every process's, the host's too: the runtime starts its helpers from the host's cgroups.
+    if memcg_id != 0 {
+        note_first_exec(task, layout, memcg_id);
+    }
+    if is_host_memcg(memcg_id) {
         return;
     }
     // SAFETY: the offset comes from this tracepoint's tracefs format.
