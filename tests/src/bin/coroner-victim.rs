@@ -3,7 +3,8 @@
 //!
 //! `coroner-victim exit N | alloc MIB | rss MIB | sleep SECS | ignore-term SECS |
 //!  handle-usr1 SECS | segv | abort | exec PATH | shell-exec PATH | kill SIG PID |
-//!  child-alloc MIB SECS | self-term | threads N SECS | thread-segv | fork-kill N`,
+//!  child-alloc MIB SECS | self-term | threads N SECS | thread-segv | fork-kill N |
+//!  reexec ACTION…`,
 //! each optionally after `renamed` (the comm becomes 15 bytes that are not UTF-8 first).
 
 use std::time::Duration;
@@ -30,6 +31,23 @@ fn exec_or_exit(path: &str) -> ! {
     unsafe { libc::execv(c_path.as_ptr(), argv.as_ptr()) };
     let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
     std::process::exit(if errno == libc::ENOENT { 127 } else { 126 });
+}
+
+/// Like runc's `runc init`: waits for a line on stdin (the starter moved it into the container
+/// meanwhile), then executes itself again with `action`.
+fn reexec(action: &[String]) -> ! {
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    let exe = std::ffi::CString::new("/proc/self/exe").expect("no NUL");
+    let args: Vec<std::ffi::CString> = std::iter::once("coroner-victim")
+        .chain(action.iter().map(String::as_str))
+        .map(|a| std::ffi::CString::new(a).expect("argument without NUL"))
+        .collect();
+    let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    // SAFETY: a NUL-terminated argv of live CStrings; execv only returns on failure.
+    unsafe { libc::execv(exe.as_ptr(), argv.as_ptr()) };
+    std::process::exit(126);
 }
 
 /// The comm a hostile process may pick: 15 bytes (the most there is), none of them UTF-8.
@@ -87,6 +105,7 @@ fn main() {
         }
         "abort" => std::process::abort(),
         "exec" => exec_or_exit(arg(1)),
+        "reexec" => reexec(&args[1..]),
         "shell-exec" => {
             // SAFETY: fork; the child only execs or exits.
             let pid = unsafe { libc::fork() };
