@@ -3,9 +3,9 @@
 //!
 //! `coroner-victim exit N | alloc MIB | rss MIB | sleep SECS | ignore-term SECS |
 //!  handle-usr1 SECS | segv | abort | exec PATH | shell-exec PATH | kill SIG PID |
-//!  child-alloc MIB SECS | self-term | threads N SECS | thread-segv | fork-kill N |
-//!  reexec ACTION…`,
-//! each optionally after `renamed` (the comm becomes 15 bytes that are not UTF-8 first).
+//!  child-alloc MIB SECS | self-term | threads N SECS | thread-segv | fork-kill N`,
+//! each optionally after `renamed` (the comm becomes 15 bytes that are not UTF-8 first) or
+//! `reexec` (it executes itself again with the rest once a line arrives on stdin).
 
 use std::time::Duration;
 
@@ -39,11 +39,11 @@ fn reexec(action: &[String]) -> ! {
     let mut line = String::new();
     let _ = std::io::stdin().read_line(&mut line);
     let exe = std::ffi::CString::new("/proc/self/exe").expect("no NUL");
-    let args: Vec<std::ffi::CString> = std::iter::once("coroner-victim")
+    let words: Vec<std::ffi::CString> = std::iter::once("coroner-victim")
         .chain(action.iter().map(String::as_str))
         .map(|a| std::ffi::CString::new(a).expect("argument without NUL"))
         .collect();
-    let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+    let mut argv: Vec<*const libc::c_char> = words.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
     // SAFETY: a NUL-terminated argv of live CStrings; execv only returns on failure.
     unsafe { libc::execv(exe.as_ptr(), argv.as_ptr()) };
@@ -56,9 +56,12 @@ const HOSTILE_COMM: [u8; 15] = [
 ];
 
 /// The arguments; `renamed ACTION…` takes [`HOSTILE_COMM`] as the comm first and leaves
-/// `ACTION…`.
+/// `ACTION…`; `reexec ACTION…` never returns (see [`reexec`]).
 fn arguments() -> Vec<String> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == "reexec") {
+        reexec(&args[1..]);
+    }
     if args.first().is_some_and(|a| a == "renamed") {
         args.remove(0);
         let mut name = [0u8; 16];
@@ -105,7 +108,6 @@ fn main() {
         }
         "abort" => std::process::abort(),
         "exec" => exec_or_exit(arg(1)),
-        "reexec" => reexec(&args[1..]),
         "shell-exec" => {
             // SAFETY: fork; the child only execs or exits.
             let pid = unsafe { libc::fork() };
