@@ -10,7 +10,8 @@ use aya_ebpf::{
 };
 
 use super::{
-    EVENTS, EXEC_FAILED, EXEC_STASH, FIRST_EXEC_MEMCG, LAYOUT, count, header, is_host_memcg, wakeup,
+    EVENTS, EXEC_FAILED, EXEC_STASH, EXECVEAT_THREADS, FIRST_EXEC_MEMCG, LAYOUT, count, header,
+    is_host_memcg, wakeup,
 };
 use crate::read::{Task, field};
 
@@ -26,6 +27,7 @@ pub fn execve_enter(ctx: TracePointContext) -> u32 {
 #[tracepoint(category = "syscalls", name = "sys_enter_execveat")]
 pub fn execveat_enter(ctx: TracePointContext) -> u32 {
     let layout = LAYOUT.load();
+    let _ = EXECVEAT_THREADS.insert(&bpf_get_current_pid_tgid(), &1, 0);
     stash_exec_path(&ctx, &layout, layout.execveat_enter_filename);
     0
 }
@@ -38,6 +40,7 @@ pub fn execve_exit(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_exit_execveat")]
 pub fn execveat_exit(ctx: TracePointContext) -> u32 {
+    let _ = EXECVEAT_THREADS.remove(&bpf_get_current_pid_tgid());
     let _ = try_exec_exit(&ctx);
     0
 }

@@ -61,6 +61,11 @@ static EXEC_STASH: LruHashMap<u64, u64> = LruHashMap::with_max_entries(EXEC_STAS
 static FIRST_EXEC_MEMCG: LruHashMap<u32, [u64; 2]> =
     LruHashMap::with_max_entries(EXEC_STASH_ENTRIES, 0);
 
+/// Threads inside an `execveat` (entry to exit): how runtimes re-execute a copy of themselves
+/// (`fexecve` of runc's memfd clone), unlike how they execute a container's command.
+#[map(name = "EXECVEAT_THREADS")]
+static EXECVEAT_THREADS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(EXEC_STASH_ENTRIES, 0);
+
 /// tgids whose exec failed lately. A later successful exec of one is reported, so that the
 /// PATH misses of `execvp` before it finds the program are not taken for the cause of a death.
 #[map(name = "EXEC_FAILED")]

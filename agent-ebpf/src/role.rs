@@ -6,8 +6,9 @@
 //! init or the exec session by executing the command). So, for a process whose parent is
 //! outside its memory cgroup:
 //! - the first one to execute a program in the memcg is the container's **init** (`INITS`) —
-//!   a process whose first exec began in another memcg does not count: it is the runtime's
-//!   helper re-executing itself after the runtime moved it in (runc's `runc init`);
+//!   an `execveat` by a process whose first exec began in another memcg does not count: it is
+//!   the runtime's helper re-executing a copy of itself after the runtime moved it in (runc's
+//!   `runc init`);
 //! - a later one that executes a program is an **exec** session (`EXEC_SESSIONS`);
 //! - one that never executes a program is the **runtime**'s — unless the memcg has no init
 //!   yet and it dies of something (non-zero, a signal): that is the init failing to start
@@ -23,7 +24,7 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 
-use super::{FIRST_EXEC_MEMCG, LAYOUT, is_host_memcg};
+use super::{EXECVEAT_THREADS, FIRST_EXEC_MEMCG, LAYOUT, is_host_memcg};
 use crate::read::{self, Task};
 
 /// `BPF_NOEXIST`: two execs racing for a memcg's first cannot both become its init.
@@ -63,7 +64,7 @@ fn try_process_exec(ctx: &BtfTracePointContext) -> Result<(), i64> {
     }
     let tgid: u32 = task.read(layout.task_tgid)?;
     let start_boottime_ns = task.process_start(&layout);
-    if first_exec_elsewhere(tgid, start_boottime_ns, memcg_id) {
+    if runtime_re_exec(ctx, tgid, start_boottime_ns, memcg_id) {
         return Ok(());
     }
     // SAFETY: the value is copied out at once.
@@ -86,15 +87,28 @@ fn try_process_exec(ctx: &BtfTracePointContext) -> Result<(), i64> {
     Ok(())
 }
 
-/// The process first executed a program in another memory cgroup (`FIRST_EXEC_MEMCG`, noted
-/// at syscall entry): it is a runtime helper that re-executes itself, not the container's
-/// program. runc's `runc init` is executed by `runc create` from the host's cgroup, moved into
-/// the container's, and executes again (a memfd copy of itself) — in the container's cgroup
-/// when the move came first. A process the runtime forks there and that executes the command
-/// (`runc:[2:INIT]`) first executes in the container. Without the syscall tracepoints (no
-/// tracefs) nothing is noted and every exec counts.
+/// A runtime helper re-executing a copy of itself: an `execveat` (how `fexecve` of runc's
+/// memfd clone of itself reaches the kernel) by a process whose first exec began in another
+/// memory cgroup (`FIRST_EXEC_MEMCG`, noted at syscall entry). runc's `runc init` is executed by
+/// `runc create` from the host's cgroup, moved into the container's, and executes its copy —
+/// in the container's cgroup when the move came first. A process that first executes outside
+/// and then its command by path (a shell that moves itself in and `exec`s, `cgexec`) is still
+/// the init. Without the syscall tracepoints (no tracefs) nothing is noted and every exec
+/// counts.
 #[inline(always)]
-fn first_exec_elsewhere(tgid: u32, start_boottime_ns: u64, memcg_id: u64) -> bool {
+fn runtime_re_exec(
+    ctx: &BtfTracePointContext,
+    tgid: u32,
+    start_boottime_ns: u64,
+    memcg_id: u64,
+) -> bool {
+    // `old_pid`: the thread that called execveat (a multi-threaded caller's tid becomes the tgid).
+    let old_pid = ctx.arg::<u64>(1) as u32;
+    let thread = (u64::from(tgid) << 32) | u64::from(old_pid);
+    // SAFETY: only tested for presence.
+    if unsafe { EXECVEAT_THREADS.get(&thread) }.is_none() {
+        return false;
+    }
     // SAFETY: the value is copied out at once.
     unsafe { FIRST_EXEC_MEMCG.get(&tgid) }
         .copied()

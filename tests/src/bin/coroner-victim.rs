@@ -34,7 +34,8 @@ fn exec_or_exit(path: &str) -> ! {
 }
 
 /// Like runc's `runc init`: waits for a line on stdin (the starter moved it into the container
-/// meanwhile), then executes itself again with `action`.
+/// meanwhile), then executes a copy of itself again with `action`, by `fexecve` as runc does
+/// with its memfd clone.
 fn reexec(action: &[String]) -> ! {
     let mut line = String::new();
     let _ = std::io::stdin().read_line(&mut line);
@@ -45,8 +46,17 @@ fn reexec(action: &[String]) -> ! {
         .collect();
     let mut argv: Vec<*const libc::c_char> = words.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
-    // SAFETY: a NUL-terminated argv of live CStrings; execv only returns on failure.
-    unsafe { libc::execv(exe.as_ptr(), argv.as_ptr()) };
+    let env: Vec<std::ffi::CString> = std::env::vars()
+        .map(|(k, v)| std::ffi::CString::new(format!("{k}={v}")).expect("no NUL"))
+        .collect();
+    let mut envp: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    // SAFETY: open(2) of a NUL-terminated path; fexecve with NUL-terminated argv and envp of
+    // live CStrings only returns on failure.
+    unsafe {
+        let fd = libc::open(exe.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        libc::fexecve(fd, argv.as_ptr(), envp.as_ptr());
+    }
     std::process::exit(126);
 }
 
