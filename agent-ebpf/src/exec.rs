@@ -9,7 +9,10 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 
-use super::{EVENTS, EXEC_FAILED, EXEC_STASH, LAYOUT, count, header, is_host_memcg, wakeup};
+use super::{
+    EVENTS, EXEC_FAILED, EXEC_STASH, EXECVEAT_THREADS, FIRST_EXEC_MEMCG, LAYOUT, count, header,
+    is_host_memcg, wakeup,
+};
 use crate::read::{Task, field};
 
 // (moved from main.rs) ------------------------------------------------------------------------
@@ -24,6 +27,7 @@ pub fn execve_enter(ctx: TracePointContext) -> u32 {
 #[tracepoint(category = "syscalls", name = "sys_enter_execveat")]
 pub fn execveat_enter(ctx: TracePointContext) -> u32 {
     let layout = LAYOUT.load();
+    let _ = EXECVEAT_THREADS.insert(&bpf_get_current_pid_tgid(), &1, 0);
     stash_exec_path(&ctx, &layout, layout.execveat_enter_filename);
     0
 }
@@ -36,14 +40,32 @@ pub fn execve_exit(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_exit_execveat")]
 pub fn execveat_exit(ctx: TracePointContext) -> u32 {
+    let _ = EXECVEAT_THREADS.remove(&bpf_get_current_pid_tgid());
     let _ = try_exec_exit(&ctx);
     0
+}
+
+/// Keeps where this process's first exec began (`FIRST_EXEC_MEMCG`), unless it has one.
+#[inline(always)]
+fn note_first_exec(task: Task<false>, layout: &KernelLayout, memcg_id: u64) {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let start = task.process_start(layout);
+    // SAFETY: the value is copied out at once.
+    let known = unsafe { FIRST_EXEC_MEMCG.get(&tgid) }.copied();
+    if known.is_none_or(|[known_start, _]| known_start != start) {
+        let _ = FIRST_EXEC_MEMCG.insert(&tgid, &[start, memcg_id], 0);
+    }
 }
 
 fn stash_exec_path(ctx: &TracePointContext, layout: &KernelLayout, filename_at: u32) {
     // SAFETY: always callable from tracing programs; the task it returns is only read.
     let task = Task::<false>(unsafe { bpf_get_current_task() } as *const u8);
-    if is_host_memcg(task.memcg_id(layout)) {
+    let memcg_id = task.memcg_id(layout);
+    // Every process's, the host's too: the runtime starts its helpers from the host's cgroups.
+    if memcg_id != 0 {
+        note_first_exec(task, layout, memcg_id);
+    }
+    if is_host_memcg(memcg_id) {
         return;
     }
     // SAFETY: the offset comes from this tracepoint's tracefs format.

@@ -60,6 +60,21 @@ static HOST_MEMCGS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(HOST_MEMC
 #[map(name = "EXEC_STASH")]
 static EXEC_STASH: LruHashMap<u64, u64> = LruHashMap::with_max_entries(EXEC_STASH_ENTRIES, 0);
 
+/// Where each process's first `execve` began: tgid → `[start_boottime_ns, memory cgroup id]`
+/// at syscall entry. A process that first executed outside the container it later executes in
+/// is the runtime's own helper re-executing itself (runc's `runc init` copies itself to a memfd
+/// and executes that copy, by then often already moved into the container's cgroup by
+/// `runc create`), never the container's program (`role.rs`). LRU: the start time tells a
+/// reused pid from the process it had.
+#[map(name = "FIRST_EXEC_MEMCG")]
+static FIRST_EXEC_MEMCG: LruHashMap<u32, [u64; 2]> =
+    LruHashMap::with_max_entries(EXEC_STASH_ENTRIES, 0);
+
+/// Threads inside an `execveat` (entry to exit): how runtimes re-execute a copy of themselves
+/// (`fexecve` of runc's memfd clone), unlike how they execute a container's command.
+#[map(name = "EXECVEAT_THREADS")]
+static EXECVEAT_THREADS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(EXEC_STASH_ENTRIES, 0);
+
 /// tgids whose exec failed lately. A later successful exec of one is reported, so that the
 /// PATH misses of `execvp` before it finds the program are not taken for the cause of a death.
 #[map(name = "EXEC_FAILED")]

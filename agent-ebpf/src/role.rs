@@ -5,7 +5,10 @@
 //! `runc:[1:CHILD]`, which run in the cgroup and exit, and `runc:[2:INIT]`, which becomes the
 //! init or the exec session by executing the command). So, for a process whose parent is
 //! outside its memory cgroup:
-//! - the first one to execute a program in the memcg is the container's **init** (`INITS`);
+//! - the first one to execute a program in the memcg is the container's **init** (`INITS`) —
+//!   an `execveat` by a process whose first exec began in another memcg does not count: it is
+//!   the runtime's helper re-executing a copy of itself after the runtime moved it in (runc's
+//!   `runc init`);
 //! - a later one that executes a program is an **exec** session (`EXEC_SESSIONS`);
 //! - one that never executes a program is the **runtime**'s — unless the memcg has no init
 //!   yet and it dies of something (non-zero, a signal): that is the init failing to start
@@ -21,7 +24,7 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 
-use super::{LAYOUT, is_host_memcg};
+use super::{EXECVEAT_THREADS, FIRST_EXEC_MEMCG, LAYOUT, is_host_memcg};
 use crate::read::{self, Task};
 
 /// `BPF_NOEXIST`: two execs racing for a memcg's first cannot both become its init.
@@ -61,6 +64,9 @@ fn try_process_exec(ctx: &BtfTracePointContext) -> Result<(), i64> {
     }
     let tgid: u32 = task.read(layout.task_tgid)?;
     let start_boottime_ns = task.process_start(&layout);
+    if runtime_re_exec(ctx, tgid, start_boottime_ns, memcg_id) {
+        return Ok(());
+    }
     // SAFETY: the value is copied out at once.
     match unsafe { INITS.get(memcg_id) }.copied() {
         None => {
@@ -79,6 +85,34 @@ fn try_process_exec(ctx: &BtfTracePointContext) -> Result<(), i64> {
         }
     }
     Ok(())
+}
+
+/// A runtime helper re-executing a copy of itself: an `execveat` (how `fexecve` of runc's
+/// memfd clone of itself reaches the kernel) by a process whose first exec began in another
+/// memory cgroup (`FIRST_EXEC_MEMCG`, noted at syscall entry). runc's `runc init` is executed by
+/// `runc create` from the host's cgroup, moved into the container's, and executes its copy —
+/// in the container's cgroup when the move came first. A process that first executes outside
+/// and then its command by path (a shell that moves itself in and `exec`s, `cgexec`) is still
+/// the init. Without the syscall tracepoints (no tracefs) nothing is noted and every exec
+/// counts.
+#[inline(always)]
+fn runtime_re_exec(
+    ctx: &BtfTracePointContext,
+    tgid: u32,
+    start_boottime_ns: u64,
+    memcg_id: u64,
+) -> bool {
+    // `old_pid`: the thread that called execveat (a multi-threaded caller's tid becomes the tgid).
+    let old_pid = ctx.arg::<u64>(1) as u32;
+    let thread = (u64::from(tgid) << 32) | u64::from(old_pid);
+    // SAFETY: only tested for presence.
+    if unsafe { EXECVEAT_THREADS.get(&thread) }.is_none() {
+        return false;
+    }
+    // SAFETY: the value is copied out at once.
+    unsafe { FIRST_EXEC_MEMCG.get(&tgid) }
+        .copied()
+        .is_some_and(|[start, first_memcg]| start == start_boottime_ns && first_memcg != memcg_id)
 }
 
 /// Start times user space seeded for processes that were running before the agent are 0:

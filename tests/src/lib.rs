@@ -8,4 +8,5 @@ pub mod exposition;
 pub mod http;
 pub mod privileges;
 pub mod prometheus;
+pub mod runtime;
 pub mod victim;

@@ -47,7 +47,9 @@ fn quiet(cmd: &mut Command) -> bool {
 
 pub fn ensure_build_tools() -> Result<()> {
     ensure_ebpf_toolchain()?;
-    ensure_bpf_linker()
+    ensure_bpf_linker()?;
+    // The kubelet double's CRI client (k8s-cri, tests/) generates its gRPC code at build time.
+    ensure_debian(&[("/usr/bin/protoc", "protobuf-compiler")])
 }
 
 /// The dated nightly the kernel programs build with, and its rustc's commit, from
@@ -196,6 +198,21 @@ unsafe extern "C" {
     fn libc_geteuid() -> u32;
 }
 
+/// Installs the package of every path in `wanted` that does not exist (nothing when all do),
+/// without Debian's recommended extras.
+fn ensure_debian(wanted: &[(&str, &str)]) -> Result<()> {
+    let mut missing: Vec<&str> = wanted
+        .iter()
+        .filter(|(path, _)| !Path::new(path).exists())
+        .map(|(_, package)| *package)
+        .collect();
+    missing.dedup();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    apt_install(&missing)
+}
+
 fn apt_install(packages: &[&str]) -> Result<()> {
     eprintln!(
         "xtask: installing {} from Debian's packages",
@@ -207,8 +224,16 @@ fn apt_install(packages: &[&str]) -> Result<()> {
         .arg("-qq")
         .envs(noninteractive))?;
     run(Command::new("apt-get")
-        // Recommends pull in unrelated packages (prometheus's bring a desktop's worth).
-        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        // Recommends pull in unrelated packages (prometheus's bring a desktop's worth); apt
+        // waits for a lock another install holds.
+        .args([
+            "install",
+            "-y",
+            "-qq",
+            "--no-install-recommends",
+            "-o",
+            "DPkg::Lock::Timeout=300",
+        ])
         .args(packages)
         .envs(noninteractive))
 }
@@ -226,15 +251,21 @@ pub fn ensure_test_tools() -> Result<()> {
         // kubectl's kustomize renders deploy/ for the manifest test.
         ("/usr/bin/kubectl", "kubernetes-client"),
     ];
-    let mut missing: Vec<&str> = wanted
-        .iter()
-        .filter(|(path, _)| !Path::new(path).exists())
-        .map(|(_, package)| *package)
-        .collect();
-    missing.dedup();
-    if !missing.is_empty() {
-        apt_install(&missing)?;
-    }
+    ensure_debian(&wanted)?;
+    // The real container runtime of tests/src/runtime: containerd (with ctr and the runc v2
+    // shim), runc and crun as its two handlers, busybox-static for the test image; the tests
+    // start a containerd of their own, never the system's (the package starts none here: PID 1
+    // is not systemd).
+    ensure_debian(&[
+        ("/usr/bin/containerd", "containerd"),
+        ("/usr/bin/ctr", "containerd"),
+        ("/usr/bin/containerd-shim-runc-v2", "containerd"),
+        ("/usr/sbin/runc", "runc"),
+        ("/usr/bin/crun", "crun"),
+        ("/usr/bin/busybox", "busybox-static"),
+        ("/usr/bin/gcc", "gcc"),
+        ("/usr/lib/x86_64-linux-gnu/libc.a", "libc6-dev"),
+    ])?;
     ensure_cargo_deny()?;
     // cargo-deny runs offline in the suite and reads every crate of the lock file, also those
     // of other platforms and targets no build here downloads: fetch them all first.

@@ -5,9 +5,10 @@
 //!  handle-usr1 SECS | segv | abort | exec PATH | shell-exec PATH | kill SIG PID |
 //!  child-alloc MIB SECS | self-term | threads N SECS | thread-segv | fork-kill N |
 //!  bounded CAP,CAP… PROGRAM ARGS…`, each optionally after `renamed` (the comm becomes 15
-//! bytes that are not UTF-8 first). `bounded` runs PROGRAM with only the capability numbers
-//! given, as a container runtime does for `capabilities: {drop: [ALL], add: …}` (the VM
-//! guests start the agent so).
+//! bytes that are not UTF-8 first) or `reexec` (it executes itself again with the rest once a
+//! line arrives on stdin). `bounded` runs PROGRAM with only the capability numbers given, as a
+//! container runtime does for `capabilities: {drop: [ALL], add: …}` (the VM guests start the
+//! agent so).
 
 use std::time::Duration;
 
@@ -35,15 +36,45 @@ fn exec_or_exit(path: &str) -> ! {
     std::process::exit(if errno == libc::ENOENT { 127 } else { 126 });
 }
 
+/// Like runc's `runc init`: waits for a line on stdin (the starter moved it into the container
+/// meanwhile), then executes a copy of itself again with `action`, by `fexecve` as runc does
+/// with its memfd clone.
+fn reexec(action: &[String]) -> ! {
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    let exe = std::ffi::CString::new("/proc/self/exe").expect("no NUL");
+    let words: Vec<std::ffi::CString> = std::iter::once("coroner-victim")
+        .chain(action.iter().map(String::as_str))
+        .map(|a| std::ffi::CString::new(a).expect("argument without NUL"))
+        .collect();
+    let mut argv: Vec<*const libc::c_char> = words.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let env: Vec<std::ffi::CString> = std::env::vars()
+        .map(|(k, v)| std::ffi::CString::new(format!("{k}={v}")).expect("no NUL"))
+        .collect();
+    let mut envp: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    // SAFETY: open(2) of a NUL-terminated path; fexecve with NUL-terminated argv and envp of
+    // live CStrings only returns on failure.
+    unsafe {
+        let fd = libc::open(exe.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        libc::fexecve(fd, argv.as_ptr(), envp.as_ptr());
+    }
+    std::process::exit(126);
+}
+
 /// The comm a hostile process may pick: 15 bytes (the most there is), none of them UTF-8.
 const HOSTILE_COMM: [u8; 15] = [
     0x80, 0x81, 0xfe, 0xff, 0xc0, 0xc1, 0xf5, 0xf8, 0x90, 0xa0, 0xb0, 0xe0, 0xed, 0xf0, 0x9f,
 ];
 
 /// The arguments; `renamed ACTION…` takes [`HOSTILE_COMM`] as the comm first and leaves
-/// `ACTION…`.
+/// `ACTION…`; `reexec ACTION…` never returns (see [`reexec`]).
 fn arguments() -> Vec<String> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == "reexec") {
+        reexec(&args[1..]);
+    }
     if args.first().is_some_and(|a| a == "renamed") {
         args.remove(0);
         let mut name = [0u8; 16];

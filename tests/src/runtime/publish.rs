@@ -1,0 +1,156 @@
+//! The kubelet's side towards the API server, against the suite's double: the pod object with
+//! the container statuses the runtime reports (real `containerd://<id>` ids, running or
+//! terminated with the runtime's exit code, reason and message), and the kubelet's core/v1
+//! Events (`Created`, `Started`, `Killing`, …) about a pod's containers.
+
+use anyhow::{Context as _, Result, bail};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerState, ContainerStateRunning, ContainerStateTerminated,
+    ContainerStateWaiting, ContainerStatus, Pod as ApiPod, PodSpec, PodStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::images;
+use super::kubelet::Kubelet;
+use super::spec::{Pod, Status};
+use crate::apiserver::ApiServer;
+use crate::cgroups::unique_hex;
+
+/// The pod as the kubelet writes it for `node`: spec and a status per container the runtime
+/// has, from `ContainerStatus` now.
+pub fn pod_object(kubelet: &Kubelet, node: &str, pod: &Pod) -> Result<ApiPod> {
+    let statuses = kubelet.pod_containers(pod)?;
+    let containers = statuses
+        .iter()
+        .map(|s| Container {
+            name: s.name.clone(),
+            image: Some(images::TEST.into()),
+            ..Container::default()
+        })
+        .collect();
+    let running = statuses.iter().any(|s| s.state == "CONTAINER_RUNNING");
+    Ok(ApiPod {
+        metadata: ObjectMeta {
+            namespace: Some(pod.namespace.clone()),
+            name: Some(pod.name.clone()),
+            uid: Some(pod.uid.clone()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PodSpec {
+            node_name: Some(node.into()),
+            host_network: Some(true),
+            containers,
+            ..PodSpec::default()
+        }),
+        status: Some(PodStatus {
+            phase: Some(if running { "Running" } else { "Succeeded" }.into()),
+            container_statuses: Some(statuses.iter().map(container_status).collect()),
+            ..PodStatus::default()
+        }),
+    })
+}
+
+/// What the kubelet's status manager writes for one container.
+fn container_status(s: &Status) -> ContainerStatus {
+    let id = format!("containerd://{}", s.id);
+    let state = match s.state.as_str() {
+        "CONTAINER_RUNNING" => ContainerState {
+            running: Some(ContainerStateRunning::default()),
+            ..ContainerState::default()
+        },
+        "CONTAINER_EXITED" => ContainerState {
+            terminated: Some(ContainerStateTerminated {
+                container_id: Some(id.clone()),
+                exit_code: s.exit_code,
+                reason: Some(s.reason.clone()).filter(|r| !r.is_empty()),
+                message: Some(s.message.clone()).filter(|m| !m.is_empty()),
+                ..ContainerStateTerminated::default()
+            }),
+            ..ContainerState::default()
+        },
+        _ => ContainerState {
+            waiting: Some(ContainerStateWaiting {
+                reason: Some("ContainerCreating".into()),
+                ..ContainerStateWaiting::default()
+            }),
+            ..ContainerState::default()
+        },
+    };
+    ContainerStatus {
+        name: s.name.clone(),
+        container_id: Some(id),
+        image: images::TEST.into(),
+        image_id: images::TEST.into(),
+        ready: s.state == "CONTAINER_RUNNING",
+        started: Some(s.state == "CONTAINER_RUNNING"),
+        state: Some(state),
+        ..ContainerStatus::default()
+    }
+}
+
+/// Puts `pod` with its containers' current statuses into the double; returns what it stored.
+pub fn publish(kubelet: &Kubelet, server: &ApiServer, node: &str, pod: &Pod) -> Result<Value> {
+    Ok(server.put_pod(&pod_object(kubelet, node, pod)?))
+}
+
+/// Posts a core/v1 Event about container `container` of `pod`, as the kubelet's recorder does
+/// (`source.component: kubelet`); `kind` is `Normal` or `Warning`.
+pub fn post_event(
+    server: &ApiServer,
+    node: &str,
+    pod: &Pod,
+    container: &str,
+    (kind, reason, message): (&str, &str, &str),
+) -> Result<Value> {
+    let now = OffsetDateTime::now_utc().format(&Rfc3339)?;
+    let event = json!({
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {
+            "name": format!("{}.{}", pod.name, unique_hex(16)),
+            "namespace": pod.namespace,
+        },
+        "involvedObject": {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "namespace": pod.namespace,
+            "name": pod.name,
+            "uid": pod.uid,
+            "fieldPath": format!("spec.containers{{{container}}}"),
+        },
+        "reason": reason,
+        "message": message,
+        "type": kind,
+        "source": { "component": "kubelet", "host": node },
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+        "reportingComponent": "kubelet",
+        "reportingInstance": node,
+    });
+    let body = serde_json::to_string(&event)?;
+    let addr = server
+        .url()
+        .strip_prefix("http://")
+        .context("the double's URL is http")?
+        .parse()?;
+    let answer = crate::http::exchange(
+        addr,
+        &format!(
+            "POST /api/v1/namespaces/{}/events HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            pod.namespace,
+            body.len()
+        ),
+    )?;
+    if answer.status != 201 && answer.status != 200 {
+        bail!(
+            "posting the kubelet's Event: {} {}",
+            answer.status,
+            answer.body
+        );
+    }
+    Ok(serde_json::from_str(&answer.body)?)
+}
