@@ -17,6 +17,7 @@ fn meta(ns: &str, pod: &str, container: Option<&str>, owner: Option<(&str, &str)
         container: container.map(Into::into),
         owner_kind: owner.map(|o| o.0.into()),
         owner_name: owner.map(|o| o.1.into()),
+        message: None,
     }
 }
 

@@ -312,6 +312,9 @@ impl KubeClient {
             metadata: Some(PodMetadata {
                 namespace: pod.namespace,
                 pod: pod.name,
+                message: container
+                    .as_ref()
+                    .and_then(|c| c.terminated_message.clone()),
                 container: container.map(|c| c.name),
                 owner_kind: workload.as_ref().map(|w| w.kind.clone()),
                 owner_name: workload.map(|w| w.name),

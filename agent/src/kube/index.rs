@@ -254,6 +254,7 @@ mod tests {
                     id: (*id).into(),
                     name: "c".into(),
                     kind: ContainerKind::Regular,
+                    terminated_message: None,
                 })
                 .collect(),
         }

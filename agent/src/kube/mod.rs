@@ -48,6 +48,8 @@ pub struct PodMetadata {
     /// owner.
     pub owner_kind: Option<String>,
     pub owner_name: Option<String>,
+    /// The container's terminated message in the pod status, for the record's `message`.
+    pub message: Option<String>,
 }
 
 /// `--kube`: where pod metadata comes from.
@@ -107,6 +109,10 @@ impl Labelled {
         if m.owner_kind.is_some() {
             record.owner_kind.clone_from(&m.owner_kind);
             record.owner_name.clone_from(&m.owner_name);
+        }
+        // The message is the container's: only its init's death is the one it describes.
+        if record.main_process && m.message.is_some() {
+            record.message.clone_from(&m.message);
         }
     }
 }

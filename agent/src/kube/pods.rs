@@ -36,6 +36,9 @@ pub struct ContainerSeen {
     pub id: String,
     pub name: String,
     pub kind: ContainerKind,
+    /// The message of the terminated state that carries this id: the runtime's error when it
+    /// could not start the container, else what the container wrote to its termination log.
+    pub terminated_message: Option<String>,
 }
 
 /// The pod's controlling owner, as its `ownerReferences` name it.
@@ -118,14 +121,21 @@ fn collect_ids(cs: &ContainerStatus, kind: ContainerKind, out: &mut Vec<Containe
     let terminated = |s: &Option<k8s_openapi::api::core::v1::ContainerState>| {
         s.as_ref()
             .and_then(|s| s.terminated.as_ref())
-            .and_then(|t| t.container_id.clone())
+            .and_then(|t| Some((t.container_id.clone()?, t.message.clone())))
     };
+    let ended = [terminated(&cs.state), terminated(&cs.last_state)];
     let ids = [
         cs.container_id.clone(),
-        terminated(&cs.state),
-        terminated(&cs.last_state),
+        ended[0].as_ref().map(|e| e.0.clone()),
+        ended[1].as_ref().map(|e| e.0.clone()),
     ];
     for raw in ids.into_iter().flatten() {
+        // A terminated state carries the message of the id it names.
+        let message = ended
+            .iter()
+            .flatten()
+            .find(|(ended_id, _)| *ended_id == raw)
+            .and_then(|(_, message)| message.clone());
         let id = strip_runtime_prefix(&raw);
         if id.is_empty() || out.iter().any(|c| c.id == id) {
             continue;
@@ -133,6 +143,7 @@ fn collect_ids(cs: &ContainerStatus, kind: ContainerKind, out: &mut Vec<Containe
         out.push(ContainerSeen {
             id: id.to_owned(),
             name: cs.name.clone(),
+            terminated_message: message.filter(|m| !m.is_empty()),
             kind,
         });
     }
@@ -159,6 +170,55 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_terminated_state_gives_its_id_the_message() {
+        let mut failed = terminated("containerd://start-failed");
+        if let Some(t) = failed.terminated.as_mut() {
+            t.message = Some("exec: \"/nope\": stat /nope: no such file or directory".into());
+        }
+        let pod = Pod {
+            metadata: ObjectMeta {
+                uid: Some("u".into()),
+                name: Some("p".into()),
+                namespace: Some("ns".into()),
+                ..Default::default()
+            },
+            status: Some(PodStatus {
+                container_statuses: Some(vec![
+                    ContainerStatus {
+                        name: "app".into(),
+                        container_id: Some("containerd://start-failed".into()),
+                        state: Some(failed),
+                        last_state: Some(terminated("containerd://before")),
+                        ..Default::default()
+                    },
+                    ContainerStatus {
+                        name: "side".into(),
+                        container_id: Some("containerd://running".into()),
+                        ..Default::default()
+                    },
+                ]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let view = PodView::from_pod(&pod).expect("a pod");
+        let message = |id: &str| {
+            view.containers
+                .iter()
+                .find(|c| c.id == id)
+                .map(|c| c.terminated_message.clone())
+        };
+        assert_eq!(
+            message("start-failed"),
+            Some(Some(
+                "exec: \"/nope\": stat /nope: no such file or directory".into()
+            ))
+        );
+        assert_eq!(message("before"), Some(None), "no message, none made up");
+        assert_eq!(message("running"), Some(None));
     }
 
     #[test]
