@@ -27,7 +27,7 @@ pub fn execve_enter(ctx: TracePointContext) -> u32 {
 #[tracepoint(category = "syscalls", name = "sys_enter_execveat")]
 pub fn execveat_enter(ctx: TracePointContext) -> u32 {
     let layout = LAYOUT.load();
-    let _ = EXECVEAT_THREADS.insert(&bpf_get_current_pid_tgid(), &1, 0);
+    let _ = EXECVEAT_THREADS.insert(bpf_get_current_pid_tgid(), 1, 0);
     stash_exec_path(&ctx, &layout, layout.execveat_enter_filename);
     0
 }
@@ -40,7 +40,7 @@ pub fn execve_exit(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_exit_execveat")]
 pub fn execveat_exit(ctx: TracePointContext) -> u32 {
-    let _ = EXECVEAT_THREADS.remove(&bpf_get_current_pid_tgid());
+    let _ = EXECVEAT_THREADS.remove(bpf_get_current_pid_tgid());
     let _ = try_exec_exit(&ctx);
     0
 }
@@ -51,9 +51,9 @@ fn note_first_exec(task: Task<false>, layout: &KernelLayout, memcg_id: u64) {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let start = task.process_start(layout);
     // SAFETY: the value is copied out at once.
-    let known = unsafe { FIRST_EXEC_MEMCG.get(&tgid) }.copied();
+    let known = unsafe { FIRST_EXEC_MEMCG.get(tgid) }.copied();
     if known.is_none_or(|[known_start, _]| known_start != start) {
-        let _ = FIRST_EXEC_MEMCG.insert(&tgid, &[start, memcg_id], 0);
+        let _ = FIRST_EXEC_MEMCG.insert(tgid, [start, memcg_id], 0);
     }
 }
 

@@ -106,11 +106,11 @@ fn runtime_re_exec(
     let old_pid = ctx.arg::<u64>(1) as u32;
     let thread = (u64::from(tgid) << 32) | u64::from(old_pid);
     // SAFETY: only tested for presence.
-    if unsafe { EXECVEAT_THREADS.get(&thread) }.is_none() {
+    if unsafe { EXECVEAT_THREADS.get(thread) }.is_none() {
         return false;
     }
     // SAFETY: the value is copied out at once.
-    unsafe { FIRST_EXEC_MEMCG.get(&tgid) }
+    unsafe { FIRST_EXEC_MEMCG.get(tgid) }
         .copied()
         .is_some_and(|[start, first_memcg]| start == start_boottime_ns && first_memcg != memcg_id)
 }

@@ -1,5 +1,5 @@
 //! What the agent writes to stderr: `--log-format json` gives one JSON object per line (what
-//! the DaemonSet asks for), text never carries colour codes when stderr is not a terminal.
+//! the `DaemonSet` asks for), text never carries colour codes when stderr is not a terminal.
 
 use coroner_tests::agent::bare::Bare;
 
