@@ -17,18 +17,7 @@ use coroner_tests::runtime::{ContainerSpec, Handler, Kubelet, PodOptions};
 const RECORD_WAIT: Duration = Duration::from_secs(15);
 const EXIT_WAIT: Duration = Duration::from_secs(20);
 
-macro_rules! with_both_runtimes {
-    ($($test:ident),* $(,)?) => {
-        mod runc {
-            $( #[test] fn $test() { super::$test(super::Handler::Runc) } )*
-        }
-        mod crun {
-            $( #[test] fn $test() { super::$test(super::Handler::Crun) } )*
-        }
-    };
-}
-
-with_both_runtimes!(
+coroner_tests::with_both_runtimes!(
     records_name_the_pod_and_container_of_the_runtimes_ids,
     start_error_carries_the_runtimes_message,
     pod_teardown_is_recorded_as_the_sandbox_not_a_container_death,

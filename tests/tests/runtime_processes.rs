@@ -16,18 +16,7 @@ use support::{
 
 const MIB: u64 = 1 << 20;
 
-macro_rules! with_both_runtimes {
-    ($($test:ident),* $(,)?) => {
-        mod runc {
-            $( #[test] fn $test() { super::$test(super::Handler::Runc) } )*
-        }
-        mod crun {
-            $( #[test] fn $test() { super::$test(super::Handler::Crun) } )*
-        }
-    };
-}
-
-with_both_runtimes!(
+coroner_tests::with_both_runtimes!(
     oom_of_a_child_while_the_init_lives_on,
     exec_probe_killed_at_its_timeout_is_an_exec_record,
     stop_re_raised_by_the_init_is_terminated_by_the_runtime,

@@ -15,19 +15,7 @@ use support::{EXIT_WAIT, Node, common_init, quiet, runtime_sender, same_exit_as_
 
 const MIB: u64 = 1 << 20;
 
-/// Each test once with runc and once with crun.
-macro_rules! with_both_runtimes {
-    ($($test:ident),* $(,)?) => {
-        mod runc {
-            $( #[test] fn $test() { super::$test(super::Handler::Runc) } )*
-        }
-        mod crun {
-            $( #[test] fn $test() { super::$test(super::Handler::Crun) } )*
-        }
-    };
-}
-
-with_both_runtimes!(
+coroner_tests::with_both_runtimes!(
     clean_exit_is_completed,
     exit_1_is_error,
     missing_entrypoint_is_start_error,

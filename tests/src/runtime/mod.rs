@@ -29,3 +29,17 @@ pub fn available(test: &str) -> bool {
     }
     true
 }
+
+/// Each listed test once with runc and once with crun: `fn NAME(handler: Handler)` in the
+/// calling file becomes the tests `runc::NAME` and `crun::NAME`.
+#[macro_export]
+macro_rules! with_both_runtimes {
+    ($($test:ident),* $(,)?) => {
+        mod runc {
+            $( #[test] fn $test() { super::$test($crate::runtime::Handler::Runc) } )*
+        }
+        mod crun {
+            $( #[test] fn $test() { super::$test($crate::runtime::Handler::Crun) } )*
+        }
+    };
+}
