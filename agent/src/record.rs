@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 /// Every top-level field of the contract (docs/record.md), present in every record as
 /// JSON — null or not — plus `ppid`, which makes `main_process`. Tests and the fuzz checks
 /// hold serialised records to it.
-pub const FIELDS: [&str; 32] = [
+pub const FIELDS: [&str; 34] = [
     "time",
     "node",
     "pid",
@@ -42,6 +42,8 @@ pub const FIELDS: [&str; 32] = [
     "message",
     "initiator",
     "grace_allowed_seconds",
+    "cause",
+    "stop_signal_ignored",
 ];
 
 /// One death, as written to `--events-json`, `/v1/terminations`, metrics and Events.
@@ -96,6 +98,30 @@ pub struct TerminationRecord {
     /// when unknown.
     #[serde(default)]
     pub grace_allowed_seconds: Option<u64>,
+    /// On an init's record: the death in the same container that explains the init's exit
+    /// (a descendant OOM-killed or killed by a signal shortly before), when there is one. The
+    /// init's own `reason` stays what the kernel says.
+    #[serde(default)]
+    pub cause: Option<Cause>,
+    /// A stop signal (SIGTERM, SIGINT, SIGHUP, SIGQUIT) another process sent reached this
+    /// process and the kernel dropped it: a PID 1 without a handler (the `sh -c` wrapper that
+    /// never forwards it) or a process ignoring it. Why a stop takes the whole grace period.
+    #[serde(default)]
+    pub stop_signal_ignored: bool,
+}
+
+/// The death of a descendant in the same container that explains an init's exit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Cause {
+    pub pid: u32,
+    pub comm: String,
+    /// The descendant's own verdict (`OOMKilled`, `Crashed`, `Killed`, …).
+    pub reason: Reason,
+    pub signal: Option<u8>,
+    /// The descendant's OOM kill, when that is what it died of.
+    pub oom: Option<OomKill>,
+    /// How long before the init's exit the descendant died.
+    pub seconds_before: f64,
 }
 
 /// Who decided a death. The kernel decides some at once (the OOM killer, a fault, the process

@@ -90,7 +90,12 @@ fn full_record() -> TerminationRecord {
         "peak_rss_bytes": 310_000_000u64,
         "container_memory_peak_bytes": 268_435_456u64, "container_memory_limit_bytes": 268_435_456u64,
         "exec_failure": {"path": "/bin/helper", "errno": "ENOENT", "pid": 4243},
-        "message": null
+        "message": null,
+        "cause": {
+            "pid": 4243, "comm": "worker", "reason": "OOMKilled", "signal": 9,
+            "oom": null, "seconds_before": 0.2
+        },
+        "stop_signal_ignored": false
     }))
     .expect("the fixture is a record")
 }
@@ -108,7 +113,7 @@ fn record_fields_are_documented_and_exist() {
     same("record fields vs a written record", &set(FIELDS), &keys);
     // The objects' own fields are named in their row.
     let rows = table(&record_doc, "## Record");
-    for object in ["sender", "oom", "exec_failure"] {
+    for object in ["sender", "oom", "exec_failure", "cause"] {
         let row = rows
             .iter()
             .find(|r| names(&r[0]).contains(&object.to_owned()))

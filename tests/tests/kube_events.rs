@@ -59,6 +59,8 @@ fn record(reason: Reason, container: &str, container_id: &str) -> TerminationRec
         message: None,
         initiator: coroner::record::Initiator::Unknown,
         grace_allowed_seconds: None,
+        cause: None,
+        stop_signal_ignored: false,
     }
 }
 

@@ -139,6 +139,8 @@ impl<L: CgroupLookup> Assembler<'_, L> {
             message: None,
             initiator,
             grace_allowed_seconds: None,
+            cause: None,
+            stop_signal_ignored: false,
         }
     }
 

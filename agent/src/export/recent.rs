@@ -141,6 +141,8 @@ pub(crate) mod tests {
             message: None,
             initiator: crate::record::Initiator::Unknown,
             grace_allowed_seconds: None,
+            cause: None,
+            stop_signal_ignored: false,
         }
     }
 

@@ -39,6 +39,8 @@ fn record(reason: Reason) -> TerminationRecord {
         message: None,
         initiator: crate::record::Initiator::Unknown,
         grace_allowed_seconds: None,
+        cause: None,
+        stop_signal_ignored: false,
     }
 }
 
