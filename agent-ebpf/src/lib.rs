@@ -180,6 +180,14 @@ pub struct MemcgSample {
     pub usage_pages: u64,
     /// `PAGE_COUNTER_MAX` (or more) means no limit.
     pub max_pages: u64,
+    /// `memory_events_local[MEMCG_OOM]`: how many times this memcg itself hit its limit with
+    /// nothing left to reclaim (raised before the OOM killer runs, on cgroup v1 and v2);
+    /// [`MemcgSample::OOM_EVENTS_UNKNOWN`] where the kernel has no such counter.
+    pub oom_events: u64,
+}
+
+impl MemcgSample {
+    pub const OOM_EVENTS_UNKNOWN: u64 = u64::MAX;
 }
 
 /// The OOM killer chose a victim (`mark_victim`).
@@ -301,7 +309,8 @@ pub struct KernelLayout {
     /// `signal_struct.group_exit_code`: a group exit's status (`exit_group`, a fatal signal,
     /// a core dump's `0x80`), which is what `wait()` reports for the process.
     pub signal_group_exit_code: u32,
-    pub pad: u32,
+    /// `mem_cgroup.memory_events_local[MEMCG_OOM]`, from the css (see `memcg_usage`).
+    pub memcg_oom_events: u32,
 }
 
 impl KernelLayout {
@@ -345,7 +354,7 @@ impl KernelLayout {
         cgroup_root_subsys_mask: 0,
         memory_cgrp_id: 0,
         signal_group_exit_code: 0,
-        pad: 0,
+        memcg_oom_events: 0,
     };
 }
 
@@ -362,6 +371,9 @@ pub mod layout_flags {
     /// `mark_victim` passes only a pid (before ≈6.8): `signal_generate` keeps the tasks the
     /// kernel SIGKILLs so that the victim is known whole.
     pub const MARK_VICTIM_PID: u32 = 16;
+    /// `memcg_oom_events` is valid: the memcg whose limit an OOM kill hit is counted, not
+    /// inferred.
+    pub const MEMCG_OOM_EVENTS: u32 = 32;
 }
 
 /// Names the programs, maps and globals have in the object, shared so neither side can drift.
@@ -414,8 +426,8 @@ const _: () = {
     assert!(core::mem::size_of::<ExitEvent>() == 88);
     assert!(core::mem::size_of::<SignalEvent>() == 112);
     assert!(core::mem::size_of::<InitProcess>() == 16);
-    assert!(core::mem::size_of::<MemcgSample>() == 24);
-    assert!(core::mem::size_of::<OomEvent>() == 120 + 24 * MEMCG_CHAIN_LEN + 8 * OOM_STACK_DEPTH);
+    assert!(core::mem::size_of::<MemcgSample>() == 32);
+    assert!(core::mem::size_of::<OomEvent>() == 120 + 32 * MEMCG_CHAIN_LEN + 8 * OOM_STACK_DEPTH);
     assert!(core::mem::size_of::<ExecFailureEvent>() == 64 + PATH_LEN);
     assert!(core::mem::size_of::<KernelLayout>() == 4 * 30 + 8 + 24 + 8);
     assert!(core::mem::size_of::<CgroupMkdirEvent>() == 32 + CGROUP_PATH_LEN);

@@ -122,6 +122,12 @@ pub fn memcg_chain<const BTF: bool>(
             .unwrap_or(0)
             .max(0) as u64;
         sample.max_pages = read_as::<BTF, u64>(css, layout.memcg_max).unwrap_or(u64::MAX);
+        sample.oom_events = if layout.flags & agent_ebpf::layout_flags::MEMCG_OOM_EVENTS == 0 {
+            MemcgSample::OOM_EVENTS_UNKNOWN
+        } else {
+            read_as::<BTF, u64>(css, layout.memcg_oom_events)
+                .unwrap_or(MemcgSample::OOM_EVENTS_UNKNOWN)
+        };
         filled += 1;
         css = read_as::<BTF, *const u8>(css, layout.css_parent).unwrap_or(core::ptr::null());
     }

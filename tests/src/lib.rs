@@ -5,6 +5,7 @@ pub mod agent;
 pub mod apiserver;
 pub mod cgroups;
 pub mod exposition;
+pub mod fixtures;
 pub mod http;
 pub mod privileges;
 pub mod prometheus;

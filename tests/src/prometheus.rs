@@ -152,7 +152,7 @@ scrape_configs:
     /// `GET /api/v1/query?query=…`: the instant vector now.
     pub fn query(&self, promql: &str) -> Result<Vec<Sample>> {
         let path = format!("/api/v1/query?query={}", percent_encode(promql));
-        let Response { status, body } = http::get(self.addr, &path)?;
+        let Response { status, body, .. } = http::get(self.addr, &path)?;
         let answer: Value = serde_json::from_str(&body)
             .with_context(|| format!("{promql}: answer is not JSON ({status}): {body}"))?;
         if status != 200 || answer["status"] != "success" {

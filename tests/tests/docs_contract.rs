@@ -67,37 +67,19 @@ fn set<'a>(names: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
 
 /// A record with every optional part present, as the agent writes it.
 fn full_record() -> TerminationRecord {
-    serde_json::from_value(serde_json::json!({
-        "time": "2026-12-03T10:00:00.123456789Z",
-        "node": "node-1",
-        "pid": 4242, "ppid": 4200, "comm": "app",
-        "role": "init", "main_process": true,
-        "cgroup": "/kubepods/burstable/pod0a1b2c3d-0000-4000-8000-000000000001/aaaaaaaaaaaa",
-        "pod_uid": "0a1b2c3d-0000-4000-8000-000000000001", "container_id": "aaaaaaaaaaaa",
-        "namespace": "shop", "pod": "cart-7d9f", "container": "cart",
-        "owner_kind": "Deployment", "owner_name": "cart",
-        "exit_code": null, "signal": 9, "core_dumped": false, "exit_status": 137,
-        "reason": "OOMKilled",
-        "sender": {"pid": 0, "comm": "", "cgroup": "", "kind": "kernel"},
-        "sigterm_time": null, "sigkill_time": "2026-12-03T10:00:00.1Z", "grace_seconds": null,
-        "oom": {
-            "scope": "memcg", "victim_rss_bytes": 300_000_000u64, "anon_rss_bytes": 290_000_000u64,
-            "file_rss_bytes": 10_000_000u64, "shmem_rss_bytes": 0,
-            "memory_limit_bytes": 268_435_456u64,
-            "limit_cgroup": "/kubepods/burstable/pod0a1b2c3d-0000-4000-8000-000000000001/aaaaaaaaaaaa",
-            "trigger_pid": 4242, "trigger_comm": "app", "oom_score_adj": 984
-        },
-        "peak_rss_bytes": 310_000_000u64,
-        "container_memory_peak_bytes": 268_435_456u64, "container_memory_limit_bytes": 268_435_456u64,
-        "exec_failure": {"path": "/bin/helper", "errno": "ENOENT", "pid": 4243},
-        "message": null,
-        "cause": {
-            "pid": 4243, "comm": "worker", "reason": "OOMKilled", "signal": 9,
-            "oom": null, "seconds_before": 0.2
-        },
-        "stop_signal_ignored": false
-    }))
-    .expect("the fixture is a record")
+    let mut r = coroner_tests::fixtures::oom_killed_init();
+    // The sub-objects that a real OOM kill of an init leaves null, filled so their fields
+    // are checked too.
+    r.cause = Some(coroner::record::Cause {
+        pid: 4243,
+        comm: "worker".into(),
+        reason: coroner::record::Reason::OomKilled,
+        signal: Some(9),
+        oom: r.oom.clone(),
+        seconds_before: 0.2,
+    });
+    r.message = Some("the termination log".into());
+    r
 }
 
 #[test]

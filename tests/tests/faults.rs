@@ -4,109 +4,25 @@
 //! (API server faults: `faults_kube.rs`.) Needs root.
 
 use std::fs;
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use coroner::record::TerminationRecord;
-use coroner_tests::agent::coroner_bin;
+use coroner_tests::agent::bare::Bare;
 use coroner_tests::agent::expect::Container;
 use coroner_tests::cgroups::{Layout, unique_hex};
 use coroner_tests::victim::reap;
 
-/// The agent started by hand: two of them must share one `--events-json` file, which the
-/// harness's `Agent` (a file of its own each) does not do.
-struct Launched {
-    child: Child,
-    log: PathBuf,
-}
-
-fn get(addr: SocketAddr, path: &str) -> Option<u16> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\n\r\n").ok()?;
-    let mut head = String::new();
-    s.read_to_string(&mut head).ok()?;
-    head.split_whitespace().nth(1)?.parse().ok()
-}
-
-impl Launched {
-    fn start(dir: &Path, events: &Path, name: &str) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .unwrap()
-            .port();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let log = dir.join(format!("{name}.log"));
-        let out = fs::File::create(&log).unwrap();
-        let child = Command::new(coroner_bin())
-            .args([
-                "--kube",
-                "off",
-                "--listen",
-                &addr.to_string(),
-                "--node-name",
-            ])
-            .arg(format!("node-{}", unique_hex(6)))
-            .arg("--events-json")
-            .arg(events)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap();
-        let mut agent = Self { child, log };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while get(addr, "/healthz") != Some(200) {
-            assert!(
-                agent.child.try_wait().unwrap().is_none(),
-                "{name} exited:\n{}",
-                agent.log()
-            );
-            assert!(
-                Instant::now() < deadline,
-                "{name} not ready:\n{}",
-                agent.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        agent
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Sends `signal`; returns how it exited (`None`: not within 10 s, then killed).
-    fn signal(mut self, signal: i32) -> Option<std::process::ExitStatus> {
-        // SAFETY: kill(2) on the child this test started and has not reaped.
-        unsafe { libc::kill(self.child.id() as i32, signal) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Launched {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Two agents must share one `--events-json` file, which the harness's `Agent` (a file of
+/// its own each) does not do: [`Bare`] with the file given.
+fn launch(events: &Path) -> Bare {
+    let node = format!("node-{}", unique_hex(6));
+    let events = events.to_str().expect("a UTF-8 temporary path");
+    Bare::start_ready(&["--node-name", &node, "--events-json", events])
+        .expect("the agent starts and its probes attach")
 }
 
 /// Deaths in one container, one after another, each with the time it was reaped.
@@ -192,7 +108,7 @@ fn sigterm_mid_storm_then_a_new_agent_on_the_same_file_appends() {
     let dir = temp_dir();
     let events = dir.join("events.json");
     let container = Arc::new(Container::new(Layout::CgroupfsBurstable).unwrap());
-    let first = Launched::start(&dir, &events, "first");
+    let first = launch(&events);
     let storm = Storm::start(Arc::clone(&container));
     std::thread::sleep(Duration::from_millis(1500));
     let terminated = Instant::now();
@@ -200,7 +116,7 @@ fn sigterm_mid_storm_then_a_new_agent_on_the_same_file_appends() {
     assert!(status.is_some_and(|s| s.success()), "SIGTERM: {status:?}");
     let stopped = Instant::now();
     let before_restart = records_of(&events).len();
-    let second = Launched::start(&dir, &events, "second");
+    let second = launch(&events);
     let ready = Instant::now();
     std::thread::sleep(Duration::from_millis(1500));
     let deaths = storm.stop();
@@ -254,7 +170,7 @@ fn sigkill_mid_storm_leaves_whole_lines_and_the_restart_appends_after_them() {
     let dir = temp_dir();
     let events = dir.join("events.json");
     let container = Container::new(Layout::SystemdContainerd).unwrap();
-    let first = Launched::start(&dir, &events, "first");
+    let first = launch(&events);
     // As fast as deaths come: children killed by their parent, a record each.
     let storm = container.spawn(&["fork-kill", "20000"]).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -277,7 +193,7 @@ fn sigkill_mid_storm_leaves_whole_lines_and_the_restart_appends_after_them() {
         rest.len()
     );
 
-    let second = Launched::start(&dir, &events, "second");
+    let second = launch(&events);
     let child = container.spawn(&["exit", "5"]).unwrap();
     let pid = child.id();
     reap(child).unwrap();
@@ -308,7 +224,7 @@ fn a_torn_last_line_does_not_swallow_the_next_record() {
     let events = dir.join("events.json");
     fs::write(&events, TORN).unwrap();
     let container = Container::new(Layout::CgroupfsGuaranteed).unwrap();
-    let agent = Launched::start(&dir, &events, "agent");
+    let agent = launch(&events);
     let child = container.spawn(&["exit", "6"]).unwrap();
     let pid = child.id();
     reap(child).unwrap();

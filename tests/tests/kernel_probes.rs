@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use agent_ebpf::{
     ExecFailureEvent, ExitEvent, KernelEvent, OomEvent, SignalEvent, c_str_bytes, exit_flags,
 };
+use coroner::probes::btf::Btf;
 use coroner::{events::EventReader, probes::Probes};
 use coroner_tests::cgroups::{
     Layout, TestCgroup, container_path, kubepods_top, pod_uid, unique_hex,
@@ -257,4 +258,73 @@ fn failed_exec_gives_path_and_errno() {
     );
     assert_eq!(failure.memcg_id, cg.id());
     assert_eq!(capture.exit_of(pid).unwrap().exit_code, 127 << 8);
+}
+
+/// Offsets of `(struct, member)` as bpftool prints them (`bits_offset / 8`).
+fn bpftool_offset(raw: &str, ty: &str, member: &str) -> Option<u32> {
+    let header = format!("STRUCT '{ty}' ");
+    let mut lines = raw
+        .lines()
+        .skip_while(|l| !(l.starts_with('[') && l.contains(&header)));
+    lines.next()?;
+    lines.take_while(|l| l.starts_with('\t')).find_map(|l| {
+        let l = l.trim();
+        let name = l.strip_prefix('\'')?.split('\'').next()?;
+        if name != member {
+            return None;
+        }
+        let bits: u32 = l
+            .split("bits_offset=")
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()?;
+        Some(bits / 8)
+    })
+}
+
+#[test]
+fn btf_offsets_match_bpftool_on_the_running_kernel() {
+    let btf = Btf::from_sys().expect("this kernel has BTF");
+    let out = std::process::Command::new("bpftool")
+        .args([
+            "btf",
+            "dump",
+            "file",
+            "/sys/kernel/btf/vmlinux",
+            "format",
+            "raw",
+        ])
+        .output()
+        .expect("bpftool is installed by `cargo xtask test`");
+    assert!(out.status.success(), "bpftool failed");
+    let raw = String::from_utf8_lossy(&out.stdout);
+    for (ty, member) in [
+        ("task_struct", "pid"),
+        ("task_struct", "tgid"),
+        ("task_struct", "comm"),
+        ("task_struct", "exit_code"),
+        ("task_struct", "real_parent"),
+        ("task_struct", "signal"),
+        ("task_struct", "cgroups"),
+        ("task_struct", "start_boottime"),
+        ("task_struct", "mm"),
+        ("task_struct", "sighand"),
+        ("signal_struct", "maxrss"),
+        ("signal_struct", "oom_score_adj"),
+        ("cgroup_subsys_state", "cgroup"),
+        ("cgroup_subsys_state", "parent"),
+        ("cgroup", "kn"),
+        ("kernfs_node", "id"),
+        ("mm_struct", "rss_stat"),
+    ] {
+        let ours = btf
+            .offset_of(ty, member)
+            .unwrap_or_else(|e| panic!("{ty}.{member}: {e}"));
+        // Members inside anonymous unions/structs are not listed at the top by bpftool.
+        if let Some(theirs) = bpftool_offset(&raw, ty, member) {
+            assert_eq!(ours, theirs, "{ty}.{member}");
+        }
+    }
 }

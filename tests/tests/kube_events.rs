@@ -4,64 +4,22 @@ use std::time::Duration;
 
 use coroner::kube::message::event_note;
 use coroner::kube::{KubeClient, Rate};
-use coroner::record::{OomKill, OomScope, Reason, TerminationRecord};
+use coroner::record::{Initiator, Reason, TerminationRecord};
 use coroner_tests::apiserver::ApiServer;
 use coroner_tests::apiserver::fixture::{NODE, connect_on, init_logs, options, synced};
 use coroner_tests::apiserver::objects::{pod, with_init_completed, with_running};
+use coroner_tests::fixtures::died;
 use serde_json::{Value, json};
-use time::macros::datetime;
 
 const FLUSH: Duration = Duration::from_secs(5);
 const HOUR: Duration = Duration::from_hours(1);
 
 fn record(reason: Reason, container: &str, container_id: &str) -> TerminationRecord {
-    TerminationRecord {
-        time: datetime!(2026-11-22 12:00:31 UTC),
-        node: NODE.into(),
-        pid: 4242,
-        ppid: 77,
-        comm: "python3".into(),
-        main_process: true,
-        cgroup: format!("/kubepods/burstable/podu-api/{container_id}"),
-        pod_uid: Some("u-api".into()),
-        container_id: Some(container_id.into()),
-        namespace: Some("shop".into()),
-        pod: Some("api-x".into()),
-        container: Some(container.into()),
-        owner_kind: None,
-        owner_name: None,
-        exit_code: (reason == Reason::Completed).then_some(0),
-        signal: (reason != Reason::Completed).then_some(9),
-        core_dumped: false,
-        reason,
-        sender: None,
-        sigterm_time: None,
-        sigkill_time: None,
-        grace_seconds: None,
-        oom: (reason == Reason::OomKilled).then(|| OomKill {
-            scope: OomScope::Memcg,
-            victim_rss_bytes: Some(312 << 20),
-            anon_rss_bytes: Some(312 << 20),
-            file_rss_bytes: Some(0),
-            shmem_rss_bytes: Some(0),
-            memory_limit_bytes: Some(256 << 20),
-            limit_cgroup: Some(format!("/kubepods/burstable/podu-api/{container_id}")),
-            trigger_pid: 4242,
-            trigger_comm: "python3".into(),
-            oom_score_adj: 0,
-        }),
-        peak_rss_bytes: 312 << 20,
-        container_memory_peak_bytes: Some(318 << 20),
-        container_memory_limit_bytes: Some(256 << 20),
-        exec_failure: None,
-        exit_status: if reason == Reason::Completed { 0 } else { 137 },
-        role: coroner::record::Role::Init,
-        message: None,
-        initiator: coroner::record::Initiator::Unknown,
-        grace_allowed_seconds: None,
-        cause: None,
-        stop_signal_ignored: false,
-    }
+    let mut r = died(reason, container, container_id);
+    // The Events tests read the kernel's facts only: no workload, no initiator.
+    (r.owner_kind, r.owner_name, r.initiator) = (None, None, Initiator::Unknown);
+    r.grace_allowed_seconds = None;
+    r
 }
 
 fn api_pod() -> k8s_openapi::api::core::v1::Pod {

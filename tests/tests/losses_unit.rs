@@ -37,18 +37,9 @@ fn publish(metrics: &Metrics, undecodable: u64, correlator: Option<&Correlator>)
 }
 
 fn record(pid: u32) -> TerminationRecord {
-    serde_json::from_value(serde_json::json!({
-        "time": "2026-11-22T10:00:00.000000001Z", "node": "n", "pid": pid, "ppid": 1,
-        "comm": "victim", "main_process": true, "cgroup": "/kubepods/pod1/c",
-        "pod_uid": null, "container_id": null, "namespace": null, "pod": null,
-        "container": null, "owner_kind": null, "owner_name": null, "exit_code": 0,
-        "signal": null, "core_dumped": false, "reason": "Completed", "sender": null,
-        "sigterm_time": null, "sigkill_time": null, "grace_seconds": null, "oom": null,
-        "peak_rss_bytes": 0, "container_memory_peak_bytes": null,
-        "container_memory_limit_bytes": null, "exec_failure": null, "exit_status": 0,
-        "role": "init", "message": null
-    }))
-    .expect("a valid record")
+    let mut r = coroner_tests::fixtures::oom_killed_init();
+    r.pid = pid;
+    r
 }
 
 #[test]

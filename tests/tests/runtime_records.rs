@@ -323,6 +323,18 @@ fn pod_teardown_records_the_sandbox(handler: Handler) {
     };
     let pod = node.pod(false);
     let pause = node.kubelet.sandbox_pid(&pod).unwrap();
+    // RunPodSandbox returns once the runtime let its init go, maybe before `/pause` runs (on
+    // a loaded machine, a teardown then cuts the exec short: unit-tested in the correlator).
+    let deadline = std::time::Instant::now() + EXIT_WAIT;
+    while std::fs::read_to_string(format!("/proc/{pause}/comm"))
+        .map_or(true, |c| c.trim() != "pause")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sandbox never ran /pause"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     node.kubelet.stop_pod(&pod).unwrap();
     let sandbox = &pod.sandbox_id;
     let record = node

@@ -190,6 +190,19 @@ P=/kubepods/burstable/pod0a00000e-0000-4000-8000-00000000000e
 C=$(fs burstable 0a00000e-0000-4000-8000-00000000000e "$(hexid 0a00000e)")
 container pod-oom "$C"; limit "$P" 96M; spawn pod-oom "$C" alloc 256; wait $pid
 
+# The pod's limit hit while one of its containers (the largest, so the victim) sits just under
+# its own limit: usage alone would name that container; the memory cgroups' own OOM counters
+# name the pod. Then the allocator itself, at the pod's limit again.
+P=/kubepods/burstable/pod0a00000f-0000-4000-8000-00000000000f
+C=$(fs burstable 0a00000f-0000-4000-8000-00000000000f "$(hexid 0a00000f)")
+D=$(fs burstable 0a00000f-0000-4000-8000-00000000000f "$(hexid 0b00000f)")
+container near-own-limit "$C"; limit "$P" 96M
+spawn near-own-limit "$C" alloc 60; holder=$pid
+sleep 2
+usage=memory.current; [ $CGROUP = v2 ] || usage=memory.usage_in_bytes
+limit "$C" $(( $(cat "$CG$C/$usage") + 131072 ))
+container pod-limit-hit "$D"; spawn pod-limit-hit "$D" alloc 256; wait $pid; wait $holder
+
 # The node-wide OOM: no memory.max anywhere on the path; the guest's RAM runs out.
 C=$(sd burstable 0a00000c-0000-4000-8000-00000000000c cri-containerd "$(hexid 0a00000c)")
 container global-oom "$C"; spawn global-oom "$C" alloc 2048; wait $pid

@@ -5,6 +5,7 @@
 mod fuzz;
 mod lint;
 mod prereq;
+mod unprivileged;
 mod vm;
 
 use std::path::{Path, PathBuf};
@@ -133,6 +134,12 @@ fn main() -> Result<()> {
             // Kernel tests share one machine's cgroups and kill real processes: one binary's
             // tests at a time is cargo's default; within one, they pick their own cgroup names.
             let host = run(&mut cmd);
+            // Plain `cargo test` must need neither root nor the tools installed above.
+            let unprivileged = if filter.is_none() {
+                unprivileged::unit_tests_unprivileged()
+            } else {
+                Ok(())
+            };
             // The other kernels (5.10, 6.1, 6.12; cgroup v2 and v1; a real node-wide OOM) in
             // QEMU: about a minute with the binaries just built. Skipped when a filter is given.
             let vms = if filter.is_none() {
@@ -147,7 +154,7 @@ fn main() -> Result<()> {
             } else {
                 Ok(())
             };
-            lint.and(host).and(vms)
+            lint.and(host).and(unprivileged).and(vms)
         }
         Cmd::Bench => {
             let binary = build(Targets::Bins)?;

@@ -99,6 +99,9 @@ pub struct CgroupResolver {
     /// The highest id seen. kernfs ids only grow, so an id below it was allocated before a
     /// cgroup already seen: it is gone (or raced a walk), and waiting for a walk is futile.
     newest_seen: u64,
+    /// The highest id the first walk saw: a cgroup with a higher id was made after the agent
+    /// started watching.
+    newest_at_start: Option<u64>,
     warned_truncation: bool,
 }
 
@@ -129,6 +132,7 @@ impl CgroupResolver {
             limits,
             last_walk_end: None,
             newest_seen: 0,
+            newest_at_start: None,
             warned_truncation: false,
         }
     }
@@ -180,6 +184,13 @@ impl CgroupResolver {
         self.index.record(memcg_id, &path);
         self.newest_seen = self.newest_seen.max(memcg_id);
         self.unknown.pop(&memcg_id);
+    }
+
+    /// Whether memcg `memcg_id` was made after the first walk (kernfs ids only grow); false
+    /// before it.
+    #[must_use]
+    pub fn created_after_first_walk(&self, memcg_id: u64) -> bool {
+        self.newest_at_start.is_some_and(|newest| memcg_id > newest)
     }
 
     #[must_use]
@@ -247,6 +258,7 @@ impl CgroupResolver {
             },
         );
         self.newest_seen = newest;
+        self.newest_at_start.get_or_insert(newest);
         self.index.stats.walks += 1;
         self.last_walk_end = Some(Instant::now());
         match result {

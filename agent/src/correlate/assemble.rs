@@ -152,10 +152,13 @@ impl<L: CgroupLookup> Assembler<'_, L> {
         reason: Reason,
         sender: Option<&Sender>,
     ) -> Initiator {
-        // Asked to stop, then exited by itself: whoever asked decided.
+        // Asked to stop, then exited by itself: whoever asked decided — unless the kernel
+        // dropped the request (ignored, or sent to a process already exiting): then the exit
+        // was its own.
         let stop_sender = match victim.death {
             Death::Exited(_) => history
                 .and_then(|h| h.first_stop_before(victim.died_ns))
+                .filter(|seen| seen.delivered)
                 .map(|seen| self.signal_sender(&seen, victim).kind),
             Death::Signaled { .. } => None,
         };

@@ -27,6 +27,7 @@ mod config;
 mod errno;
 mod exec;
 mod oom;
+mod oom_counts;
 mod pending;
 mod signals;
 mod verdict;
@@ -67,6 +68,12 @@ pub trait CgroupLookup {
     fn oom_scope(&mut self, stack: &[u64]) -> Option<OomScope> {
         let _ = stack;
         None
+    }
+    /// Whether the memory cgroup was made after the agent started watching: its OOM counter
+    /// began at 0 then, and every OOM kill in it since was seen.
+    fn created_while_watched(&mut self, memcg_id: u64) -> bool {
+        let _ = memcg_id;
+        false
     }
 }
 
@@ -113,6 +120,8 @@ pub struct Correlator {
     signals: SignalTable,
     exec_failures: ExecFailureTable,
     oom_victims: LruCache<ProcessKey, PendingOom>,
+    /// The memcgs' own OOM counters as the last kill showed them.
+    oom_counts: oom_counts::OomCounts,
     pending: BinaryHeap<Reverse<PendingExit>>,
     pending_cap: NonZeroUsize,
     /// Deaths handled (recorded or not), with their kernel time, to spot duplicates and
@@ -144,6 +153,7 @@ impl Correlator {
                 "exec_failure_memcgs",
             )?),
             oom_victims: LruCache::new(config::cap(caps.oom_victims, "oom_victims")?),
+            oom_counts: oom_counts::OomCounts::default(),
             pending: BinaryHeap::new(),
             pending_cap: config::cap(caps.pending_exits, "pending_exits")?,
             finished: LruCache::new(config::cap(caps.finished, "finished")?),
@@ -295,7 +305,7 @@ impl Correlator {
             victim_memcg_id: event.victim_memcg_id,
             victim_cgroup,
             victim_comm: event.victim_comm,
-            kill: oom::assess(event, self.page_size, cgroups),
+            kill: oom::assess(event, self.page_size, &mut self.oom_counts, cgroups),
         };
         if let Some((evicted_key, evicted)) = self.oom_victims.push(key, pending) {
             self.stats.evictions.oom_victims += 1;

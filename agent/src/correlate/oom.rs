@@ -3,6 +3,7 @@
 
 use agent_ebpf::{COMM_LEN, MEMCG_CHAIN_LEN, MemcgSample, OOM_STACK_DEPTH, OomEvent, oom_flags};
 
+use super::oom_counts::{Counted, OomCounts};
 use super::{CgroupLookup, comm_string};
 use crate::cgroup::CgroupInfo;
 use crate::record::{OomKill, OomScope};
@@ -79,17 +80,33 @@ pub fn decide_scope(
     }
 }
 
-/// Everything about the kill that is known at `mark_victim`.
-pub(super) fn assess(event: &OomEvent, page_size: u64, cgroups: &mut impl CgroupLookup) -> OomKill {
+/// Everything about the kill that is known at `mark_victim`. The memcgs' own OOM counters
+/// decide which limit was hit where they can; else the kernel stack (scope only) and the
+/// usage near each limit.
+pub(super) fn assess(
+    event: &OomEvent,
+    page_size: u64,
+    counts: &mut OomCounts,
+    cgroups: &mut impl CgroupLookup,
+) -> OomKill {
     let chain_len = (event.memcg_chain_len as usize).min(MEMCG_CHAIN_LEN);
     let chain = &event.memcg_chain[..chain_len];
-    let given = if event.flags & oom_flags::STACK != 0 {
-        let frames = (event.stack_bytes as usize / 8).min(OOM_STACK_DEPTH);
-        cgroups.oom_scope(&event.stack[..frames])
-    } else {
-        None
+    let counted = counts.decide(chain, event.header.ktime_ns, |id| {
+        cgroups.created_while_watched(id)
+    });
+    let (scope, limited) = match counted {
+        Counted::Hit(i) => (OomScope::Memcg, Some(chain[i])),
+        Counted::NoneHit => (OomScope::Global, None),
+        Counted::Unknown => {
+            let given = if event.flags & oom_flags::STACK != 0 {
+                let frames = (event.stack_bytes as usize / 8).min(OOM_STACK_DEPTH);
+                cgroups.oom_scope(&event.stack[..frames])
+            } else {
+                None
+            };
+            decide_scope(given, chain, page_size)
+        }
     };
-    let (scope, limited) = decide_scope(given, chain, page_size);
     let bytes = |pages: u64| pages.saturating_mul(page_size);
     // Unknown when the kernel could not read the victim's mm (it had none left, or a 5.x
     // victim that was already exiting got no SIGKILL to find it by).

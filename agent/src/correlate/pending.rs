@@ -16,6 +16,11 @@ use crate::record::{Role, TerminationRecord};
 /// (registry.k8s.io/pause, and the CRI runtimes' defaults).
 const SANDBOX_COMM: &str = "pause";
 
+/// Whether a failed exec's path is the pause image's entrypoint (`/pause`).
+fn is_sandbox_command(path: &str) -> bool {
+    path.rsplit('/').next() == Some(SANDBOX_COMM)
+}
+
 /// The role the kernel decided, in the record's terms.
 fn role_of(exit: &ExitEvent, comm: &str) -> Role {
     match exit.role {
@@ -93,7 +98,23 @@ impl Correlator {
         let history = self.signals.take(&key);
         let death = Death::from_exit_code(exit.exit_code);
         let comm = comm_string(&exit.comm);
-        let role = role_of(exit, &comm);
+        let start_failed = exit.flags & exit_flags::NO_EXEC != 0;
+        let exec_failure = self.exec_failures.last_between(
+            exit.memcg_id,
+            exit.tgid,
+            exit.start_boottime_ns,
+            died_ns,
+        );
+        let mut role = role_of(exit, &comm);
+        // A pod torn down while its sandbox was still becoming `/pause` (deleted as it
+        // started): the runtime's SIGKILL cut the exec short, and only the exec's path says
+        // what the process was to become.
+        if role == Role::Init
+            && start_failed
+            && exec_failure.is_some_and(|f| f.pid == exit.tgid && is_sandbox_command(&f.path))
+        {
+            role = Role::Sandbox;
+        }
         // Every death of an init (or the sandbox) is recorded; the others only when the OOM
         // killer or a signal ended them.
         let always = matches!(role, Role::Init | Role::Sandbox);
@@ -106,19 +127,13 @@ impl Correlator {
             ppid: exit.parent_tgid,
             comm,
             role,
-            start_failed: exit.flags & exit_flags::NO_EXEC != 0,
+            start_failed,
             memcg_id: exit.memcg_id,
             cgroup: &pending.cgroup,
             death,
             died_ns,
             peak_rss_bytes: exit.maxrss_pages.saturating_mul(self.page_size),
         };
-        let exec_failure = self.exec_failures.last_between(
-            exit.memcg_id,
-            exit.tgid,
-            exit.start_boottime_ns,
-            died_ns,
-        );
         let evidence = Evidence {
             oom: oom.as_ref(),
             signals: history.as_ref(),

@@ -163,6 +163,7 @@ fn oom() -> impl Strategy<Value = KernelEvent> {
                         id,
                         usage_pages,
                         max_pages,
+                        oom_events: usage_pages.rotate_left(7) ^ id,
                     };
                 }
                 let mut frames = [0u64; OOM_STACK_DEPTH];

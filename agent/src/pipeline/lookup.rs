@@ -80,6 +80,10 @@ impl CgroupLookup for Batch<'_> {
     fn oom_scope(&mut self, stack: &[u64]) -> Option<OomScope> {
         self.lookup.oom_scope(stack)
     }
+
+    fn created_while_watched(&mut self, memcg_id: u64) -> bool {
+        self.lookup.created_while_watched(memcg_id)
+    }
 }
 
 impl CgroupLookup for ResolverLookup {
@@ -116,6 +120,10 @@ impl CgroupLookup for ResolverLookup {
 
     fn oom_scope(&mut self, stack: &[u64]) -> Option<OomScope> {
         self.oom_symbols.as_ref()?.scope(stack)
+    }
+
+    fn created_while_watched(&mut self, memcg_id: u64) -> bool {
+        self.resolver.created_after_first_walk(memcg_id)
     }
 }
 

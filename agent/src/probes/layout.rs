@@ -106,6 +106,19 @@ pub fn resolve(btf: &Btf, tracefs: &Path) -> Result<Resolved, BtfError> {
     let css_in_memcg = off(btf, "mem_cgroup", "css")?;
     let memcg_usage = off(btf, "mem_cgroup", "memory.usage")? - css_in_memcg;
     let memcg_max = off(btf, "mem_cgroup", "memory.max")? - css_in_memcg;
+    // 5.2+: the counter of the memcg itself (not its descendants') that mem_cgroup_oom raises
+    // before the OOM killer runs: which level of the victim's chain hit its limit.
+    let memcg_oom_events = features.take(
+        btf.enum_value("MEMCG_OOM")
+            .ok_or(BtfError::Malformed(
+                "no MEMCG_OOM in enum memcg_memory_event",
+            ))
+            .and_then(|index| off(btf, "mem_cgroup", &format!("memory_events_local[{index}]")))
+            .map(|o| o - css_in_memcg),
+        layout_flags::MEMCG_OOM_EVENTS,
+        "mem_cgroup.memory_events_local",
+        "the memory cgroup an OOM kill hit is inferred from usage near its limit",
+    );
 
     let mut choices = Vec::new();
     let (mm_rss_base, mm_rss_stride, rss_form) = features.take(
@@ -174,7 +187,7 @@ pub fn resolve(btf: &Btf, tracefs: &Path) -> Result<Resolved, BtfError> {
         cgroup_root_subsys_mask: off(btf, "cgroup_root", "subsys_mask")?,
         memory_cgrp_id: memcg_id.map_or(0, |id| id as u32),
         signal_group_exit_code: off(btf, "signal_struct", "group_exit_code")?,
-        pad: 0,
+        memcg_oom_events,
     };
     Ok(Resolved {
         layout,

@@ -121,6 +121,26 @@ impl Bare {
         self.shut_down()
     }
 
+    /// Sends `signal` and returns how the agent exited; `None` when it had not within
+    /// [`STOP_LIMIT`] (then it is killed). The log stays for the caller's messages.
+    pub fn signal(mut self, signal: i32) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        // SAFETY: kill(2) on the child this test started and has not reaped.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let deadline = Instant::now() + STOP_LIMIT;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     fn shut_down(&mut self) -> Result<()> {
         let Some(mut child) = self.child.take() else {
             return Ok(());

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 
 use super::procfs::{self, ProcSample};
-use super::scrape::{self, Exposition, Fetched};
+use coroner_tests::exposition::Exposition;
+use coroner_tests::http::{self, Response};
 
 const READY_LIMIT: Duration = Duration::from_secs(30);
 const STOP_LIMIT: Duration = Duration::from_secs(10);
@@ -93,7 +94,7 @@ impl Agent {
                     agent.log_tail()
                 );
             }
-            if scrape::get(addr, "/healthz").is_ok_and(|r| r.status == 200) {
+            if http::get(addr, "/healthz").is_ok_and(|r| r.status == 200) {
                 return Ok(agent);
             }
             if Instant::now() > deadline {
@@ -116,8 +117,8 @@ impl Agent {
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
-    pub fn fetch_metrics(&self) -> Result<Fetched> {
-        let fetched = scrape::get(self.addr, "/metrics")?;
+    pub fn fetch_metrics(&self) -> Result<Response> {
+        let fetched = http::get(self.addr, "/metrics")?;
         if fetched.status != 200 {
             bail!("/metrics answered {}", fetched.status);
         }

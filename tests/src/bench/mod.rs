@@ -8,10 +8,10 @@ pub mod footprint;
 pub mod helper;
 pub mod latency;
 pub mod markdown;
+pub mod memcg_reads;
 pub mod overhead;
 pub mod procfs;
 pub mod report;
-pub mod scrape;
 pub mod series;
 pub mod stats;
 

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::footprint::Footprint;
+use super::memcg_reads::MemcgReads;
 use super::overhead::{ProgCost, StormResult};
 use super::procfs::Machine;
 use super::series::SeriesResult;
@@ -27,6 +28,7 @@ pub struct Report {
     pub program_floor: Option<ProgCost>,
     pub footprint: Option<Footprint>,
     pub series: Option<SeriesResult>,
+    pub memcg_reads: Option<MemcgReads>,
     /// Phases that failed, and why: their figures are "not measured".
     pub errors: Vec<String>,
     pub rows: Vec<Row>,
@@ -99,6 +101,23 @@ impl Report {
         self.program_rows(&mut rows);
         self.footprint_rows(&mut rows);
         self.series_rows(&mut rows);
+        rows.push(match &self.memcg_reads {
+            Some(m) => row(
+                "container memory peak + limit read per death",
+                format!(
+                    "{:.0} ns kept open, {:.0} ns within a batch; {:.0} ns by path (depth {})",
+                    m.kept_open_ns, m.in_batch_ns, m.by_path_ns, m.cgroup_depth
+                ),
+                "below by path",
+                at_most(m.kept_open_ns, m.by_path_ns, "ns"),
+            ),
+            None => row(
+                "container memory peak + limit read per death",
+                NOT_MEASURED,
+                "below by path",
+                NOT_MEASURED,
+            ),
+        });
         self.rows = rows;
     }
 

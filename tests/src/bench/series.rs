@@ -114,7 +114,7 @@ fn scrape_cost(agent: &Agent, pods: usize) -> Result<ScrapeCost> {
     }
     let sample = agent.sample()?;
     let body = last.context("no scrape")?.body;
-    let exposition = super::scrape::Exposition { text: body };
+    let exposition = coroner_tests::exposition::Exposition { text: body };
     let series = exposition.series();
     let wall_ms = Spread::of(&walls);
     Ok(ScrapeCost {
@@ -131,7 +131,7 @@ fn scrape_cost(agent: &Agent, pods: usize) -> Result<ScrapeCost> {
 
 fn wait_watch_up(agent: &Agent, limit: Duration) -> Result<()> {
     let deadline = Instant::now() + limit;
-    while agent.metrics()?.sum("coroner_kube_watch_up", "") < 1.0 {
+    while agent.metrics()?.sum("coroner_kube_watch_up", &[]) < 1.0 {
         if Instant::now() > deadline {
             bail!(
                 "the agent's pod watch did not sync in {limit:?}:\n{}",

@@ -119,6 +119,7 @@ fn orchestrate(args: &[String]) -> Result<()> {
             series::run(&bench, &targets)
         })
     };
+    let memcg_reads = phase("memory cgroup reads", &mut errors, bench::memcg_reads::run);
     machine.loadavg_end = procfs::loadavg();
 
     let mut report = Report {
@@ -133,6 +134,7 @@ fn orchestrate(args: &[String]) -> Result<()> {
         program_floor,
         footprint,
         series,
+        memcg_reads,
         errors,
         rows: Vec::new(),
     };

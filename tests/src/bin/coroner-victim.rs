@@ -114,6 +114,13 @@ fn exec_bounded(keep: &str, program: &[String]) -> ! {
     reason = "one arm per action: the helper's whole command line in one place"
 )]
 fn main() {
+    // A shell without job control starts background commands with SIGINT and SIGQUIT ignored,
+    // and the ignoring is inherited across exec: a suite run as `cargo xtask test &` would
+    // make every victim immune to them. The tests' signals mean their default actions.
+    for signal in [libc::SIGHUP, libc::SIGINT, libc::SIGQUIT, libc::SIGTERM] {
+        // SAFETY: setting a default disposition before any thread exists.
+        unsafe { libc::signal(signal, libc::SIG_DFL) };
+    }
     let args = arguments();
     let arg = |i: usize| args.get(i).map_or("", String::as_str);
     match arg(0) {

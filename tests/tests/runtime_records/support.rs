@@ -72,6 +72,13 @@ impl Node {
             .collect()
     }
 
+    /// Every record so far, after waiting [`SETTLE`] for late ones.
+    #[allow(dead_code, reason = "only the busy-node test reads every record")]
+    pub fn records_of_all(&mut self) -> Vec<Record> {
+        std::thread::sleep(SETTLE);
+        self.agent.records().unwrap().to_vec()
+    }
+
     /// Exactly one record for container `id`: its init's (no runtime helper, no exec session).
     pub fn only_init_record(&mut self, id: &str) -> Record {
         let init = self.init_record(id);

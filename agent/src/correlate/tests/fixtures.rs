@@ -54,6 +54,8 @@ pub struct FakeCgroups {
     /// The stacks `oom_scope` was asked about.
     pub stacks: Vec<Vec<u64>>,
     pub info_calls: usize,
+    /// memcgs made after the agent started watching.
+    pub created_while_watched: Vec<u64>,
 }
 
 fn container(id: &str) -> ContainerRef {
@@ -90,6 +92,7 @@ impl FakeCgroups {
             scope: None,
             stacks: Vec::new(),
             info_calls: 0,
+            created_while_watched: Vec::new(),
         }
     }
 }
@@ -105,6 +108,9 @@ impl CgroupLookup for FakeCgroups {
     fn oom_scope(&mut self, stack: &[u64]) -> Option<OomScope> {
         self.stacks.push(stack.to_vec());
         self.scope
+    }
+    fn created_while_watched(&mut self, memcg_id: u64) -> bool {
+        self.created_while_watched.contains(&memcg_id)
     }
 }
 
@@ -240,14 +246,30 @@ pub fn sent(at: u64, sig: u8, code: i32, sender: (u32, u64), target: Proc) -> Ke
 }
 
 /// An OOM kill of `victim`, triggered by `trigger_tgid`, with the memcg chain as
-/// `(id, usage_pages, max_pages)` from the victim's memcg upwards.
+/// `(id, usage_pages, max_pages)` from the victim's memcg upwards, on a kernel without the
+/// memcgs' own OOM counters (the usage decides; [`oom_counted`] has them).
 pub fn oom(at: u64, victim: Proc, trigger_tgid: u32, chain: &[(u64, u64, u64)]) -> OomEvent {
+    let counted: Vec<_> = chain
+        .iter()
+        .map(|&(id, usage, max)| (id, usage, max, MemcgSample::OOM_EVENTS_UNKNOWN))
+        .collect();
+    oom_counted(at, victim, trigger_tgid, &counted)
+}
+
+/// [`oom`] with each level's OOM counter: `(id, usage_pages, max_pages, oom_events)`.
+pub fn oom_counted(
+    at: u64,
+    victim: Proc,
+    trigger_tgid: u32,
+    chain: &[(u64, u64, u64, u64)],
+) -> OomEvent {
     let mut memcg_chain = [MemcgSample::default(); MEMCG_CHAIN_LEN];
-    for (slot, &(id, usage_pages, max_pages)) in memcg_chain.iter_mut().zip(chain) {
+    for (slot, &(id, usage_pages, max_pages, oom_events)) in memcg_chain.iter_mut().zip(chain) {
         *slot = MemcgSample {
             id,
             usage_pages,
             max_pages,
+            oom_events,
         };
     }
     let mut stack = [0; OOM_STACK_DEPTH];

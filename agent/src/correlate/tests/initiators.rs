@@ -15,6 +15,14 @@ const SHIM: (u32, u64) = (900, HOST);
 const SIDECAR: (u32, u64) = (5000, CTR_B);
 const SIBLING: (u32, u64) = (4300, CTR_A);
 
+/// The signal as the kernel reports one it dropped (`TRACE_SIGNAL_IGNORED`).
+fn ignored(mut event: agent_ebpf::KernelEvent) -> agent_ebpf::KernelEvent {
+    if let agent_ebpf::KernelEvent::Signal(signal) = &mut event {
+        signal.result = 1;
+    }
+    event
+}
+
 fn one(events: &[agent_ebpf::KernelEvent]) -> crate::record::TerminationRecord {
     let mut c = correlator();
     let mut cg = FakeCgroups::new();
@@ -45,6 +53,14 @@ fn what_the_kernel_decides_and_what_it_leaves_to_the_api() {
                 exited(MAIN, at, 0, true),
             ],
             Initiator::AnotherContainer,
+        ),
+        (
+            "a clean exit after another container's SIGINT the process ignored",
+            vec![
+                ignored(sent(at - SEC, SIGINT, SI_USER, SIDECAR, MAIN)),
+                exited(MAIN, at, 0, true),
+            ],
+            Initiator::Exited,
         ),
         (
             "a clean exit after a sibling's SIGTERM",

@@ -71,6 +71,85 @@ fn memcg_oom_of_the_main_process_by_chain() {
     );
 }
 
+/// The pod's limit hit while its container was within the usage margin of its own: usage
+/// alone would name the container; the memcgs' own OOM counters name the pod, and the next
+/// kill, at the container's limit, the container.
+#[test]
+fn the_oom_counters_name_the_pod_when_its_container_is_near_its_own_limit() {
+    let mut c = correlator();
+    let mut cg = FakeCgroups::new();
+    cg.created_while_watched = vec![CTR_A, POD];
+    let chain = |container_ooms, pod_ooms| {
+        vec![
+            (CTR_A, LIMIT_64M - 3, LIMIT_64M, container_ooms),
+            (POD, 2 * LIMIT_64M, 2 * LIMIT_64M, pod_ooms),
+            (QOS, 9 * LIMIT_64M, UNLIMITED, 5),
+        ]
+    };
+    let r = only(run(
+        &mut c,
+        &mut cg,
+        &[
+            KernelEvent::Oom(oom_counted(AT, MAIN, 4310, &chain(0, 1))),
+            oom_sigkill(MAIN, 4310),
+            killed(MAIN, AT + 500_000, SIGKILL, true),
+        ],
+    ));
+    let o = r.oom.expect("oom");
+    assert_eq!(
+        (o.scope, o.limit_cgroup.as_deref(), o.memory_limit_bytes),
+        (
+            OomScope::Memcg,
+            Some(pod_path().as_str()),
+            Some(2 * (64 << 20))
+        )
+    );
+    assert!(cg.stacks.is_empty(), "counted: the stack is not needed");
+
+    let later = AT + 60 * SEC;
+    let child = proc(4400, later - SEC, CTR_A);
+    let r = only(run(
+        &mut c,
+        &mut cg,
+        &[
+            KernelEvent::Oom(oom_counted(later, child, 4400, &chain(1, 1))),
+            sent(later - 10, SIGKILL, SI_KERNEL, (4400, CTR_A), child),
+            killed(child, later + 500_000, SIGKILL, false),
+        ],
+    ));
+    let o = r.oom.expect("oom");
+    assert_eq!(
+        (o.scope, o.limit_cgroup.as_deref()),
+        (OomScope::Memcg, Some(path_a().as_str()))
+    );
+}
+
+/// No counter of the whole chain grew (all known): the node ran out of memory, however close
+/// a container was to its limit.
+#[test]
+fn no_oom_counter_grown_is_a_node_wide_oom() {
+    let mut c = correlator();
+    let mut cg = FakeCgroups::new();
+    cg.created_while_watched = vec![CTR_A, POD];
+    let chain = [
+        (CTR_A, LIMIT_64M - 3, LIMIT_64M, 0),
+        (POD, LIMIT_64M, UNLIMITED, 0),
+        (QOS, 9 * LIMIT_64M, UNLIMITED, 0),
+        (1, 90 * LIMIT_64M, UNLIMITED, 0),
+    ];
+    let r = only(run(
+        &mut c,
+        &mut cg,
+        &[
+            KernelEvent::Oom(oom_counted(AT, MAIN, 4310, &chain)),
+            oom_sigkill(MAIN, 4310),
+            killed(MAIN, AT + 500_000, SIGKILL, true),
+        ],
+    ));
+    let o = r.oom.expect("oom");
+    assert_eq!((o.scope, o.limit_cgroup), (OomScope::Global, None));
+}
+
 #[test]
 fn a_pod_level_limit_is_named_when_the_container_has_none() {
     let mut c = correlator();
@@ -191,6 +270,7 @@ fn the_margin_is_one_percent_or_256_kib() {
         id: 1,
         usage_pages: usage,
         max_pages: max,
+        oom_events: MemcgSample::OOM_EVENTS_UNKNOWN,
     };
     // Small limit (1 MiB = 256 pages): 256 KiB = 64 pages of margin.
     assert_eq!(
@@ -229,11 +309,13 @@ fn the_margin_is_one_percent_or_256_kib() {
                 id: 2,
                 usage_pages: 999,
                 max_pages: 1000,
+                oom_events: MemcgSample::OOM_EVENTS_UNKNOWN,
             },
             MemcgSample {
                 id: 3,
                 usage_pages: 5000,
                 max_pages: 5000,
+                oom_events: MemcgSample::OOM_EVENTS_UNKNOWN,
             },
         ],
         PAGE,

@@ -69,6 +69,30 @@ fn an_init_that_never_executed_its_command_is_a_start_error() {
     assert_eq!(r.reason, Reason::Error);
 }
 
+/// The sandbox torn down while `runc init` was executing `/pause`: the SIGKILL makes the exec
+/// fail (EAGAIN, a fatal signal pending); its path says it was the sandbox.
+#[test]
+fn a_sandbox_killed_while_becoming_pause_is_the_sandbox() {
+    let r = only(records(&[
+        sent(8 * SEC, SIGKILL, SI_USER, SHIM, INIT),
+        exec_failure(8 * SEC + 5, INIT.tgid, CTR_A, libc::EAGAIN, "/pause"),
+        exit_as(
+            INIT,
+            8 * SEC + 10,
+            u32::from(SIGKILL),
+            role::INIT,
+            exit_flags::NO_EXEC,
+        ),
+    ]));
+    assert_eq!((r.role, r.main_process), (Role::Sandbox, false));
+    // Another init whose command failed is not the sandbox for that.
+    let r = only(records(&[
+        exec_failure(8 * SEC + 5, INIT.tgid, CTR_A, libc::ENOENT, "/app/start"),
+        exit_as(INIT, 8 * SEC + 10, 1 << 8, role::INIT, exit_flags::NO_EXEC),
+    ]));
+    assert_eq!((r.role, r.reason), (Role::Init, Reason::StartError));
+}
+
 #[test]
 fn the_pause_process_is_the_sandbox() {
     let KernelEvent::Exit(mut e) = exit_as(INIT, 8 * SEC, u32::from(SIGKILL), role::INIT, 0) else {

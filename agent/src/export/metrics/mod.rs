@@ -15,15 +15,11 @@ mod catalogue;
 mod classic;
 mod collector;
 #[cfg(test)]
-mod cost_tests;
-#[cfg(test)]
 pub(crate) mod exposition;
 mod families;
 #[cfg(test)]
 mod inventory_tests;
 mod labels;
-#[cfg(test)]
-mod lint_tests;
 #[cfg(test)]
 mod oracle_tests;
 mod scrape;
