@@ -25,6 +25,7 @@ pub const CAPS: Caps = Caps {
     oom_victims: 3,
     exec_failure_memcgs: 3,
     finished: 8,
+    cause_memcgs: 2,
 };
 const PAGE: u64 = 4096;
 /// Wall clock = kernel time + this (2025-06-15).
@@ -255,7 +256,8 @@ fn assert_within_caps(c: &Correlator) {
         && s.pending_exits <= CAPS.pending_exits
         && s.oom_victims <= CAPS.oom_victims
         && s.exec_failure_memcgs <= CAPS.exec_failure_memcgs
-        && s.finished <= CAPS.finished;
+        && s.finished <= CAPS.finished
+        && s.cause_memcgs <= CAPS.cause_memcgs;
     assert!(within, "{s:?} over {CAPS:?}");
 }
 

@@ -31,6 +31,7 @@ struct TerminationLabels {
     reason: &'static str,
     main_process: &'static str,
     initiator: &'static str,
+    cause: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -71,6 +72,7 @@ fn oracle(records: &[TerminationRecord]) -> Registry {
                 reason: r.reason.as_str(),
                 main_process: if r.main_process { "true" } else { "false" },
                 initiator: r.initiator.as_str(),
+                cause: r.cause.as_ref().map_or("", |c| c.reason.as_str()),
             })
             .inc();
         if let Some(oom) = &r.oom {
@@ -105,7 +107,7 @@ fn oracle(records: &[TerminationRecord]) -> Registry {
     let [victim_rss, peak, limit] = gauges;
     registry.register(
         "terminations",
-        "Recorded deaths of container processes, by verdict and initiator",
+        "Recorded deaths of container processes, by verdict, initiator and cause",
         terminations,
     );
     registry.register(
