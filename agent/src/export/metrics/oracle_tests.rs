@@ -13,7 +13,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use super::tests::oom_killed;
 use super::{Metrics, classic};
-use crate::record::{Reason, TerminationRecord};
+use crate::record::{Cause, Reason, TerminationRecord};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ContainerLabels {
@@ -184,6 +184,17 @@ fn varied_records() -> Vec<TerminationRecord> {
         r.oom = None;
         r.container_memory_limit_bytes = Some(u64::MAX);
         r.exec_failure.as_mut().expect("exec failure").errno = "EACCES".into();
+        records.push(r.clone());
+        // An init relaying its child's OOM kill: the `cause` label is the child's verdict.
+        r.reason = Reason::Error;
+        r.cause = Some(Cause {
+            pid: 4300,
+            comm: "python3".into(),
+            reason: Reason::OomKilled,
+            signal: Some(9),
+            oom: None,
+            seconds_before: 0.2,
+        });
         records.push(r);
     }
     let mut unknown = oom_killed("x", "y");
