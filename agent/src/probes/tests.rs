@@ -57,6 +57,8 @@ fn offsets_match_bpftool_on_the_running_kernel() {
         ("task_struct", "sighand"),
         ("signal_struct", "maxrss"),
         ("signal_struct", "oom_score_adj"),
+        ("signal_struct", "flags"),
+        ("signal_struct", "group_exit_code"),
         ("cgroup_subsys_state", "cgroup"),
         ("cgroup_subsys_state", "parent"),
         ("cgroup", "kn"),
@@ -100,6 +102,20 @@ fn the_whole_layout_resolves_on_the_running_kernel() {
         resolved.missing.iter().any(|m| m.contains("execve")),
         "the gap is reported: {:?}",
         resolved.missing
+    );
+    // 5.16+ keeps `core_state` in `signal_struct` and (5.17+) marks a core dump with
+    // SIGNAL_GROUP_EXIT: the exiting test is that bit and the pointer.
+    if let Ok(core_state) = btf.offset_of("signal_struct", "core_state") {
+        assert_eq!(
+            (l.signal_core_state, l.signal_exiting_mask),
+            (core_state, 0x4)
+        );
+    } else {
+        assert_eq!((l.signal_core_state, l.signal_exiting_mask), (0, 0x4 | 0x8));
+    }
+    assert_eq!(
+        l.signal_flags,
+        btf.offset_of("signal_struct", "flags").unwrap()
     );
     // siginfo's first three ints are user ABI: si_code is the third.
     assert_eq!(l.siginfo_code, 8);
