@@ -99,6 +99,7 @@ fn a_tini_style_init_relaying_a_crash_has_it_as_cause(handler: Handler) {
     assert_eq!(init.sub("cause", "signal"), 11, "{json}");
     assert!(init.field("cause")["oom"].is_null(), "{json}");
     assert!(!init.record.stop_signal_ignored, "{json}");
+    eprintln!("init record with a crash as cause: {json}");
 }
 
 /// `sh -c 'sleep 600'`: busybox executes `sleep` in place, PID 1 of the container with no

@@ -61,12 +61,17 @@ fn cause_note(r: &TerminationRecord, cause: &Cause, victim: &str) -> String {
         Reason::Terminated => format!("was terminated by {signal}"),
         _ => format!("died of {signal}"),
     };
+    // A relay is immediate: milliseconds, which one decimal would show as 0.0s.
+    let before = if cause.seconds_before < 0.1 {
+        format!("{:.3}s", cause.seconds_before)
+    } else {
+        format!("{:.1}s", cause.seconds_before)
+    };
     let mut s = format!(
-        "{} ({status}): child {} (pid {}) {what} {:.1}s earlier",
+        "{} ({status}): child {} (pid {}) {what} {before} earlier",
         r.reason.as_str(),
         cause.comm,
         cause.pid,
-        cause.seconds_before
     );
     if let Some(oom) = &cause.oom {
         match oom.scope {

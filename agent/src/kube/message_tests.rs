@@ -310,7 +310,7 @@ fn an_init_relaying_a_crash_says_which_signal() {
     });
     assert_eq!(
         event_note(&r),
-        "Error (exit 139): child python3 (pid 4242) crashed (SIGSEGV) 0.0s earlier; \
+        "Error (exit 139): child python3 (pid 4242) crashed (SIGSEGV) 0.012s earlier; \
          tini (pid 4200) in container \"api\" exited with code 139"
     );
 }
