@@ -17,8 +17,10 @@
 //!   (re-raising its child's, as bash does), with no OOM kill of its own and no stop signal
 //!   from another process before: an init the OOM killer chose too (`memory.oom.group`), or
 //!   that was stopped, keeps its own story.
-//! - The child died at most [`CAUSE_WINDOW_NS`] before the init. Among several, one whose
-//!   status the init relayed (the same `exit_status`) wins, then the latest.
+//! - The child died at most [`CAUSE_WINDOW_NS`] before the init. The latest whose status the
+//!   init relayed (the same `exit_status`: `exit $?`, 128 + the signal) is the cause; without
+//!   one, the latest OOM kill or crash (an init that gives up after either, exiting 1): any
+//!   other signal death (a pipeline's SIGPIPE) explains only an exit that relays it.
 
 use std::num::NonZeroUsize;
 
@@ -143,7 +145,16 @@ impl CauseTable {
             .filter(within)
             .filter(|d| d.exit_status == init.exit_status)
             .max_by_key(|d| d.died_ns);
-        let chosen = relayed.or_else(|| deaths.iter().filter(within).max_by_key(|d| d.died_ns))?;
+        // Unrelayed, only a death that is news in itself: a shell pipeline's SIGPIPE or a
+        // helper it killed moments before an unrelated failure is no cause.
+        let telling = || {
+            deaths
+                .iter()
+                .filter(within)
+                .filter(|d| matches!(d.reason, Reason::OomKilled | Reason::Crashed))
+                .max_by_key(|d| d.died_ns)
+        };
+        let chosen = relayed.or_else(telling)?;
         Some(Cause {
             pid: chosen.pid,
             comm: chosen.comm.clone(),

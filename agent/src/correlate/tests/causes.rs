@@ -206,7 +206,7 @@ fn the_relayed_status_picks_among_several_deaths() {
         Some(CHILD.tgid)
     );
 
-    // Without a match, the latest.
+    // Without a match, the latest crash or OOM kill: the later kill is relayed by nobody.
     let mut events = crashed(CHILD, AT);
     events.extend([
         sent(AT + 100, SIGKILL, SI_USER, (INIT.tgid, CTR_A), OTHER_CHILD),
@@ -215,9 +215,29 @@ fn the_relayed_status_picks_among_several_deaths() {
     ]);
     let all = records(&events);
     let cause = init_of(&all).cause.clone().expect("cause");
+    assert_eq!((cause.pid, cause.reason), (CHILD.tgid, Reason::Crashed));
+}
+
+/// A pipeline's SIGPIPE (`yes | head -1`) before an unrelated `exit 1` is no cause; relayed
+/// (`exit $?`, 141) it is.
+#[test]
+fn a_signal_death_that_is_not_news_explains_only_an_exit_that_relays_it() {
+    let pipe = |init_status: u8| {
+        let mut broken = signal(AT - 100, SIGPIPE, SI_USER, (CHILD.tgid, CTR_A), CHILD);
+        broken.flags = agent_ebpf::signal_flags::NO_SIGINFO;
+        let events = [
+            KernelEvent::Signal(broken),
+            killed(CHILD, AT, SIGPIPE, false),
+            exited(INIT, AT + RELAY, init_status, true),
+        ];
+        let all = records(&events);
+        init_of(&all).cause.clone()
+    };
+    assert!(pipe(1).is_none());
+    let relayed = pipe(128 + SIGPIPE).expect("relayed");
     assert_eq!(
-        (cause.pid, cause.reason),
-        (OTHER_CHILD.tgid, Reason::Killed)
+        (relayed.reason, relayed.signal),
+        (Reason::Signaled, Some(SIGPIPE))
     );
 }
 
