@@ -42,7 +42,6 @@ pub mod sig {
     pub const SIGBUS: u8 = libc::SIGBUS as u8;
     pub const SIGFPE: u8 = libc::SIGFPE as u8;
     pub const SIGKILL: u8 = libc::SIGKILL as u8;
-    pub const SIGPIPE: u8 = libc::SIGPIPE as u8;
     pub const SIGSEGV: u8 = libc::SIGSEGV as u8;
     pub const SIGTERM: u8 = libc::SIGTERM as u8;
     pub const SIGSYS: u8 = libc::SIGSYS as u8;

@@ -12,6 +12,10 @@ const SI_USER: i32 = 0;
 const SI_KERNEL: i32 = 0x80;
 const SEGV_MAPERR: i32 = 1;
 
+fn sigpipe() -> u8 {
+    u8::try_from(libc::SIGPIPE).expect("a signal number")
+}
+
 const INIT: Proc = proc(4200, 7 * SEC, CTR_A);
 const CHILD: Proc = proc(4242, 8 * SEC, CTR_A);
 const OTHER_CHILD: Proc = proc(4250, 9 * SEC, CTR_A);
@@ -223,21 +227,21 @@ fn the_relayed_status_picks_among_several_deaths() {
 #[test]
 fn a_signal_death_that_is_not_news_explains_only_an_exit_that_relays_it() {
     let pipe = |init_status: u8| {
-        let mut broken = signal(AT - 100, SIGPIPE, SI_USER, (CHILD.tgid, CTR_A), CHILD);
+        let mut broken = signal(AT - 100, sigpipe(), SI_USER, (CHILD.tgid, CTR_A), CHILD);
         broken.flags = agent_ebpf::signal_flags::NO_SIGINFO;
         let events = [
             KernelEvent::Signal(broken),
-            killed(CHILD, AT, SIGPIPE, false),
+            killed(CHILD, AT, sigpipe(), false),
             exited(INIT, AT + RELAY, init_status, true),
         ];
         let all = records(&events);
         init_of(&all).cause.clone()
     };
     assert!(pipe(1).is_none());
-    let relayed = pipe(128 + SIGPIPE).expect("relayed");
+    let relayed = pipe(128 + sigpipe()).expect("relayed");
     assert_eq!(
         (relayed.reason, relayed.signal),
-        (Reason::Signaled, Some(SIGPIPE))
+        (Reason::Signaled, Some(sigpipe()))
     );
 }
 
