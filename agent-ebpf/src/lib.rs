@@ -101,6 +101,12 @@ pub mod signal_flags {
     /// Generated without a siginfo (`SEND_SIG_NOINFO`): the kernel raised it on behalf of the
     /// task that is `current` (SIGPIPE on a write to a closed pipe, SIGXFSZ), not `kill()`.
     pub const NO_SIGINFO: u32 = 1;
+    /// Dropped (`TRACE_SIGNAL_IGNORED`) because the target's thread group was already exiting
+    /// (`SIGNAL_GROUP_EXIT`, or a core dump on kernels before 5.17): `prepare_signal` drops
+    /// everything sent to a dying process, which says nothing about how it treats the signal.
+    pub const TARGET_EXITING: u32 = 2;
+    /// The target's handler for the signal was `SIG_IGN` when it was generated.
+    pub const HANDLER_IGNORED: u32 = 4;
 }
 
 /// The value of `INITS`: which process is a container's init.
@@ -309,8 +315,19 @@ pub struct KernelLayout {
     /// `signal_struct.group_exit_code`: a group exit's status (`exit_group`, a fatal signal,
     /// a core dump's `0x80`), which is what `wait()` reports for the process.
     pub signal_group_exit_code: u32,
+    /// `signal_struct.flags` (`SIGNAL_*`, whose values are not in BTF: see
+    /// `signal_exiting_mask`).
+    pub signal_flags: u32,
+    /// The `signal_struct.flags` bits that mean "the group is exiting, every new signal is
+    /// dropped" on this kernel (decided by user space, `probes::layout`).
+    pub signal_exiting_mask: u32,
+    /// `signal_struct.core_state` (5.16+; 0 where it is in `mm_struct`): non-null while the
+    /// group dumps core, when the kernel drops every signal but SIGKILL.
+    pub signal_core_state: u32,
     /// `mem_cgroup.memory_events_local[MEMCG_OOM]`, from the css (see `memcg_usage`).
     pub memcg_oom_events: u32,
+    /// Explicit padding: the layout is an ABI, nothing is left to the compiler.
+    pub pad: u32,
 }
 
 impl KernelLayout {
@@ -354,7 +371,11 @@ impl KernelLayout {
         cgroup_root_subsys_mask: 0,
         memory_cgrp_id: 0,
         signal_group_exit_code: 0,
+        signal_flags: 0,
+        signal_exiting_mask: 0,
+        signal_core_state: 0,
         memcg_oom_events: 0,
+        pad: 0,
     };
 }
 
@@ -429,7 +450,7 @@ const _: () = {
     assert!(core::mem::size_of::<MemcgSample>() == 32);
     assert!(core::mem::size_of::<OomEvent>() == 120 + 32 * MEMCG_CHAIN_LEN + 8 * OOM_STACK_DEPTH);
     assert!(core::mem::size_of::<ExecFailureEvent>() == 64 + PATH_LEN);
-    assert!(core::mem::size_of::<KernelLayout>() == 4 * 30 + 8 + 24 + 8);
+    assert!(core::mem::size_of::<KernelLayout>() == 4 * 30 + 8 + 24 + 24);
     assert!(core::mem::size_of::<CgroupMkdirEvent>() == 32 + CGROUP_PATH_LEN);
     // RingBuf::output and reserve want events aligned to at most 8 bytes.
     assert!(core::mem::align_of::<OomEvent>() <= 8);

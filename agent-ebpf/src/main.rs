@@ -15,25 +15,22 @@
 mod exec;
 mod oom;
 mod read;
+mod signal;
 
 mod role;
 
 use agent_ebpf::{
     CGROUP_PATH_LEN, COMM_LEN, CgroupMkdirEvent, EVENTS_BYTES, EXEC_STASH_ENTRIES, EventHeader,
-    ExitEvent, HOST_MEMCGS_ENTRIES, KernelLayout, SignalEvent, counter, kind, layout_flags,
-    role as roles, signal_flags,
+    ExitEvent, HOST_MEMCGS_ENTRIES, KernelLayout, counter, kind, layout_flags, role as roles,
 };
 use aya_ebpf::{
     Global,
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_smp_processor_id,
-        bpf_ktime_get_boot_ns,
-    },
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_boot_ns},
     macros::{btf_tracepoint, map},
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
     programs::BtfTracePointContext,
 };
-use read::{Task, field};
+use read::Task;
 
 #[unsafe(no_mangle)]
 static LAYOUT: Global<KernelLayout> = Global::new(KernelLayout::ZERO);
@@ -79,19 +76,6 @@ static EXECVEAT_THREADS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(EXEC
 /// PATH misses of `execvp` before it finds the program are not taken for the cause of a death.
 #[map(name = "EXEC_FAILED")]
 static EXEC_FAILED: LruHashMap<u32, u8> = LruHashMap::with_max_entries(EXEC_STASH_ENTRIES, 0);
-
-const SIGHUP: u32 = 1;
-const SIGINT: u32 = 2;
-const SIGQUIT: u32 = 3;
-const SIGKILL: u32 = 9;
-const SIGTERM: u32 = 15;
-/// `SIG_DFL`: the default action; anything else is a handler or `SIG_IGN`.
-const SIG_DFL: u64 = 0;
-const SI_USER: i32 = 0;
-const SI_KERNEL: i32 = 0x80;
-/// `SEND_SIG_NOINFO` / `SEND_SIG_PRIV`: special `kernel_siginfo` pointer values.
-const SEND_SIG_NOINFO: u64 = 0;
-const SEND_SIG_PRIV: u64 = 1;
 
 #[inline(always)]
 fn count(slot: u32) {
@@ -265,87 +249,6 @@ fn try_process_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
         flags,
         role,
         comm: leader
-            .read::<[u8; COMM_LEN]>(layout.task_comm)
-            .unwrap_or([0; COMM_LEN]),
-    };
-    entry.write(event);
-    entry.submit(wakeup());
-    count(counter::EMITTED);
-    Ok(())
-}
-
-// ---- fatal signals -----------------------------------------------------------------------
-
-#[btf_tracepoint(function = "signal_generate")]
-pub fn signal_generate(ctx: BtfTracePointContext) -> i32 {
-    let _ = try_signal_generate(&ctx);
-    0
-}
-
-fn try_signal_generate(ctx: &BtfTracePointContext) -> Result<(), i64> {
-    let layout = LAYOUT.load();
-    let sig = ctx.arg::<u64>(0) as u32;
-    if sig == 0 || sig > 64 || layout.fatal_signals & (1u64 << (sig - 1)) == 0 {
-        count(counter::SIGNAL_FILTERED);
-        return Ok(());
-    }
-    let target = Task::<true>(ctx.arg::<*const u8>(2));
-    // A handled signal does not kill. The stop signals are kept anyway: SIGTERM's time starts
-    // the grace period a later SIGKILL may end, and a handler that restores the default and
-    // re-raises (Go, Node, C cleanup handlers) dies of the signal another process sent.
-    if !matches!(sig, SIGKILL | SIGTERM | SIGINT | SIGHUP | SIGQUIT) {
-        let sighand: *const u8 = target.read(layout.task_sighand)?;
-        let slot = layout.sighand_handler + (sig - 1) * layout.sighand_k_sigaction_size;
-        let handler: u64 = field(sighand, slot)?;
-        if handler != SIG_DFL {
-            count(counter::SIGNAL_FILTERED);
-            return Ok(());
-        }
-    }
-    let target_memcg_id = target.memcg_id(&layout);
-    if is_host_memcg(target_memcg_id) {
-        count(counter::SIGNAL_FILTERED);
-        return Ok(());
-    }
-    let info = ctx.arg::<u64>(1);
-    if sig == SIGKILL && info == SEND_SIG_PRIV {
-        oom::note_kernel_kill(&layout, target);
-    }
-    let code = match info {
-        SEND_SIG_NOINFO => SI_USER,
-        SEND_SIG_PRIV => SI_KERNEL,
-        _ => field::<i32>(info as *const u8, layout.siginfo_code).unwrap_or(SI_USER),
-    };
-    // SAFETY: always callable from tracing programs; the task it returns is only read.
-    let sender = Task::<false>(unsafe { bpf_get_current_task() } as *const u8);
-    let Some(mut entry) = EVENTS.reserve::<SignalEvent>(0) else {
-        count(counter::LOST_SIGNAL);
-        return Ok(());
-    };
-    let sender_ids = bpf_get_current_pid_tgid();
-    let event = SignalEvent {
-        header: header(kind::SIGNAL),
-        sig,
-        code,
-        result: ctx.arg::<u64>(4) as u32,
-        group: ctx.arg::<u64>(3) as u32,
-        flags: if info == SEND_SIG_NOINFO {
-            signal_flags::NO_SIGINFO
-        } else {
-            0
-        },
-        pad: 0,
-        sender_pid: sender_ids as u32,
-        sender_tgid: (sender_ids >> 32) as u32,
-        target_pid: target.read(layout.task_pid).unwrap_or(0),
-        target_tgid: target.read(layout.task_tgid).unwrap_or(0),
-        sender_memcg_id: sender.memcg_id(&layout),
-        target_memcg_id,
-        target_start_boottime_ns: target.process_start(&layout),
-        sender_comm: sender
-            .read::<[u8; COMM_LEN]>(layout.task_comm)
-            .unwrap_or([0; COMM_LEN]),
-        target_comm: target
             .read::<[u8; COMM_LEN]>(layout.task_comm)
             .unwrap_or([0; COMM_LEN]),
     };

@@ -313,6 +313,8 @@ fn btf_offsets_match_bpftool_on_the_running_kernel() {
         ("task_struct", "sighand"),
         ("signal_struct", "maxrss"),
         ("signal_struct", "oom_score_adj"),
+        ("signal_struct", "flags"),
+        ("signal_struct", "group_exit_code"),
         ("cgroup_subsys_state", "cgroup"),
         ("cgroup_subsys_state", "parent"),
         ("cgroup", "kn"),

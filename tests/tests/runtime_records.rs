@@ -207,6 +207,7 @@ fn stop_honoured_in_a_shared_pid_namespace_is_terminated_by_the_runtime(handler:
     assert!(!record.field("sigterm_time").is_null(), "{json}");
     assert!(record.field("sigkill_time").is_null(), "{json}");
     assert!(record.field("oom").is_null(), "{json}");
+    assert!(!record.record.stop_signal_ignored, "delivered: {json}");
 }
 
 /// In its own PID namespace the init is PID 1, which SIGTERM cannot kill by default: a real
@@ -240,6 +241,7 @@ fn stop_handled_by_the_init_is_an_exit_after_sigterm(handler: Handler) {
     );
     assert!(record.field("sigkill_time").is_null(), "{json}");
     assert!(record.field("oom").is_null(), "{json}");
+    assert!(!record.record.stop_signal_ignored, "handled: {json}");
 }
 
 /// `trap '' TERM`: the runtime's SIGTERM does nothing, SIGKILL follows when the
@@ -271,6 +273,7 @@ fn stop_ignored_is_grace_period_expired(handler: Handler) {
         (f64::from(GRACE) - 0.2..f64::from(GRACE) + 1.5).contains(&grace),
         "grace_seconds {grace}, the StopContainer timeout is {GRACE} s: {json}"
     );
+    assert!(record.record.stop_signal_ignored, "SIG_IGN: {json}");
 }
 
 /// Exec probes (`ExecSync`) that pass, fail with an exit code and fail to start: no record, the

@@ -139,8 +139,9 @@ impl<L: CgroupLookup> Assembler<'_, L> {
             message: None,
             initiator,
             grace_allowed_seconds: None,
+            // Set by the correlator from the container's other deaths (`cause`).
             cause: None,
-            stop_signal_ignored: false,
+            stop_signal_ignored: history.is_some_and(|h| h.stop_dropped_before(died_ns).is_some()),
         }
     }
 

@@ -19,6 +19,9 @@ pub struct Caps {
     pub exec_failure_memcgs: usize,
     /// Deaths already handled, to drop duplicates and late events.
     pub finished: usize,
+    /// Containers (memory cgroups) with recent deaths of children that may explain their
+    /// init's exit (`cause`).
+    pub cause_memcgs: usize,
 }
 
 impl Default for Caps {
@@ -29,6 +32,7 @@ impl Default for Caps {
             oom_victims: 4_096,
             exec_failure_memcgs: 4_096,
             finished: 65_536,
+            cause_memcgs: 4_096,
         }
     }
 }
@@ -98,6 +102,9 @@ pub struct TableEvictions {
     pub exec_failure_memcgs: u64,
     /// Finished deaths forgotten: a duplicate of one of them would not be recognised.
     pub finished: u64,
+    /// Containers whose children's recent deaths were forgotten: their init's record may lack
+    /// its `cause`.
+    pub cause_memcgs: u64,
 }
 
 /// Counters for metrics: everything the correlator decided not to record, and why.
@@ -137,4 +144,5 @@ pub struct TableSizes {
     pub oom_victims: usize,
     pub exec_failure_memcgs: usize,
     pub finished: usize,
+    pub cause_memcgs: usize,
 }

@@ -22,6 +22,7 @@
 //! counted in [`CorrelatorStats`].
 
 mod assemble;
+mod cause;
 mod clock;
 mod config;
 mod errno;
@@ -43,6 +44,8 @@ use std::num::NonZeroUsize;
 use agent_ebpf::{COMM_LEN, ExitEvent, KernelEvent, OomEvent, SignalEvent, c_str_bytes};
 use lru::LruCache;
 
+pub use self::cause::CAUSE_WINDOW_NS;
+use self::cause::CauseTable;
 pub use self::clock::{BootClock, boottime_ns, page_size};
 pub use self::config::{
     Caps, ConfigError, CorrelatorConfig, CorrelatorStats, TableEvictions, TableSizes,
@@ -127,6 +130,8 @@ pub struct Correlator {
     /// Deaths handled (recorded or not), with their kernel time, to spot duplicates and
     /// events that arrive after their process's record was final.
     finished: LruCache<ProcessKey, u64>,
+    /// Children's recent deaths per container, for their init's `cause`.
+    causes: CauseTable,
     /// Records made while ingesting (a full table forced them out), handed out next drain.
     ready: Vec<TerminationRecord>,
     seq: u64,
@@ -157,6 +162,7 @@ impl Correlator {
             pending: BinaryHeap::new(),
             pending_cap: config::cap(caps.pending_exits, "pending_exits")?,
             finished: LruCache::new(config::cap(caps.finished, "finished")?),
+            causes: CauseTable::new(config::cap(caps.cause_memcgs, "cause_memcgs")?),
             ready: Vec::new(),
             seq: 0,
             stats: CorrelatorStats::default(),
@@ -179,6 +185,7 @@ impl Correlator {
         stats.evictions.signal_histories = self.signals.evicted;
         stats.signal_histories_expired = self.signals.expired;
         stats.evictions.exec_failure_memcgs = self.exec_failures.evicted;
+        stats.evictions.cause_memcgs = self.causes.evicted;
         stats
     }
 
@@ -190,6 +197,7 @@ impl Correlator {
             oom_victims: self.oom_victims.len(),
             exec_failure_memcgs: self.exec_failures.len(),
             finished: self.finished.len(),
+            cause_memcgs: self.causes.len(),
         }
     }
 

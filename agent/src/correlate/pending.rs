@@ -6,6 +6,7 @@ use std::cmp::Ordering;
 use agent_ebpf::{ExitEvent, exit_flags, role};
 
 use super::assemble::{Assembler, Evidence, Victim};
+use super::cause::ChildDeath;
 use super::oom::PendingOom;
 use super::verdict::Death;
 use super::{CgroupLookup, Correlator, ProcessKey, comm_string};
@@ -139,13 +140,31 @@ impl Correlator {
             signals: history.as_ref(),
             exec_failure,
         };
-        let record = Assembler {
+        let mut record = Assembler {
             node: &self.node,
             clock: self.clock,
             cgroups,
             unresolved: &mut self.stats.unresolved_senders,
         }
         .record(&victim, evidence);
+        // Records are made in the order of the deaths (see `cause`): a child's is noted before
+        // its init's is assembled.
+        match role {
+            Role::Child => {
+                if let Some(death) = ChildDeath::of(&record, died_ns) {
+                    self.causes.note(exit.memcg_id, death);
+                }
+            }
+            Role::Init => {
+                let stopped = history
+                    .as_ref()
+                    .is_some_and(|h| h.first_stop_before(died_ns).is_some());
+                record.cause = self
+                    .causes
+                    .explain(exit.memcg_id, &record, died_ns, stopped);
+            }
+            Role::Exec | Role::Runtime | Role::Sandbox => {}
+        }
         self.stats.records += 1;
         Some(record)
     }

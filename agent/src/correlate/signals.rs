@@ -4,11 +4,17 @@
 
 use std::num::NonZeroUsize;
 
-use agent_ebpf::{COMM_LEN, SignalEvent};
+use agent_ebpf::{COMM_LEN, SignalEvent, signal_flags};
 use lru::LruCache;
 
 use super::ProcessKey;
 use super::verdict::{kernel_raised, sig};
+
+/// `signal_generate`'s `result` when `prepare_signal` dropped the signal. It does so for a
+/// target that ignores it (`SIG_IGN`; a PID namespace's init, `SIGNAL_UNKILLABLE`, without a
+/// handler) and for one already exiting (`SIGNAL_GROUP_EXIT`, a core dump), which the programs
+/// tell apart (`signal_flags::TARGET_EXITING`).
+const TRACE_SIGNAL_IGNORED: u32 = 1;
 
 /// One signal sent to a process, as much of it as a record can need.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,6 +28,9 @@ pub(super) struct SignalSeen {
     pub delivered: bool,
     /// Generated without a siginfo: the kernel raised it for `current` (SIGPIPE, SIGXFSZ).
     pub no_siginfo: bool,
+    /// The kernel dropped it because of how the target treats it (`SIG_IGN`, or a PID
+    /// namespace's init without a handler), not because the target was already exiting.
+    pub dropped_by_target: bool,
     pub sender_comm: [u8; COMM_LEN],
 }
 
@@ -62,6 +71,8 @@ pub(super) struct SignalHistory {
     /// starts the grace period just the same), in `STOP_SIGNALS` order.
     first_stop: [Option<SignalSeen>; 4],
     pub first_sigkill: Option<SignalSeen>,
+    /// The first stop signal from another process that the kernel dropped for the target.
+    first_stop_dropped: Option<SignalSeen>,
     by_number: [Option<SignalSeen>; SIGNAL_SLOTS],
     /// The latest kernel time seen, for the TTL.
     last_ns: u64,
@@ -83,6 +94,14 @@ impl SignalHistory {
                 && first.is_none_or(|f| seen.ktime_ns < f.ktime_ns)
             {
                 *first = Some(seen);
+            }
+            if seen.dropped_by_target
+                && STOP_SIGNALS.contains(&seen.sig)
+                && self
+                    .first_stop_dropped
+                    .is_none_or(|f| seen.ktime_ns < f.ktime_ns)
+            {
+                self.first_stop_dropped = Some(seen);
             }
         }
         let slots = &mut self.by_number;
@@ -129,6 +148,12 @@ impl SignalHistory {
             .copied()
     }
 
+    /// The first stop signal another process sent before `died_ns` that the process dropped
+    /// (`SIG_IGN`, or PID 1 without a handler): what makes a stop wait out its grace period.
+    pub fn stop_dropped_before(&self, died_ns: u64) -> Option<SignalSeen> {
+        self.first_stop_dropped.filter(|s| s.ktime_ns <= died_ns)
+    }
+
     pub fn sigkill_before(&self, died_ns: u64) -> Option<SignalSeen> {
         self.first_sigkill.filter(|s| s.ktime_ns <= died_ns)
     }
@@ -170,7 +195,9 @@ impl SignalTable {
             code: event.code,
             sig: signal,
             delivered: event.result == 0,
-            no_siginfo: event.flags & agent_ebpf::signal_flags::NO_SIGINFO != 0,
+            no_siginfo: event.flags & signal_flags::NO_SIGINFO != 0,
+            dropped_by_target: event.result == TRACE_SIGNAL_IGNORED
+                && event.flags & signal_flags::TARGET_EXITING == 0,
             sender_comm: event.sender_comm,
         };
         let key = ProcessKey::new(event.target_tgid, event.target_start_boottime_ns);

@@ -14,9 +14,9 @@ use agent_ebpf::{
 
 use crate::cgroup::{CgroupInfo, parse_container};
 use crate::correlate::{
-    BootClock, Caps, CgroupLookup, Correlator, CorrelatorConfig, MemoryReading,
+    BootClock, CAUSE_WINDOW_NS, Caps, CgroupLookup, Correlator, CorrelatorConfig, MemoryReading,
 };
-use crate::record::{OomScope, Reason, TerminationRecord};
+use crate::record::{OomScope, Reason, Role, TerminationRecord};
 
 /// Small caps, so that a short input already fills every table and takes the eviction paths.
 pub const CAPS: Caps = Caps {
@@ -25,6 +25,7 @@ pub const CAPS: Caps = Caps {
     oom_victims: 3,
     exec_failure_memcgs: 3,
     finished: 8,
+    cause_memcgs: 2,
 };
 const PAGE: u64 = 4096;
 /// Wall clock = kernel time + this (2025-06-15).
@@ -255,7 +256,8 @@ fn assert_within_caps(c: &Correlator) {
         && s.pending_exits <= CAPS.pending_exits
         && s.oom_victims <= CAPS.oom_victims
         && s.exec_failure_memcgs <= CAPS.exec_failure_memcgs
-        && s.finished <= CAPS.finished;
+        && s.finished <= CAPS.finished
+        && s.cause_memcgs <= CAPS.cause_memcgs;
     assert!(within, "{s:?} over {CAPS:?}");
 }
 
@@ -362,6 +364,15 @@ pub fn check_record(r: &TerminationRecord) {
         );
         assert!(oom.scope == OomScope::Memcg || oom.memory_limit_bytes.is_none());
     }
+    if let Some(cause) = &r.cause {
+        assert!(
+            r.role == Role::Init && r.exit_status != 0 && r.oom.is_none(),
+            "{r:?}"
+        );
+        let window = Duration::from_nanos(CAUSE_WINDOW_NS).as_secs_f64();
+        assert!((0.0..=window).contains(&cause.seconds_before), "{cause:?}");
+        assert!(cause.signal.is_some() || cause.oom.is_some(), "{cause:?}");
+    }
     let text = serde_json::to_string(r).expect("a record serialises");
     assert!(!text.contains('\n'), "one record, one line");
     let json: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
@@ -375,6 +386,10 @@ pub fn check_record(r: &TerminationRecord) {
     assert_eq!(grace.is_some(), back_grace.is_some());
     if let (Some(a), Some(b)) = (grace, back_grace) {
         assert!((a - b).abs() <= a.abs() * 1e-12);
+    }
+    if let (Some(a), Some(b)) = (&r.cause, &mut back.cause) {
+        assert!((a.seconds_before - b.seconds_before).abs() <= a.seconds_before * 1e-12);
+        b.seconds_before = a.seconds_before;
     }
     back.grace_seconds = grace;
     assert_eq!(&back, r);

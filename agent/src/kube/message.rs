@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use time::{OffsetDateTime, UtcOffset, macros::format_description};
 
 use crate::record::{
-    Initiator, OomScope, Reason, Sender, SenderKind, TerminationRecord, signal_name,
+    Cause, Initiator, OomScope, Reason, Sender, SenderKind, TerminationRecord, signal_name,
 };
 
 /// events.k8s.io/v1 refuses a note longer than this (bytes).
@@ -19,8 +19,85 @@ const PATH_MAX_CHARS: usize = 200;
 #[must_use]
 pub fn event_note(r: &TerminationRecord) -> String {
     let victim = victim(r);
-    let mut note = match r.reason {
-        Reason::OomKilled => oom_note(r, &victim),
+    let mut note = if let Some(cause) = &r.cause {
+        cause_note(r, cause, &victim)
+    } else {
+        verdict_note(r, &victim)
+    };
+    if r.stop_signal_ignored && r.reason != Reason::GracePeriodExpired {
+        let _ = write!(note, "; a stop signal {}", ignored_clause(r));
+    }
+    if let Some(why) = decided_by(r.initiator) {
+        let _ = write!(note, "; {why}");
+    }
+    truncate_bytes(&mut note, NOTE_MAX_BYTES);
+    note
+}
+
+/// Why the kernel dropped a stop signal, as far as the record tells: PID 1 of a PID namespace
+/// without a handler for it, or a process that ignores it.
+fn ignored_clause(r: &TerminationRecord) -> &'static str {
+    if r.main_process {
+        "was ignored: PID 1 has no handler for it, or ignores it (a shell that does not forward it?)"
+    } else {
+        "was ignored: the process ignores it (SIG_IGN)"
+    }
+}
+
+/// The cause first: `Error (exit 137): child python3 (pid 4242) was OOM-killed 0.2s earlier:
+/// memcg limit 256Mi hit by container "api", RSS 312Mi; sh (pid 4200) in container "api"
+/// exited with code 137`.
+fn cause_note(r: &TerminationRecord, cause: &Cause, victim: &str) -> String {
+    let status = match (r.exit_code, r.signal) {
+        (Some(code), _) => format!("exit {code}"),
+        (None, Some(sig)) => signal_name(sig).into_owned(),
+        (None, None) => format!("status {}", r.exit_status),
+    };
+    let signal = cause.signal.map_or_else(|| "a signal".into(), signal_name);
+    let what = match cause.reason {
+        Reason::OomKilled => "was OOM-killed".to_owned(),
+        Reason::Crashed => format!("crashed ({signal})"),
+        Reason::Killed | Reason::GracePeriodExpired => format!("was killed by {signal}"),
+        Reason::Terminated => format!("was terminated by {signal}"),
+        _ => format!("died of {signal}"),
+    };
+    // A relay is immediate: milliseconds, which one decimal would show as 0.0s.
+    let before = if cause.seconds_before < 0.1 {
+        format!("{:.3}s", cause.seconds_before)
+    } else {
+        format!("{:.1}s", cause.seconds_before)
+    };
+    let mut s = format!(
+        "{} ({status}): child {} (pid {}) {what} {before} earlier",
+        r.reason.as_str(),
+        cause.comm,
+        cause.pid,
+    );
+    if let Some(oom) = &cause.oom {
+        match oom.scope {
+            OomScope::Memcg => {
+                s.push_str(": memcg limit");
+                if let Some(limit) = oom.memory_limit_bytes.or(r.container_memory_limit_bytes) {
+                    let _ = write!(s, " {}", bytes(limit));
+                }
+                let _ = write!(
+                    s,
+                    " hit by {}",
+                    limit_holder(r, oom.limit_cgroup.as_deref())
+                );
+            }
+            OomScope::Global => s.push_str(": the node ran out of memory"),
+        }
+        let _ = write!(s, ", RSS {}", rss(oom.victim_rss_bytes));
+    }
+    let _ = write!(s, "; {victim} {}", ending(r));
+    s
+}
+
+/// The note of a death told by its own verdict.
+fn verdict_note(r: &TerminationRecord, victim: &str) -> String {
+    match r.reason {
+        Reason::OomKilled => oom_note(r, victim),
         Reason::GracePeriodExpired => {
             let mut s = String::from("GracePeriodExpired: SIGTERM");
             if let Some(sender) = &r.sender {
@@ -28,6 +105,9 @@ pub fn event_note(r: &TerminationRecord) -> String {
             }
             if let Some(t) = r.sigterm_time {
                 let _ = write!(s, " at {}", clock(t));
+            }
+            if r.stop_signal_ignored {
+                let _ = write!(s, " {}", ignored_clause(r));
             }
             s.push_str(", SIGKILL");
             if let Some(grace) = r.grace_seconds {
@@ -79,12 +159,7 @@ pub fn event_note(r: &TerminationRecord) -> String {
         Reason::Crashed | Reason::Signaled | Reason::Completed | Reason::Error => {
             format!("{}: {victim} {}", r.reason.as_str(), ending(r))
         }
-    };
-    if let Some(why) = decided_by(r.initiator) {
-        let _ = write!(note, "; {why}");
     }
-    truncate_bytes(&mut note, NOTE_MAX_BYTES);
-    note
 }
 
 /// Who decided, in words, where the Kubernetes API told it: the kernel's own initiators are

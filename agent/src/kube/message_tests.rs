@@ -271,3 +271,69 @@ fn quantities_and_signal_names() {
     // Signal names come from the record's one table (kill -l spelling).
     assert_eq!(signal_name(15), "SIGTERM");
 }
+
+#[test]
+fn an_init_relaying_its_childs_oom_kill_says_the_cause_first() {
+    let mut r = record(Reason::Error);
+    (r.pid, r.comm) = (4200, "sh".into());
+    r.exit_code = Some(137);
+    r.exit_status = 137;
+    r.cause = Some(crate::record::Cause {
+        pid: 4242,
+        comm: "python3".into(),
+        reason: Reason::OomKilled,
+        signal: Some(9),
+        oom: Some(oom(OomScope::Memcg, Some(256 << 20), Some(CGROUP))),
+        seconds_before: 0.2,
+    });
+    assert_eq!(
+        event_note(&r),
+        "Error (exit 137): child python3 (pid 4242) was OOM-killed 0.2s earlier: \
+         memcg limit 256Mi hit by container \"api\", RSS 312Mi; \
+         sh (pid 4200) in container \"api\" exited with code 137"
+    );
+}
+
+#[test]
+fn an_init_relaying_a_crash_says_which_signal() {
+    let mut r = record(Reason::Error);
+    (r.pid, r.comm) = (4200, "tini".into());
+    r.exit_code = Some(139);
+    r.exit_status = 139;
+    r.cause = Some(crate::record::Cause {
+        pid: 4242,
+        comm: "python3".into(),
+        reason: Reason::Crashed,
+        signal: Some(11),
+        oom: None,
+        seconds_before: 0.012,
+    });
+    assert_eq!(
+        event_note(&r),
+        "Error (exit 139): child python3 (pid 4242) crashed (SIGSEGV) 0.012s earlier; \
+         tini (pid 4200) in container \"api\" exited with code 139"
+    );
+}
+
+#[test]
+fn a_sigterm_ignored_by_pid_1_is_said_in_plain_words() {
+    let mut r = record(Reason::GracePeriodExpired);
+    r.signal = Some(9);
+    r.sender = sender("containerd-shim", 77, SenderKind::Host);
+    r.sigterm_time = Some(datetime!(2026-11-22 12:00:01.25 UTC));
+    r.grace_seconds = Some(30.0);
+    r.stop_signal_ignored = true;
+    assert_eq!(
+        event_note(&r),
+        "GracePeriodExpired: SIGTERM from containerd-shim (pid 77) at 12:00:01Z was ignored: \
+         PID 1 has no handler for it, or ignores it (a shell that does not forward it?), \
+         SIGKILL 30.0s later; python3 (pid 4242) in container \"api\" had not exited"
+    );
+    r.reason = Reason::Killed;
+    r.main_process = false;
+    assert!(
+        event_note(&r).ends_with("; a stop signal was ignored: the process ignores it (SIG_IGN)"),
+        "{}",
+        event_note(&r)
+    );
+}

@@ -145,6 +145,8 @@ pub fn resolve(btf: &Btf, tracefs: &Path) -> Result<Resolved, BtfError> {
         "failed execs are not seen",
     );
 
+    let signal_core_state = off(btf, "signal_struct", "core_state").ok();
+
     let oom_victim_arg = oom_victim_arg(btf);
     note_oom_victim_arg(oom_victim_arg, &mut features, &mut choices);
 
@@ -187,7 +189,11 @@ pub fn resolve(btf: &Btf, tracefs: &Path) -> Result<Resolved, BtfError> {
         cgroup_root_subsys_mask: off(btf, "cgroup_root", "subsys_mask")?,
         memory_cgrp_id: memcg_id.map_or(0, |id| id as u32),
         signal_group_exit_code: off(btf, "signal_struct", "group_exit_code")?,
+        signal_flags: off(btf, "signal_struct", "flags")?,
+        signal_exiting_mask: exiting_mask(signal_core_state),
+        signal_core_state: signal_core_state.unwrap_or(0),
         memcg_oom_events,
+        pad: 0,
     };
     Ok(Resolved {
         layout,
@@ -196,6 +202,25 @@ pub fn resolve(btf: &Btf, tracefs: &Path) -> Result<Resolved, BtfError> {
         missing: features.missing,
         choices,
     })
+}
+
+/// `SIGNAL_GROUP_EXIT` (include/linux/sched/signal.h): the group is exiting (`exit_group`, a
+/// fatal signal); `prepare_signal` then drops every signal. The same value on every kernel.
+const SIGNAL_GROUP_EXIT: u32 = 0x4;
+/// `SIGNAL_GROUP_COREDUMP`: a core dump is under way (dropping all but SIGKILL) on kernels
+/// before 5.17, which set it instead of `SIGNAL_GROUP_EXIT`. It was removed after
+/// `core_state` moved from `mm_struct` to `signal_struct` (5.16), so it counts only where BTF
+/// has no `signal_struct.core_state`; where it has one, the programs read that pointer.
+const SIGNAL_GROUP_COREDUMP: u32 = 0x8;
+
+/// The bits of `signal_struct.flags` that mean "exiting: new signals are dropped" here. Flag
+/// values are macros, not in BTF; which of them exist is told by the struct's members.
+fn exiting_mask(signal_core_state: Option<u32>) -> u32 {
+    if signal_core_state.is_some() {
+        SIGNAL_GROUP_EXIT
+    } else {
+        SIGNAL_GROUP_EXIT | SIGNAL_GROUP_COREDUMP
+    }
 }
 
 /// How `sched_process_exit` tells the group's death, from the tracepoint's BTF parameters.

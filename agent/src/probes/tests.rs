@@ -33,6 +33,20 @@ fn the_whole_layout_resolves_on_the_running_kernel() {
         "the gap is reported: {:?}",
         resolved.missing
     );
+    // 5.16+ keeps `core_state` in `signal_struct` and (5.17+) marks a core dump with
+    // SIGNAL_GROUP_EXIT: the exiting test is that bit and the pointer.
+    if let Ok(core_state) = btf.offset_of("signal_struct", "core_state") {
+        assert_eq!(
+            (l.signal_core_state, l.signal_exiting_mask),
+            (core_state, 0x4)
+        );
+    } else {
+        assert_eq!((l.signal_core_state, l.signal_exiting_mask), (0, 0x4 | 0x8));
+    }
+    assert_eq!(
+        l.signal_flags,
+        btf.offset_of("signal_struct", "flags").unwrap()
+    );
     // siginfo's first three ints are user ABI: si_code is the third.
     assert_eq!(l.siginfo_code, 8);
     let memcg_id = btf.enum_value("memory_cgrp_id").expect("memory_cgrp_id") as u32;

@@ -4,8 +4,9 @@
 //! - [`PAUSE`]: the pod sandbox, a static C program that sleeps until SIGTERM/SIGINT and reaps
 //!   the orphans of a shared PID namespace, as the kubelet's pause does;
 //! - [`TEST`]: busybox (static) with its applets in `/bin`, `/bin/hog` (a static C program that
-//!   allocates and touches N MiB: an OOM at a limit) and `/bin/not-executable` (a file without
-//!   the x bit: an entrypoint execve refuses).
+//!   allocates and touches N MiB: an OOM at a limit), `/bin/relay` (a tini-style init whose
+//!   child crashes with SIGSEGV) and `/bin/not-executable` (a file without the x bit: an
+//!   entrypoint execve refuses).
 //!
 //! The tars are cached under `target/coroner-images/`, named by a hash of what goes in, so a
 //! second run only imports them.
@@ -59,6 +60,28 @@ int main(int argc, char **argv) {
 }
 ";
 
+const RELAY_C: &str = r"
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+/* relay: a tini-style init. Forks a child that crashes with SIGSEGV a second later (no core
+   file), waits for it and exits 128 + its signal, or its exit code, as tini and dumb-init do. */
+int main(void) {
+    pid_t child = fork();
+    if (child < 0) return 2;
+    if (child == 0) {
+        struct rlimit none = {0, 0};
+        setrlimit(RLIMIT_CORE, &none);
+        sleep(1);
+        *(volatile int *)0 = 1;
+        return 3;
+    }
+    int status;
+    while (waitpid(child, &status, 0) < 0) {}
+    return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
+}
+";
+
 /// Builds (or finds in the cache) both images and imports them into `containerd`.
 pub fn import(containerd: &Containerd) -> Result<()> {
     for (name, build) in [
@@ -88,7 +111,7 @@ fn cached(name: &str, rootfs: fn(&Path) -> Result<Vec<String>>) -> Result<PathBu
     fs::create_dir_all(&dir)?;
     let busybox = fs::metadata("/usr/bin/busybox").context("/usr/bin/busybox")?;
     let key = fnv(&format!(
-        "{FORMAT}\n{name}\n{PAUSE_C}\n{HOG_C}\n{}\n{:?}",
+        "{FORMAT}\n{name}\n{PAUSE_C}\n{HOG_C}\n{RELAY_C}\n{}\n{:?}",
         busybox.len(),
         busybox.modified().ok()
     ));
@@ -174,6 +197,7 @@ fn test_rootfs(root: &Path) -> Result<Vec<String>> {
         }
     }
     compile(HOG_C, &bin.join("hog"))?;
+    compile(RELAY_C, &bin.join("relay"))?;
     let not_exec = bin.join("not-executable");
     fs::write(&not_exec, "#!/bin/sh\nexit 0\n")?;
     fs::set_permissions(&not_exec, fs::Permissions::from_mode(0o644))?;

@@ -1,7 +1,9 @@
+mod causes;
 mod fixtures;
 mod initiators;
 mod json;
 mod oom;
 mod roles;
 mod state;
+mod stop_ignored;
 mod verdicts;

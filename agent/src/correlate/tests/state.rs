@@ -268,6 +268,7 @@ fn small_caps() -> CorrelatorConfig {
         oom_victims: CAP,
         exec_failure_memcgs: CAP,
         finished: CAP,
+        cause_memcgs: CAP,
     };
     config.hold = Duration::from_hours(1);
     config

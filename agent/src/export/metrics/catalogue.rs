@@ -206,7 +206,7 @@ static SIGNAL_HISTORIES_EXPIRED: Family = counter(
 );
 static CORRELATOR_EVICTIONS: Family = counter(
     "correlator_evictions",
-    "Entries a correlator table gave up to its cap (signal_histories, exec_failure_memcgs: in stage correlate)",
+    "Entries a correlator table gave up to its cap (signal_histories, exec_failure_memcgs, cause_memcgs: in stage correlate)",
 );
 static CORRELATOR_TABLE_ENTRIES: Family = gauge(
     "correlator_table_entries",
@@ -430,6 +430,8 @@ fn export_evictions(stats: TableEvictions, out: &mut Samples) {
         oom_victims => table("oom_victims"),
         exec_failure_memcgs => table("exec_failure_memcgs").lost_at(LossStage::Correlate),
         finished => table("finished"),
+        // A container's children's deaths forgotten: its init's record may lack its cause.
+        cause_memcgs => table("cause_memcgs").lost_at(LossStage::Correlate),
     });
 }
 
@@ -441,6 +443,7 @@ fn export_tables(stats: TableSizes, out: &mut Samples) {
         oom_victims => table("oom_victims"),
         exec_failure_memcgs => table("exec_failure_memcgs"),
         finished => table("finished"),
+        cause_memcgs => table("cause_memcgs"),
     });
 }
 

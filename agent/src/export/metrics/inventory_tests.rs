@@ -199,6 +199,7 @@ fn kernel_stage(x: &mut Inventory) -> KernelStageStats {
                 oom_victims: x.metric(&evicted("oom_victims")),
                 exec_failure_memcgs: x.metric_lost(&evicted("exec_failure_memcgs"), "correlate"),
                 finished: x.metric(&evicted("finished")),
+                cause_memcgs: x.metric_lost(&evicted("cause_memcgs"), "correlate"),
             },
         },
         tables: TableSizes {
@@ -207,6 +208,7 @@ fn kernel_stage(x: &mut Inventory) -> KernelStageStats {
             oom_victims: x.size(&entries("oom_victims")),
             exec_failure_memcgs: x.size(&entries("exec_failure_memcgs")),
             finished: x.size(&entries("finished")),
+            cause_memcgs: x.size(&entries("cause_memcgs")),
         },
         resolver: ResolverStats {
             walks: x.metric("coroner_cgroup_walks_total"),

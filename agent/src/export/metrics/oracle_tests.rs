@@ -13,7 +13,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use super::tests::oom_killed;
 use super::{Metrics, classic};
-use crate::record::{Reason, TerminationRecord};
+use crate::record::{Cause, Reason, TerminationRecord};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ContainerLabels {
@@ -31,6 +31,7 @@ struct TerminationLabels {
     reason: &'static str,
     main_process: &'static str,
     initiator: &'static str,
+    cause: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -71,6 +72,7 @@ fn oracle(records: &[TerminationRecord]) -> Registry {
                 reason: r.reason.as_str(),
                 main_process: if r.main_process { "true" } else { "false" },
                 initiator: r.initiator.as_str(),
+                cause: r.cause.as_ref().map_or("", |c| c.reason.as_str()),
             })
             .inc();
         if let Some(oom) = &r.oom {
@@ -105,7 +107,7 @@ fn oracle(records: &[TerminationRecord]) -> Registry {
     let [victim_rss, peak, limit] = gauges;
     registry.register(
         "terminations",
-        "Recorded deaths of container processes, by verdict and initiator",
+        "Recorded deaths of container processes, by verdict, initiator and cause",
         terminations,
     );
     registry.register(
@@ -182,6 +184,17 @@ fn varied_records() -> Vec<TerminationRecord> {
         r.oom = None;
         r.container_memory_limit_bytes = Some(u64::MAX);
         r.exec_failure.as_mut().expect("exec failure").errno = "EACCES".into();
+        records.push(r.clone());
+        // An init relaying its child's OOM kill: the `cause` label is the child's verdict.
+        r.reason = Reason::Error;
+        r.cause = Some(Cause {
+            pid: 4300,
+            comm: "python3".into(),
+            reason: Reason::OomKilled,
+            signal: Some(9),
+            oom: None,
+            seconds_before: 0.2,
+        });
         records.push(r);
     }
     let mut unknown = oom_killed("x", "y");

@@ -22,6 +22,8 @@ pub(super) struct TerminationCount {
     pub main_process: bool,
     /// An enum of 17 values: the label stays bounded.
     pub initiator: Initiator,
+    /// The verdict of the child's death that explains an init's exit: 11 values or none.
+    pub cause: Option<Reason>,
     pub count: u64,
 }
 
@@ -185,11 +187,13 @@ impl SeriesIndex {
 
         let (reason, main_process, initiator) =
             (record.reason, record.main_process, record.initiator);
+        let cause = record.cause.as_ref().map(|c| c.reason);
         let found = c.terminations.iter_mut().find(|t| {
             t.owner == owner
                 && t.reason == reason
                 && t.main_process == main_process
                 && t.initiator == initiator
+                && t.cause == cause
         });
         match found {
             Some(t) => t.count += 1,
@@ -198,6 +202,7 @@ impl SeriesIndex {
                 reason,
                 main_process,
                 initiator,
+                cause,
                 count: 1,
             }),
         }

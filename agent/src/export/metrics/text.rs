@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use super::series::{ContainerSeries, PodSeries, SeriesIndex};
+use crate::record::Reason;
 
 /// Which text exposition a scrape gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,7 +37,7 @@ struct PodFamily {
 
 const TERMINATIONS: PodFamily = PodFamily {
     name: "coroner_terminations",
-    help: "Recorded deaths of container processes, by verdict and initiator.",
+    help: "Recorded deaths of container processes, by verdict, initiator and cause.",
     kind: Kind::Counter,
     unit: None,
     samples: terminations,
@@ -167,6 +168,7 @@ fn terminations(w: &mut FamilyWriter, pod_labels: &str, pod: &PodSeries) {
             out.extend([",reason=\"", t.reason.as_str(), "\",main_process=\""]);
             out.push_str(if t.main_process { "true\"" } else { "false\"" });
             out.extend([",initiator=\"", t.initiator.as_str(), "\""]);
+            out.extend([",cause=\"", t.cause.map_or("", Reason::as_str), "\""]);
             push_value(out, t.count);
         }
     }
