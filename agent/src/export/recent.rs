@@ -10,11 +10,11 @@ use crate::record::TerminationRecord;
 /// How many records the ring keeps by default.
 pub const DEFAULT_CAPACITY: usize = 1024;
 
-/// Which records to return: every given field must equal the record's (docs/api.md). A record
-/// with unknown metadata has the empty string there, as in the metrics' labels: `?namespace=`
-/// selects the records no pod could be found for. The workload (`owner_kind` + `owner_name`)
-/// finds the deaths of a Deployment's pods that were replaced since (`kubectl coroner why
-/// deployment/NAME`).
+/// Which records to return: every given field must equal the record's (docs/plugin.md, "The
+/// agent's `/v1/terminations`"). A record with unknown metadata has the empty string there, as
+/// in the metrics' labels: `?namespace=` selects the records no pod could be found for. The
+/// workload (`owner_kind` + `owner_name`) finds the deaths of a Deployment's pods that were
+/// replaced since (`kubectl coroner why deployment/NAME`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 pub struct RecentFilter {
     pub namespace: Option<String>,
