@@ -88,7 +88,7 @@ impl Cluster {
         self.server.put_pod(&object);
     }
 
-    /// The agent's pod on the node, as the DaemonSet makes it: its labels, its `http-metrics`
+    /// The agent's pod on the node, as the `DaemonSet` makes it: its labels, its `http-metrics`
     /// port, the pod IP the API server proxies to.
     fn put_agent_pod(&self, port: u16) -> String {
         let name = format!("coroner-{}", unique_hex(5));
@@ -186,22 +186,24 @@ fn contains(text: &str, want: &str) {
     assert!(text.contains(want), "{want:?} not in:\n{text}");
 }
 
-#[test]
-fn why_a_pod_died_from_the_agent_then_from_events() {
-    let Some(mut c) = Cluster::start("why_a_pod_died_from_the_agent_then_from_events") else {
-        return;
-    };
+/// Two real deaths of pod containers (a crash, then an OOM kill at the 64Mi limit), a pod of
+/// Deployment `hogs`; their records as the agent wrote them.
+struct Deaths {
+    pod: Pod,
+    hog: String,
+    crashed: Record,
+    oom: Record,
+}
+
+fn stage(c: &mut Cluster) -> Deaths {
     let pod = c
         .kubelet
         .run_pod(&PodOptions::default())
         .expect("RunPodSandbox");
-    let ns = pod.namespace.clone();
-    let mut rs = replicaset(&ns, REPLICASET, Some(DEPLOYMENT));
+    let mut rs = replicaset(&pod.namespace, REPLICASET, Some(DEPLOYMENT));
     rs.metadata.labels = Some(labels());
     c.server.put_replicaset(&rs);
-    c.server.put_deployment(&deployment(&ns));
-
-    // Two real deaths: a crash (exit 3), then an OOM kill at the container's 64Mi limit.
+    c.server.put_deployment(&deployment(&pod.namespace));
     let (crash, _) = c
         .kubelet
         .run_container(&pod, &ContainerSpec::sh("setup", "exit 3"))
@@ -227,105 +229,169 @@ fn why_a_pod_died_from_the_agent_then_from_events() {
         "the agent named the workload: {}",
         oom.json
     );
+    Deaths {
+        pod,
+        hog,
+        crashed,
+        oom,
+    }
+}
+
+#[test]
+fn why_a_pod_died_from_the_agent_then_from_events() {
+    let Some(mut c) = Cluster::start("why_a_pod_died_from_the_agent_then_from_events") else {
+        return;
+    };
+    let deaths = stage(&mut c);
+    from_the_agent(&c, &deaths);
+    // The agent's own Event about the OOM kill, for the fallbacks.
+    let server = &c.server;
+    let posted = c
+        .kubelet
+        .tokio()
+        .block_on(server.wait_until(RECORD_WAIT, |s| {
+            s.events().iter().any(|e| e["reason"] == "OOMKilled")
+        }));
+    assert!(posted, "the agent's Event: {:#?}", server.events());
+    from_events(&c, &deaths.pod);
+    missing(&c, &deaths.pod.namespace);
+}
+
+/// The table and `-o json` from the real agent through the pod proxy; one container; the
+/// Deployment.
+fn from_the_agent(c: &Cluster, d: &Deaths) {
+    let (pod, ns) = (&d.pod, d.pod.namespace.as_str());
     let agent_pod = c.put_agent_pod(c.agent.addr().port());
     let target = format!("pod/{}", pod.name);
-
-    // The table, from the agent, newest first.
-    let table = c.ok(&["why", &target, "-n", &ns]);
+    let table = c.ok(&["why", &target, "-n", ns]);
     contains(&table, &format!("pod {ns}/{} on node {}", pod.name, c.node));
     contains(
         &table,
         &format!("node {}: agent {AGENT_NS}/{agent_pod}, 2 records", c.node),
     );
     contains(&table, "2 deaths, newest first:");
-    let oom_at = table.find("container hog  OOMKilled").expect("the OOM kill");
+    let oom_at = table
+        .find("container hog  OOMKilled")
+        .expect("the OOM kill");
     let crash_at = table.find("container setup  Error").expect("the crash");
     assert!(oom_at < crash_at, "newest first:\n{table}");
     contains(&table, "    initiator  oom_killer\n");
-    contains(&table, "    exit       status 137: SIGKILL from the kernel\n");
+    contains(
+        &table,
+        "    exit       status 137: SIGKILL from the kernel\n",
+    );
     contains(&table, "limit 64Mi; OOM memcg, limit 64Mi of ");
-    contains(&table, &format!("of {}", pod.cgroup_of(&hog)));
+    contains(&table, &format!("of {}", pod.cgroup_of(&d.hog)));
     contains(&table, "    role       init: hog (pid ");
     contains(&table, "    exit       status 3: exit code 3\n");
-    contains(&table, "OOMKilled by the kernel: memcg limit 64Mi hit by container \"hog\"");
+    contains(
+        &table,
+        "OOMKilled by the kernel: memcg limit 64Mi hit by container \"hog\"",
+    );
 
-    // -o json: the records exactly as the agent wrote them.
-    let json: Value = serde_json::from_str(&c.ok(&["why", &target, "-n", &ns, "-o", "json"]))
+    // -o json: the records exactly as the agent wrote them, newest first.
+    let json: Value = serde_json::from_str(&c.ok(&["why", &target, "-n", ns, "-o", "json"]))
         .expect("-o json is JSON");
-    assert_eq!(json["records"][0], oom.json, "{json:#}");
-    assert_eq!(json["records"][1], crashed.json, "{json:#}");
-    assert_eq!(json["sources"][0]["agent"], format!("{AGENT_NS}/{agent_pod}"));
+    assert_eq!(json["records"][0], d.oom.json, "{json:#}");
+    assert_eq!(json["records"][1], d.crashed.json, "{json:#}");
+    assert_eq!(
+        json["sources"][0]["agent"],
+        format!("{AGENT_NS}/{agent_pod}")
+    );
 
-    // A container of its own; the Deployment through the workload its records name.
-    let only = c.ok(&["why", &target, "-n", &ns, "-c", "setup"]);
+    let only = c.ok(&["why", &target, "-n", ns, "-c", "setup"]);
     contains(&only, "1 death, newest first:");
-    let by_deployment = c.ok(&["-n", &ns, "why", &format!("deployment/{DEPLOYMENT}")]);
-    contains(&by_deployment, &format!("Deployment {ns}/{DEPLOYMENT} (1 pod)"));
-    contains(&by_deployment, &format!("pod {}  container hog  OOMKilled", pod.name));
+    // Flags before the subcommand, as `kubectl coroner -n NS why …` passes them.
+    let by_deployment = c.ok(&["-n", ns, "why", &format!("deployment/{DEPLOYMENT}")]);
+    contains(
+        &by_deployment,
+        &format!("Deployment {ns}/{DEPLOYMENT} (1 pod)"),
+    );
+    contains(
+        &by_deployment,
+        &format!("pod {}  container hog  OOMKilled", pod.name),
+    );
     contains(&by_deployment, "2 deaths, newest first:");
+    c.server.delete_pod(AGENT_NS, &agent_pod);
+}
 
-    // The agent's own Event about the OOM kill, for the fallbacks below.
-    let server = &c.server;
-    let posted = c.kubelet.tokio().block_on(server.wait_until(RECORD_WAIT, |s| {
-        s.events().iter().any(|e| e["reason"] == "OOMKilled")
-    }));
-    assert!(posted, "the agent's Event: {:#?}", server.events());
-
-    // No agent pod on the node: coroner's Events stand in.
-    server.delete_pod(AGENT_NS, &agent_pod);
-    let fallback = c.ok(&["why", &target, "-n", &ns]);
+/// No agent pod, an agent pod that answers nothing, the pod proxy forbidden: each said, and
+/// coroner's Events instead.
+fn from_events(c: &Cluster, pod: &Pod) {
+    let (ns, server) = (pod.namespace.as_str(), &c.server);
+    let target = format!("pod/{}", pod.name);
+    let fallback = c.ok(&["why", &target, "-n", ns]);
     contains(
         &fallback,
-        &format!("node {}: no coroner agent (no pod labelled app.kubernetes.io/name=coroner in namespace coroner)", c.node),
+        &format!(
+            "node {}: no coroner agent (no pod labelled app.kubernetes.io/name=coroner in \
+             namespace coroner)",
+            c.node
+        ),
     );
     contains(&fallback, "from coroner's Events");
     contains(&fallback, "container hog  Warning OOMKilled");
     contains(&fallback, "    OOMKilled by the kernel: memcg limit 64Mi");
-    let json: Value = serde_json::from_str(&c.ok(&["why", &target, "-n", &ns, "-o", "json"]))
-        .expect("JSON");
+    let json: Value =
+        serde_json::from_str(&c.ok(&["why", &target, "-n", ns, "-o", "json"])).expect("JSON");
     assert_eq!(json["records"], serde_json::json!([]), "{json:#}");
     assert!(
-        json["events"]
-            .as_array()
-            .is_some_and(|e| e.iter().any(|e| e["reason"] == "OOMKilled" && e["container"] == "hog")),
+        json["events"].as_array().is_some_and(|e| e
+            .iter()
+            .any(|e| e["reason"] == "OOMKilled" && e["container"] == "hog")),
         "{json:#}"
     );
 
-    // An agent pod whose port answers nothing: unreachable, said so, Events instead.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port();
     let dead = c.put_agent_pod(closed);
-    let unreachable = c.ok(&["why", &target, "-n", &ns]);
+    let unreachable = c.ok(&["why", &target, "-n", ns]);
     contains(
         &unreachable,
         &format!("the agent {AGENT_NS}/{dead} is unreachable: "),
     );
-    contains(&unreachable, "error trying to reach service: dial tcp 127.0.0.1:");
+    contains(
+        &unreachable,
+        &format!(
+            "error trying to reach service: dial tcp 127.0.0.1:{closed}: connect: connection refused (HTTP 503)"
+        ),
+    );
     contains(&unreachable, "container hog  Warning OOMKilled");
     server.delete_pod(AGENT_NS, &dead);
 
-    // No permission for the pod proxy: which one is missing, and Events instead.
     let back = c.put_agent_pod(c.agent.addr().port());
     server.forbid(
         "/proxy/",
-        &format!("pods \"{back}\" is forbidden: User \"dev\" cannot get resource \"pods/proxy\" in API group \"\" in the namespace \"coroner\""),
+        &format!(
+            "pods \"{back}\" is forbidden: User \"dev\" cannot get resource \"pods/proxy\" in \
+             API group \"\" in the namespace \"coroner\""
+        ),
     );
-    let forbidden = c.ok(&["why", &target, "-n", &ns]);
-    contains(&forbidden, "you may not get pods/proxy");
-    contains(&forbidden, "container hog  Warning OOMKilled");
-
-    // A pod that does not exist, with no Events either: an error, exit 1.
-    let out = c.plugin(&["why", "pod/no-such-pod", "-n", &ns]);
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let forbidden = c.ok(&["why", &target, "-n", ns]);
     contains(
-        &stderr,
-        &format!("error: pod {ns}/no-such-pod not found, and coroner posted no Events about a pod of that name"),
+        &forbidden,
+        &format!("forbidden to read the agent {AGENT_NS}/{back}: you may not get pods/proxy"),
     );
-    // Nor a Deployment.
-    let out = c.plugin(&["why", "deploy/nope", "-n", &ns]);
+    contains(&forbidden, "container hog  Warning OOMKilled");
+}
+
+/// A pod that does not exist and has no Events, a Deployment that does not exist: exit 1.
+fn missing(c: &Cluster, ns: &str) {
+    let out = c.plugin(&["why", "pod/no-such-pod", "-n", ns]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
-    contains(&String::from_utf8_lossy(&out.stderr), &format!("Deployment {ns}/nope not found"));
+    contains(
+        &String::from_utf8_lossy(&out.stderr),
+        &format!(
+            "error: pod {ns}/no-such-pod not found, and coroner posted no Events about a pod \
+             of that name"
+        ),
+    );
+    let out = c.plugin(&["why", "deploy/nope", "-n", ns]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    contains(
+        &String::from_utf8_lossy(&out.stderr),
+        &format!("error: Deployment {ns}/nope not found"),
+    );
 }

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::error::{Access, PluginError};
 
-/// The port the DaemonSet's agent listens on when its pod does not name one.
+/// The port the agent listens on when its pod does not name one (deploy/daemonset.yaml).
 pub const DEFAULT_PORT: u16 = 9750;
 /// The agent container's port name in deploy/daemonset.yaml.
 const PORT_NAME: &str = "http-metrics";
@@ -20,7 +20,7 @@ const PORT_NAME: &str = "http-metrics";
 #[derive(Clone, Debug)]
 pub struct AgentLocator {
     pub namespace: String,
-    /// The DaemonSet's pod labels, as a label selector.
+    /// The agent pods' labels (the `DaemonSet`'s), as a label selector.
     pub selector: String,
     /// `None`: the agent pod's `http-metrics` port, else [`DEFAULT_PORT`].
     pub port: Option<u16>,
@@ -80,21 +80,24 @@ impl AgentLocator {
                     message: format!("no answer within {:?}", self.timeout),
                 });
             }
+            Ok(Err(kube::Error::Api(status))) if status.code == 403 => {
+                return Err(AgentProblem::Forbidden {
+                    pod: agent,
+                    message: status.message,
+                });
+            }
+            // The API server's proxy words why it could not reach the pod (503 "error trying to
+            // reach service: dial tcp …", 400 "address not allowed" without a pod IP).
+            Ok(Err(kube::Error::Api(status))) => {
+                return Err(AgentProblem::Unreachable {
+                    pod: agent,
+                    message: format!("{} (HTTP {})", status.message, status.code),
+                });
+            }
             Ok(Err(e)) => {
-                let access = Access {
-                    verb: "get",
-                    resource: "pods/proxy",
-                    namespace: self.namespace.clone(),
-                };
-                return Err(match PluginError::from_kube(access, e) {
-                    PluginError::Forbidden { message, .. } => AgentProblem::Forbidden {
-                        pod: agent,
-                        message,
-                    },
-                    other => AgentProblem::Unreachable {
-                        pod: agent,
-                        message: other.to_string(),
-                    },
+                return Err(AgentProblem::Unreachable {
+                    pod: agent,
+                    message: e.to_string(),
                 });
             }
             Ok(Ok(text)) => text,
@@ -187,7 +190,10 @@ impl std::fmt::Display for AgentProblem {
                 "forbidden to read the agent {pod}: you may not get pods/proxy ({message})"
             ),
             AgentProblem::Malformed { pod, message } => {
-                write!(f, "the agent {pod} answered something else than records: {message}")
+                write!(
+                    f,
+                    "the agent {pod} answered something else than records: {message}"
+                )
             }
         }
     }

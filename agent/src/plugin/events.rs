@@ -43,8 +43,7 @@ pub async fn of_pod(
     let api: Api<Event> = Api::namespaced(client.clone(), namespace);
     // The reporting controller is filtered here too: a selector is a request, and other
     // components' Events must never read as coroner's.
-    let params =
-        ListParams::default().fields(&format!("regarding.kind=Pod,regarding.name={pod}"));
+    let params = ListParams::default().fields(&format!("regarding.kind=Pod,regarding.name={pod}"));
     let list = api.list(&params).await.map_err(|e| {
         let access = Access {
             verb: "list",
@@ -70,7 +69,7 @@ pub fn sort_newest_first(events: &mut [DeathEvent]) {
 
 fn death_event(e: &Event) -> DeathEvent {
     let micro = |t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime| {
-        OffsetDateTime::from_unix_timestamp_nanos(i128::from(t.0.as_nanosecond())).ok()
+        OffsetDateTime::from_unix_timestamp_nanos(t.0.as_nanosecond()).ok()
     };
     let time = e
         .series
@@ -80,9 +79,7 @@ fn death_event(e: &Event) -> DeathEvent {
     let regarding = e.regarding.as_ref();
     DeathEvent {
         time,
-        pod: regarding
-            .and_then(|r| r.name.clone())
-            .unwrap_or_default(),
+        pod: regarding.and_then(|r| r.name.clone()).unwrap_or_default(),
         container: regarding
             .and_then(|r| r.field_path.as_deref())
             .and_then(container_of),

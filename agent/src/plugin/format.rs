@@ -46,7 +46,11 @@ pub fn table(report: &Report) -> String {
             out,
             "{} from coroner's Events (the agents had no records of {}), newest first:",
             plural(report.events.len(), "Event"),
-            if report.show_pod { "these pods" } else { "this pod" }
+            if report.show_pod {
+                "these pods"
+            } else {
+                "this pod"
+            }
         );
         for event in &report.events {
             out.push('\n');
@@ -159,7 +163,12 @@ fn exit(r: &TerminationRecord) -> String {
                 let from = match sender.kind {
                     SenderKind::Kernel => " from the kernel".to_owned(),
                     SenderKind::SelfSent => " sent by itself".to_owned(),
-                    kind => format!(" from {} (pid {}, {})", sender.comm, sender.pid, kind.as_str()),
+                    kind => format!(
+                        " from {} (pid {}, {})",
+                        sender.comm,
+                        sender.pid,
+                        kind.as_str()
+                    ),
                 };
                 s.push_str(&from);
             }

@@ -131,7 +131,10 @@ fn a_relayed_death_shows_its_cause_and_a_stop_its_grace() {
         ),
         "{text}"
     );
-    assert!(text.contains("    exit       status 137: exit code 137\n"), "{text}");
+    assert!(
+        text.contains("    exit       status 137: exit code 137\n"),
+        "{text}"
+    );
     assert!(
         text.contains(
             "    grace      used 30.0s of 30s; the stop signal was ignored (a PID 1 without a \
@@ -149,16 +152,19 @@ fn a_relayed_death_shows_its_cause_and_a_stop_its_grace() {
 
 #[test]
 fn events_stand_in_when_the_agent_has_nothing() {
-    let mut r = report(Vec::new(), vec![DeathEvent {
-        time: Some(OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap()),
-        pod: "api-0".into(),
-        container: Some("api".into()),
-        type_: "Warning".into(),
-        reason: "OOMKilled".into(),
-        count: 3,
-        note: "OOMKilled by the kernel: memcg limit 256Mi".into(),
-        name: "api-0.179".into(),
-    }]);
+    let mut r = report(
+        Vec::new(),
+        vec![DeathEvent {
+            time: Some(OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap()),
+            pod: "api-0".into(),
+            container: Some("api".into()),
+            type_: "Warning".into(),
+            reason: "OOMKilled".into(),
+            count: 3,
+            note: "OOMKilled by the kernel: memcg limit 256Mi".into(),
+            name: "api-0.179".into(),
+        }],
+    );
     r.sources[0] = Source {
         node: "node-1".into(),
         agent: None,

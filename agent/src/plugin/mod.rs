@@ -50,10 +50,10 @@ pub struct Args {
     /// `table` (for people) or `json` (the records as the agent wrote them).
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
-    /// Where the coroner DaemonSet runs.
+    /// The namespace of the coroner agents (deploy/).
     #[arg(long, global = true, default_value = "coroner")]
     pub agent_namespace: String,
-    /// The labels of the DaemonSet's pods.
+    /// The labels of the agent pods (a label selector).
     #[arg(long, global = true, default_value = "app.kubernetes.io/name=coroner")]
     pub agent_selector: String,
     /// The agent's HTTP port; the agent pod's `http-metrics` port by default.
@@ -251,13 +251,25 @@ pub async fn run(args: &Args) -> Result<Report, PluginError> {
         report.sources.push(source);
     }
     for pod in resolved.pods.iter().filter(|p| p.node.is_none()) {
-        report.notes.push(format!("pod {} is not scheduled on a node", pod.name));
+        report
+            .notes
+            .push(format!("pod {} is not scheduled on a node", pod.name));
     }
-    report
-        .deaths
-        .sort_by(|a, b| b.record.time.cmp(&a.record.time).then(a.record.pid.cmp(&b.record.pid)));
-    fall_back_to_events(&client, args, &target, &namespace, container.as_deref(), &mut report)
-        .await?;
+    report.deaths.sort_by(|a, b| {
+        b.record
+            .time
+            .cmp(&a.record.time)
+            .then(a.record.pid.cmp(&b.record.pid))
+    });
+    fall_back_to_events(
+        &client,
+        args,
+        &target,
+        &namespace,
+        container.as_deref(),
+        &mut report,
+    )
+    .await?;
     Ok(report)
 }
 
@@ -274,7 +286,12 @@ async fn fall_back_to_events(
     let mut names: Vec<String> = report
         .pods
         .iter()
-        .filter(|p| !report.deaths.iter().any(|d| d.record.pod_uid.as_deref() == Some(&p.uid)))
+        .filter(|p| {
+            !report
+                .deaths
+                .iter()
+                .any(|d| d.record.pod_uid.as_deref() == Some(&p.uid))
+        })
         .map(|p| p.name.clone())
         .collect();
     let missing_pod = target.kind == target::Kind::Pod && report.pods.is_empty();
@@ -393,7 +410,7 @@ async fn client(args: &Args, timeout: Duration) -> Result<Client, PluginError> {
         context: args.context.clone(),
         ..KubeConfigOptions::default()
     };
-    let config = match &args.kubeconfig {
+    let mut config = match &args.kubeconfig {
         Some(path) => {
             let kubeconfig = Kubeconfig::read_from(path)
                 .map_err(|e| PluginError::Config(format!("{}: {e}", path.display())))?;
@@ -408,8 +425,10 @@ async fn client(args: &Args, timeout: Duration) -> Result<Client, PluginError> {
             .await
             .map_err(|e| PluginError::Config(e.to_string()))?,
     };
-    let mut config = config;
     config.connect_timeout = Some(timeout);
     config.read_timeout = Some(timeout);
+    // kube retries 429/503/504 with backoff by default; kubectl does not, and an unreachable
+    // agent (the proxy's 503) is an answer to give at once, not to wait out.
+    config.default_retry = false;
     Client::try_from(config).map_err(|e| PluginError::Config(e.to_string()))
 }

@@ -130,9 +130,8 @@ pub async fn resolve(client: &Client, ns: &str, target: &Target) -> Result<Resol
         Kind::DaemonSet => workload::<DaemonSet>(client, ns, target).await?,
         Kind::Job | Kind::Pod => workload::<Job>(client, ns, target).await?,
     };
-    let selector = Selector::try_from(selector.unwrap_or_default()).map_err(|e| {
-        PluginError::Usage(format!("the selector of {}: {e}", target.name))
-    })?;
+    let selector = Selector::try_from(selector.unwrap_or_default())
+        .map_err(|e| PluginError::Usage(format!("the selector of {}: {e}", target.name)))?;
     let params = ListParams::default().labels_from(&selector);
     let uid = meta.uid.unwrap_or_default();
     // A Deployment controls its ReplicaSets, which control the pods.
@@ -236,9 +235,10 @@ impl WithSelector for Job {
 /// Whether the object's controller is one of `owners` (by uid: a same-named successor is not
 /// the owner).
 fn controlled_by(meta: &ObjectMeta, owners: &BTreeSet<String>) -> bool {
-    meta.owner_references.iter().flatten().any(|o| {
-        o.controller == Some(true) && owners.contains(&o.uid)
-    })
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true) && owners.contains(&o.uid))
 }
 
 fn info(pod: &Pod) -> PodInfo {
@@ -276,7 +276,10 @@ mod tests {
             t(Kind::Deployment, "api")
         );
         assert_eq!(parse("sts/db").unwrap(), t(Kind::StatefulSet, "db"));
-        assert_eq!(parse("daemonset/agent").unwrap(), t(Kind::DaemonSet, "agent"));
+        assert_eq!(
+            parse("daemonset/agent").unwrap(),
+            t(Kind::DaemonSet, "agent")
+        );
         assert_eq!(parse("job.batch/migrate").unwrap(), t(Kind::Job, "migrate"));
     }
 

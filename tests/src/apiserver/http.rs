@@ -54,20 +54,11 @@ pub async fn handle(
         }
     };
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    if let Some(message) = shared.read(|s| {
-        s.forbidden
-            .iter()
-            .find(|(part, _)| path.contains(part.as_str()))
-            .map(|(_, message)| message.clone())
-    }) {
-        return Ok(json_response(
-            StatusCode::FORBIDDEN,
-            &status(403, "Forbidden", &message),
-        ));
+    if let Some(response) = forbidden(&shared, &path) {
+        return Ok(response);
     }
-    let raw_query = uri_query.as_str();
     if method == Method::GET
-        && let Some(response) = reads(&shared, &segments, &query, raw_query).await
+        && let Some(response) = reads(&shared, &segments, &query, &uri_query).await
     {
         return Ok(response);
     }
@@ -134,6 +125,20 @@ pub async fn handle(
         ),
     };
     Ok(response)
+}
+
+/// RBAC's 403 for a path the test forbade.
+fn forbidden(shared: &Shared, path: &str) -> Option<Response<Body>> {
+    let message = shared.read(|s| {
+        s.forbidden
+            .iter()
+            .find(|(part, _)| path.contains(part.as_str()))
+            .map(|(_, message)| message.clone())
+    })?;
+    Some(json_response(
+        StatusCode::FORBIDDEN,
+        &status(403, "Forbidden", &message),
+    ))
 }
 
 /// GETs answered before the routes: a pod list's or watch's injected fault, single pods, the

@@ -30,16 +30,25 @@ pub async fn route(
 ) -> Option<Response<Body>> {
     match segments {
         ["api", "v1", "namespaces", ns, "pods", name] => Some(get_pod(shared, ns, name)),
-        ["api", "v1", "namespaces", ns, "pods", target, "proxy", rest @ ..] => {
-            Some(forward(shared, ns, target, &rest.join("/"), raw_query).await)
-        }
+        [
+            "api",
+            "v1",
+            "namespaces",
+            ns,
+            "pods",
+            target,
+            "proxy",
+            rest @ ..,
+        ] => Some(forward(shared, ns, target, &rest.join("/"), raw_query).await),
         ["apis", "apps", "v1", "namespaces", ns, "deployments", name] => {
             Some(shared.read(|s| match s.deployments.get(&key(ns, name)) {
                 Some(d) => json_response(StatusCode::OK, d),
                 None => not_found("deployments.apps", name),
             }))
         }
-        ["apis", "apps", "v1", "namespaces", ns, "replicasets"] => Some(list_replicasets(shared, ns, q)),
+        ["apis", "apps", "v1", "namespaces", ns, "replicasets"] => {
+            Some(list_replicasets(shared, ns, q))
+        }
         _ => None,
     }
 }
@@ -121,8 +130,12 @@ async fn forward(
             .body(Full::new(body).map_err(|e| match e {}).boxed())
             .unwrap_or_default(),
         // What the API server's proxy transport answers when it cannot dial the pod.
-        Ok(Err(e)) => unavailable(&format!("error trying to reach service: dial tcp {addr}: {e}")),
-        Err(_) => unavailable(&format!("error trying to reach service: dial tcp {addr}: i/o timeout")),
+        Ok(Err(e)) => unavailable(&format!(
+            "error trying to reach service: dial tcp {addr}: {e}"
+        )),
+        Err(_) => unavailable(&format!(
+            "error trying to reach service: dial tcp {addr}: i/o timeout"
+        )),
     }
 }
 
@@ -146,12 +159,19 @@ async fn exchange(addr: SocketAddr, target: &str) -> std::io::Result<(StatusCode
         _ => e,
     })?;
     stream
-        .write_all(format!("GET {target} HTTP/1.0\r\nHost: {addr}\r\nAccept: application/json\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET {target} HTTP/1.0\r\nHost: {addr}\r\nAccept: application/json\r\n\r\n")
+                .as_bytes(),
+        )
         .await?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).await?;
-    let invalid = || std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed HTTP response");
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(invalid)?;
+    let invalid =
+        || std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed HTTP response");
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(invalid)?;
     let head = String::from_utf8_lossy(&raw[..end]).into_owned();
     let code = head
         .split_whitespace()

@@ -291,7 +291,13 @@ async fn terminations_are_filtered_and_oldest_first() {
         Vec::<u64>::new()
     );
     assert_eq!(
-        pids(&http_get(server.addr, "/v1/terminations?namespace=a&container=app&pod_uid=1").await),
+        pids(
+            &http_get(
+                server.addr,
+                "/v1/terminations?namespace=a&container=app&pod_uid=1"
+            )
+            .await
+        ),
         [1, 3, 4]
     );
     assert_eq!(
