@@ -315,8 +315,8 @@ fn from_the_agent(c: &Cluster, d: &Deaths) {
     c.server.delete_pod(AGENT_NS, &agent_pod);
 }
 
-/// No agent pod, an agent pod that answers nothing, the pod proxy forbidden: each said, and
-/// coroner's Events instead.
+/// No agent pod, an agent pod that answers nothing, the pod proxy forbidden, the pod deleted:
+/// each said, and coroner's Events instead.
 fn from_events(c: &Cluster, pod: &Pod) {
     let (ns, server) = (pod.namespace.as_str(), &c.server);
     let target = format!("pod/{}", pod.name);
@@ -329,7 +329,10 @@ fn from_events(c: &Cluster, pod: &Pod) {
             c.node
         ),
     );
-    contains(&fallback, "from coroner's Events");
+    contains(
+        &fallback,
+        "2 Events of coroner's (no agent had records of this pod)",
+    );
     contains(&fallback, "container hog  Warning OOMKilled");
     contains(&fallback, "    OOMKilled by the kernel: memcg limit 64Mi");
     let json: Value =
@@ -375,9 +378,20 @@ fn from_events(c: &Cluster, pod: &Pod) {
         &format!("forbidden to read the agent {AGENT_NS}/{back}: you may not get pods/proxy"),
     );
     contains(&forbidden, "container hog  Warning OOMKilled");
+
+    // The pod deleted: its Events still tell.
+    server.delete_pod(ns, &pod.name);
+    let gone = c.ok(&["why", &target, "-n", ns]);
+    contains(&gone, &format!("pod {ns}/{}\n", pod.name));
+    contains(
+        &gone,
+        "the pod does not exist (any more): only coroner's Events tell",
+    );
+    contains(&gone, "container hog  Warning OOMKilled");
 }
 
-/// A pod that does not exist and has no Events, a Deployment that does not exist: exit 1.
+/// A pod that does not exist and has no Events, a pod RBAC hides, a Deployment that does not
+/// exist: exit 1.
 fn missing(c: &Cluster, ns: &str) {
     let out = c.plugin(&["why", "pod/no-such-pod", "-n", ns]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
@@ -387,6 +401,23 @@ fn missing(c: &Cluster, ns: &str) {
             "error: pod {ns}/no-such-pod not found, and coroner posted no Events about a pod \
              of that name"
         ),
+    );
+    // RBAC refuses the pod itself: which permission, and where to get it.
+    c.server.forbid(
+        "/pods/secret-pod",
+        &format!("pods \"secret-pod\" is forbidden: User \"dev\" cannot get resource \"pods\" in API group \"\" in the namespace \"{ns}\""),
+    );
+    let out = c.plugin(&["why", "pod/secret-pod", "-n", ns]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    contains(
+        &String::from_utf8_lossy(&out.stderr),
+        &format!(
+            "error: forbidden: you may not get pods in namespace {ns} (pods \"secret-pod\" is forbidden: "
+        ),
+    );
+    contains(
+        &String::from_utf8_lossy(&out.stderr),
+        "the ClusterRole coroner-viewer (deploy/rbac-viewer.yaml) grants what `kubectl coroner` needs",
     );
     let out = c.plugin(&["why", "deploy/nope", "-n", ns]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");

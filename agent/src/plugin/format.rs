@@ -44,7 +44,7 @@ pub fn table(report: &Report) -> String {
         }
         let _ = writeln!(
             out,
-            "{} from coroner's Events (the agents had no records of {}), newest first:",
+            "{} of coroner's (no agent had records of {}), newest first:",
             plural(report.events.len(), "Event"),
             if report.show_pod {
                 "these pods"

@@ -176,7 +176,7 @@ fn events_stand_in_when_the_agent_has_nothing() {
         "pod shop/api-0 on node node-1
   node node-1: no coroner agent
 
-1 Event from coroner's Events (the agents had no records of this pod), newest first:
+1 Event of coroner's (no agent had records of this pod), newest first:
 
 2023-11-14 22:13:20.000Z  container api  Warning OOMKilled ×3
     OOMKilled by the kernel: memcg limit 256Mi
