@@ -54,7 +54,7 @@ pub async fn handle(
         }
     };
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    if let Some(response) = forbidden(&shared, &path) {
+    if let Some(response) = proxy::forbidden(&shared, &path) {
         return Ok(response);
     }
     if method == Method::GET
@@ -125,20 +125,6 @@ pub async fn handle(
         ),
     };
     Ok(response)
-}
-
-/// RBAC's 403 for a path the test forbade.
-fn forbidden(shared: &Shared, path: &str) -> Option<Response<Body>> {
-    let message = shared.read(|s| {
-        s.forbidden
-            .iter()
-            .find(|(part, _)| path.contains(part.as_str()))
-            .map(|(_, message)| message.clone())
-    })?;
-    Some(json_response(
-        StatusCode::FORBIDDEN,
-        &status(403, "Forbidden", &message),
-    ))
 }
 
 /// GETs answered before the routes: a pod list's or watch's injected fault, single pods, the

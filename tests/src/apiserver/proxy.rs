@@ -1,6 +1,7 @@
 //! Single pods, the pod proxy and the workloads the plugin reads: `GET …/pods/NAME`,
 //! `GET …/pods/NAME:PORT/proxy/PATH` forwarded to the pod's IP as the API server forwards it
-//! (its errors as the API server words them), Deployments and `ReplicaSet` lists.
+//! (its errors as the API server words them), Deployments and `ReplicaSet` lists; RBAC's 403
+//! where a test forbade a path.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -51,6 +52,20 @@ pub async fn route(
         }
         _ => None,
     }
+}
+
+/// RBAC's 403 for a path the test forbade.
+pub fn forbidden(shared: &Shared, path: &str) -> Option<Response<Body>> {
+    let message = shared.read(|s| {
+        s.forbidden
+            .iter()
+            .find(|(part, _)| path.contains(part.as_str()))
+            .map(|(_, message)| message.clone())
+    })?;
+    Some(json_response(
+        StatusCode::FORBIDDEN,
+        &status(403, "Forbidden", &message),
+    ))
 }
 
 fn key(ns: &str, name: &str) -> (String, String) {
