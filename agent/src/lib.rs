@@ -4,6 +4,7 @@
 //! `probes` (load + attach the kernel programs) → `events` (ring buffer → typed events) →
 //! `correlate` (events → one [`record::TerminationRecord`] per death), enriched by `cgroup`
 //! (container identity) and `kube` (pod metadata) → `export` (Prometheus, JSON lines, HTTP).
+//! `plugin` is the other binary, `kubectl-coroner`, which reads the agents' records.
 
 pub mod cgroup;
 pub mod cli;
@@ -14,5 +15,6 @@ pub mod export;
 pub mod fuzzing;
 pub mod kube;
 pub mod pipeline;
+pub mod plugin;
 pub mod probes;
 pub mod record;

@@ -31,7 +31,7 @@ pod="$ds.spec.template.spec"
 ctr="($pod.containers[] | select(.name == \"coroner\"))"
 
 check "every object is there" '
-  [.[] | .kind] | sort == (["ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet",
+  [.[] | .kind] | sort == (["ClusterRole", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet",
     "Namespace", "PriorityClass", "PrometheusRule", "Service", "ServiceAccount",
     "ServiceMonitor"] | sort)'
 check "namespaced objects are in namespace coroner" '
@@ -48,15 +48,25 @@ check "ClusterRole: no secrets, no writes to pods" '
                 ((.resources | index("pods")) and (.verbs - ["get", "list", "watch"] | length > 0)))]
   | length == 0'
 check "ClusterRole: exactly what the agent uses" '
-  [.[] | select(.kind == "ClusterRole") | .rules[] | {g: .apiGroups, r: .resources, v: (.verbs | sort)}]
+  [.[] | select(.kind == "ClusterRole" and .metadata.name == "coroner") | .rules[] | {g: .apiGroups, r: .resources, v: (.verbs | sort)}]
   == [{g: [""], r: ["pods"], v: ["list", "watch"]},
       {g: ["apps"], r: ["replicasets"], v: ["get"]},
       {g: ["batch"], r: ["jobs"], v: ["get"]},
       {g: [""], r: ["events"], v: ["list", "watch"]},
       {g: ["events.k8s.io"], r: ["events"], v: ["create", "patch"]}]'
+check "coroner-viewer: exactly what kubectl coroner uses, read-only" '
+  [.[] | select(.kind == "ClusterRole" and .metadata.name == "coroner-viewer") | .rules[]
+       | {g: .apiGroups, r: (.resources | sort), v: (.verbs | sort)}]
+  == [{g: [""], r: ["pods"], v: ["get", "list"]},
+      {g: [""], r: ["pods/proxy"], v: ["get"]},
+      {g: ["apps"], r: ["daemonsets", "deployments", "replicasets", "statefulsets"], v: ["get", "list"]},
+      {g: ["batch"], r: ["jobs"], v: ["get"]},
+      {g: ["events.k8s.io"], r: ["events"], v: ["list"]}]'
+check "coroner-viewer is bound to no one: the cluster's admin chooses who" '
+  [.[] | select(.kind | IN("ClusterRoleBinding", "RoleBinding")) | .roleRef.name] | index("coroner-viewer") == null'
 check "the binding gives the ClusterRole to the agent's ServiceAccount" "
   (.[] | select(.kind == \"ClusterRoleBinding\")) as \$b
-  | \$b.roleRef.name == (.[] | select(.kind == \"ClusterRole\") | .metadata.name)
+  | \$b.roleRef.name == (.[] | select(.kind == \"ClusterRole\" and .metadata.name == \"coroner\") | .metadata.name)
   and \$b.subjects == [{kind: \"ServiceAccount\", name: $pod.serviceAccountName, namespace: \"coroner\"}]"
 
 check "DaemonSet: not privileged, no privilege escalation, read-only root" "

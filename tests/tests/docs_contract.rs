@@ -293,3 +293,44 @@ fn flags_are_documented_with_their_env_and_default() {
     }
     same("flags", &documented(&flags_doc, "## Flags"), &code);
 }
+
+#[test]
+fn plugin_flags_are_documented_with_their_default() {
+    let plugin_doc = doc("plugin.md");
+    let rows = table(&plugin_doc, "## Flags");
+    let command = coroner::plugin::Args::command();
+    let why = command
+        .find_subcommand("why")
+        .expect("the why subcommand")
+        .clone();
+    let mut code = BTreeSet::new();
+    for arg in command.get_arguments().chain(why.get_arguments()) {
+        if arg.is_hide_set() || arg.is_positional() {
+            continue;
+        }
+        let Some(long) = arg.get_long() else { continue };
+        if long == "help" || long == "version" {
+            continue;
+        }
+        let flag = format!("--{long}");
+        code.insert(flag.clone());
+        if let Some(short) = arg.get_short() {
+            code.insert(format!("-{short}"));
+        }
+        let Some(row) = rows.iter().find(|r| names(&r[0]).contains(&flag)) else {
+            continue; // reported by `same` below
+        };
+        assert_eq!(row.len(), 3, "row {row:?}: flag | default | meaning");
+        // A switch defaults to off; a value's default is the first code span of its cell.
+        if !matches!(arg.get_action(), clap::ArgAction::SetTrue)
+            && let Some(default) = arg.get_default_values().first()
+        {
+            assert_eq!(
+                names(&row[1]).first().map(String::as_str),
+                Some(&*default.to_string_lossy()),
+                "default of {flag}"
+            );
+        }
+    }
+    same("plugin flags", &documented(&plugin_doc, "## Flags"), &code);
+}

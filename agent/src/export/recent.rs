@@ -10,21 +10,35 @@ use crate::record::TerminationRecord;
 /// How many records the ring keeps by default.
 pub const DEFAULT_CAPACITY: usize = 1024;
 
-/// Which records to return. A record with unknown metadata has the empty string there, as in
-/// the metrics' labels: `?namespace=` selects the records no pod could be found for.
+/// Which records to return: every given field must equal the record's (docs/plugin.md, "The
+/// agent's `/v1/terminations`"). A record with unknown metadata has the empty string there, as
+/// in the metrics' labels: `?namespace=` selects the records no pod could be found for. The
+/// workload (`owner_kind` + `owner_name`) finds the deaths of a Deployment's pods that were
+/// replaced since (`kubectl coroner why deployment/NAME`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 pub struct RecentFilter {
     pub namespace: Option<String>,
     pub pod: Option<String>,
+    pub pod_uid: Option<String>,
+    pub container: Option<String>,
+    pub owner_kind: Option<String>,
+    pub owner_name: Option<String>,
 }
 
 impl RecentFilter {
-    fn matches(&self, record: &TerminationRecord) -> bool {
+    /// Whether `record` is one this filter selects.
+    #[must_use]
+    pub fn matches(&self, record: &TerminationRecord) -> bool {
         let is = |want: &Option<String>, have: &Option<String>| {
             want.as_deref()
                 .is_none_or(|w| w == have.as_deref().unwrap_or(""))
         };
-        is(&self.namespace, &record.namespace) && is(&self.pod, &record.pod)
+        is(&self.namespace, &record.namespace)
+            && is(&self.pod, &record.pod)
+            && is(&self.pod_uid, &record.pod_uid)
+            && is(&self.container, &record.container)
+            && is(&self.owner_kind, &record.owner_kind)
+            && is(&self.owner_name, &record.owner_name)
     }
 }
 
@@ -173,6 +187,7 @@ pub(crate) mod tests {
             pids(&ring.snapshot(&RecentFilter {
                 namespace: namespace.map(str::to_owned),
                 pod: pod.map(str::to_owned),
+                ..RecentFilter::default()
             }))
         };
         assert_eq!(only(Some("a"), None), [1, 3, 5]);
@@ -181,6 +196,56 @@ pub(crate) mod tests {
         assert_eq!(only(Some(""), None), [4]);
         assert_eq!(only(Some("nope"), None), Vec::<u32>::new());
         assert_eq!(only(None, None), [1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn filters_by_pod_uid_container_and_workload() {
+        let ring = RecentRecords::new(16);
+        let mut api = record(Some("a"), Some("api-1"), 1);
+        api.owner_kind = Some("Deployment".into());
+        api.owner_name = Some("api".into());
+        let mut sidecar = api.clone();
+        sidecar.pid = 2;
+        sidecar.container = Some("proxy".into());
+        let mut replaced = api.clone();
+        replaced.pid = 3;
+        replaced.pod = Some("api-0".into());
+        replaced.pod_uid = Some("0".into());
+        let mut other = record(Some("a"), Some("db-0"), 4);
+        other.owner_kind = Some("StatefulSet".into());
+        other.owner_name = Some("api".into());
+        for r in [api, sidecar, replaced, other] {
+            ring.push(r);
+        }
+        let only = |filter: RecentFilter| pids(&ring.snapshot(&filter));
+        let workload = RecentFilter {
+            namespace: Some("a".into()),
+            owner_kind: Some("Deployment".into()),
+            owner_name: Some("api".into()),
+            ..RecentFilter::default()
+        };
+        assert_eq!(only(workload.clone()), [1, 2, 3]);
+        assert_eq!(
+            only(RecentFilter {
+                container: Some("proxy".into()),
+                ..workload
+            }),
+            [2]
+        );
+        assert_eq!(
+            only(RecentFilter {
+                pod_uid: Some("0".into()),
+                ..RecentFilter::default()
+            }),
+            [3]
+        );
+        assert_eq!(
+            only(RecentFilter {
+                owner_name: Some("api".into()),
+                ..RecentFilter::default()
+            }),
+            [1, 2, 3, 4]
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ use super::Shared;
 use super::store::{
     RequestLog, WatchMsg, Watcher, key_of, line, matches, parse_selector, status, watch_line,
 };
-use super::{event_api, events};
+use super::{event_api, events, labels, proxy};
 
 pub type Body = BoxBody<Bytes, io::Error>;
 
@@ -29,6 +29,7 @@ pub async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let uri_query = req.uri().query().unwrap_or_default().to_owned();
     let query: HashMap<String, String> =
         req.uri().query().map(url_decode_pairs).unwrap_or_default();
     let metadata_only = req
@@ -53,8 +54,11 @@ pub async fn handle(
         }
     };
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if let Some(response) = proxy::forbidden(&shared, &path) {
+        return Ok(response);
+    }
     if method == Method::GET
-        && let Some(response) = reads(&shared, &segments, &query).await
+        && let Some(response) = reads(&shared, &segments, &query, &uri_query).await
     {
         return Ok(response);
     }
@@ -123,15 +127,19 @@ pub async fn handle(
     Ok(response)
 }
 
-/// GETs answered before the routes: a pod list's or watch's injected fault, Event lists and
-/// watches.
+/// GETs answered before the routes: a pod list's or watch's injected fault, single pods, the
+/// pod proxy, Deployments, Event lists and watches.
 async fn reads(
     shared: &Shared,
     segments: &[&str],
     query: &HashMap<String, String>,
+    raw_query: &str,
 ) -> Option<Response<Body>> {
     if segments.last() == Some(&"pods") {
         return pods_fault(shared).await;
+    }
+    if let Some(response) = proxy::route(shared, segments, query, raw_query).await {
+        return Some(response);
     }
     event_api::route(shared, segments, query)
 }
@@ -233,7 +241,10 @@ fn pods(shared: &Shared, namespace: Option<&str>, q: &HashMap<String, String>) -
     if flag("watch") {
         watch(shared, namespace, selector, q, flag("allowWatchBookmarks"))
     } else {
-        list(shared, namespace, &selector, q)
+        match labels::parse(q.get("labelSelector").map_or("", String::as_str)) {
+            Ok(labels) => list(shared, namespace, &selector, &labels, q),
+            Err(e) => json_response(StatusCode::BAD_REQUEST, &status(400, "BadRequest", &e)),
+        }
     }
 }
 
@@ -241,6 +252,7 @@ fn list(
     shared: &Shared,
     namespace: Option<&str>,
     selector: &super::store::Selector,
+    labels: &labels::LabelSelector,
     q: &HashMap<String, String>,
 ) -> Response<Body> {
     let limit = q
@@ -277,7 +289,7 @@ fn list(
             let items: Vec<Value> = s
                 .pods
                 .values()
-                .filter(|p| matches(selector, namespace, p))
+                .filter(|p| matches(selector, namespace, p) && labels::matches(labels, p))
                 .cloned()
                 .collect();
             (s.rv, items)

@@ -9,7 +9,9 @@ mod event_api;
 mod events;
 pub mod fixture;
 mod http;
+mod labels;
 pub mod objects;
+mod proxy;
 mod store;
 
 use std::net::SocketAddr;
@@ -188,6 +190,18 @@ impl ApiServer {
 
     pub fn put_job(&self, job: &impl Serialize) {
         self.put_other(job, |s| &mut s.jobs);
+    }
+
+    pub fn put_deployment(&self, deployment: &impl Serialize) {
+        self.put_other(deployment, |s| &mut s.deployments);
+    }
+
+    /// Requests whose path contains `path_part` are answered `403 Forbidden` with `message`
+    /// (e.g. `pods "x" is forbidden: User "u" cannot get resource "pods/proxy" …`), as RBAC
+    /// answers a caller without the permission.
+    pub fn forbid(&self, path_part: &str, message: &str) {
+        self.shared
+            .with(|s| s.forbidden.push((path_part.to_owned(), message.to_owned())));
     }
 
     fn put_other(

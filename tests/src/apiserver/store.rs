@@ -101,6 +101,10 @@ pub struct Store {
     pub compacted: u64,
     pub replicasets: HashMap<(String, String), Value>,
     pub jobs: HashMap<(String, String), Value>,
+    pub deployments: HashMap<(String, String), Value>,
+    /// Requests whose path contains the first string are answered 403 with the second as the
+    /// message, as RBAC answers them.
+    pub forbidden: Vec<(String, String)>,
     pub watchers: Vec<Watcher>,
     /// Stored Events (events.k8s.io/v1 and core/v1 alike), as they are after patches.
     pub events: BTreeMap<(String, String), Value>,

@@ -290,6 +290,27 @@ async fn terminations_are_filtered_and_oldest_first() {
         pids(&http_get(server.addr, "/v1/terminations?namespace=zzz").await),
         Vec::<u64>::new()
     );
+    assert_eq!(
+        pids(
+            &http_get(
+                server.addr,
+                "/v1/terminations?namespace=a&container=app&pod_uid=1"
+            )
+            .await
+        ),
+        [1, 3, 4]
+    );
+    assert_eq!(
+        pids(&http_get(server.addr, "/v1/terminations?owner_kind=Deployment").await),
+        Vec::<u64>::new()
+    );
+    // A filter given twice is ambiguous: refused, not half-applied.
+    assert_eq!(
+        http_get(server.addr, "/v1/terminations?pod=web&pod=db")
+            .await
+            .status,
+        400
+    );
     server.stop(Duration::from_secs(5)).await;
 }
 

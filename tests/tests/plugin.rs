@@ -1,0 +1,428 @@
+//! `kubectl coroner why`, end to end: the real `kubectl-coroner` binary with a kubeconfig that
+//! points at the API server double, which serves the pod, its Deployment and the coroner agent
+//! pod on the node, and forwards the pod proxy path to the REAL agent's HTTP listener. The
+//! deaths are real: containers on the real runtime (containerd + runc, driven by the kubelet
+//! double), one OOM-killed at its memory limit. Checked: the table and `-o json` (the records
+//! as the agent wrote them), a Deployment's deaths through the records' workload, the fallback
+//! to coroner's Events when the agent pod is absent, unreachable or forbidden, and the error for
+//! a pod that does not exist. Needs root and the runtime (`cargo xtask test` installs it).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use coroner_tests::agent::{Agent, Options, Record, coroner_bin};
+use coroner_tests::apiserver::ApiServer;
+use coroner_tests::apiserver::objects::{replicaset, with_owner};
+use coroner_tests::cgroups::unique_hex;
+use coroner_tests::runtime::publish::pod_object;
+use coroner_tests::runtime::{ContainerSpec, Handler, Kubelet, Pod, PodOptions};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, Pod as ApiPod, PodSpec, PodStatus, PodTemplateSpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use serde_json::Value;
+
+const MIB: u64 = 1 << 20;
+const LIMIT: u64 = 64 * MIB;
+const RECORD_WAIT: Duration = Duration::from_secs(15);
+const EXIT_WAIT: Duration = Duration::from_secs(20);
+const AGENT_NS: &str = "coroner";
+const DEPLOYMENT: &str = "hogs";
+const REPLICASET: &str = "hogs-7d9f8c";
+
+/// `kubectl-coroner`, built beside `coroner` (`cargo build --workspace --bins`).
+fn plugin_bin() -> PathBuf {
+    coroner_bin().with_file_name("kubectl-coroner")
+}
+
+struct Cluster {
+    kubelet: Kubelet,
+    server: ApiServer,
+    agent: Agent,
+    node: String,
+}
+
+impl Cluster {
+    fn start(test: &str) -> Option<Self> {
+        if !coroner_tests::runtime::available(test) {
+            return None;
+        }
+        assert!(
+            plugin_bin().exists(),
+            "{} is missing: cargo build --release -p coroner --bins",
+            plugin_bin().display()
+        );
+        let kubelet = Kubelet::start(Handler::Runc).expect("containerd and the kubelet double");
+        let server = {
+            let _enter = kubelet.tokio().enter();
+            ApiServer::start().expect("the API server double starts")
+        };
+        let node = format!("node-plugin-{}", unique_hex(8));
+        let agent = Agent::start_with(&Options {
+            kube: Some("on".into()),
+            node: Some(node.clone()),
+            env: vec![("KUBECONFIG".into(), server.kubeconfig().into())],
+            args: Vec::new(),
+        })
+        .expect("coroner starts with --kube on");
+        let up = kubelet
+            .tokio()
+            .block_on(server.wait_until(Duration::from_secs(10), |s| s.open_watches() >= 1));
+        assert!(up, "the agent's pod watch is open:\n{}", agent.log_tail());
+        Some(Self {
+            kubelet,
+            server,
+            agent,
+            node,
+        })
+    }
+
+    /// The pod as the kubelet writes it, as a pod of Deployment `hogs` (labels, owner).
+    fn publish(&self, pod: &Pod) {
+        let mut object = pod_object(&self.kubelet, &self.node, pod).expect("the pod's statuses");
+        object.metadata.labels = Some(labels());
+        let object = with_owner(object, "apps/v1", "ReplicaSet", REPLICASET);
+        self.server.put_pod(&object);
+    }
+
+    /// The agent's pod on the node, as the `DaemonSet` makes it: its labels, its `http-metrics`
+    /// port, the pod IP the API server proxies to.
+    fn put_agent_pod(&self, port: u16) -> String {
+        let name = format!("coroner-{}", unique_hex(5));
+        let pod = ApiPod {
+            metadata: ObjectMeta {
+                namespace: Some(AGENT_NS.into()),
+                name: Some(name.clone()),
+                labels: Some(BTreeMap::from([
+                    ("app.kubernetes.io/name".into(), "coroner".into()),
+                    ("app.kubernetes.io/component".into(), "node-agent".into()),
+                ])),
+                ..ObjectMeta::default()
+            },
+            spec: Some(PodSpec {
+                node_name: Some(self.node.clone()),
+                containers: vec![Container {
+                    name: "coroner".into(),
+                    ports: Some(vec![ContainerPort {
+                        name: Some("http-metrics".into()),
+                        container_port: i32::from(port),
+                        ..ContainerPort::default()
+                    }]),
+                    ..Container::default()
+                }],
+                ..PodSpec::default()
+            }),
+            status: Some(PodStatus {
+                phase: Some("Running".into()),
+                pod_ip: Some("127.0.0.1".into()),
+                ..PodStatus::default()
+            }),
+        };
+        self.server.put_pod(&pod);
+        name
+    }
+
+    fn plugin(&self, args: &[&str]) -> Output {
+        let out = Command::new(plugin_bin())
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(self.server.kubeconfig())
+            .env_remove("KUBECONFIG")
+            .output()
+            .expect("kubectl-coroner runs");
+        eprintln!(
+            "$ kubectl coroner {}\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Stdout of a run that must succeed.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.plugin(args);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).expect("UTF-8")
+    }
+
+    fn init_record(&mut self, id: &str) -> Record {
+        self.agent
+            .wait_for(&format!("the init of {id}"), RECORD_WAIT, |r| {
+                r.record.container_id.as_deref() == Some(id) && r.field("role") == "init"
+            })
+            .unwrap()
+    }
+}
+
+fn labels() -> BTreeMap<String, String> {
+    BTreeMap::from([("app".into(), DEPLOYMENT.into())])
+}
+
+fn deployment(namespace: &str) -> Deployment {
+    Deployment {
+        metadata: ObjectMeta {
+            namespace: Some(namespace.into()),
+            name: Some(DEPLOYMENT.into()),
+            uid: Some(format!("uid-Deployment-{DEPLOYMENT}")),
+            ..ObjectMeta::default()
+        },
+        spec: Some(DeploymentSpec {
+            selector: LabelSelector {
+                match_labels: Some(labels()),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec::default(),
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    }
+}
+
+fn contains(text: &str, want: &str) {
+    assert!(text.contains(want), "{want:?} not in:\n{text}");
+}
+
+/// Two real deaths of pod containers (a crash, then an OOM kill at the 64Mi limit), a pod of
+/// Deployment `hogs`; their records as the agent wrote them.
+struct Deaths {
+    pod: Pod,
+    hog: String,
+    crashed: Record,
+    oom: Record,
+}
+
+fn stage(c: &mut Cluster) -> Deaths {
+    let pod = c
+        .kubelet
+        .run_pod(&PodOptions::default())
+        .expect("RunPodSandbox");
+    let mut rs = replicaset(&pod.namespace, REPLICASET, Some(DEPLOYMENT));
+    rs.metadata.labels = Some(labels());
+    c.server.put_replicaset(&rs);
+    c.server.put_deployment(&deployment(&pod.namespace));
+    let (crash, _) = c
+        .kubelet
+        .run_container(&pod, &ContainerSpec::sh("setup", "exit 3"))
+        .unwrap();
+    c.publish(&pod);
+    c.kubelet.wait_exited(&crash, EXIT_WAIT).unwrap();
+    c.publish(&pod);
+    let crashed = c.init_record(&crash);
+    let spec = ContainerSpec {
+        memory_limit: Some(LIMIT),
+        ..ContainerSpec::sh("hog", "sleep 1; exec /bin/hog 300")
+    };
+    let (hog, _) = c.kubelet.run_container(&pod, &spec).unwrap();
+    c.publish(&pod);
+    let exited = c.kubelet.wait_exited(&hog, EXIT_WAIT).unwrap();
+    assert_eq!(exited.reason, "OOMKilled", "{exited:?}");
+    c.publish(&pod);
+    let oom = c.init_record(&hog);
+    assert_eq!(oom.reason(), "OOMKilled", "{}", oom.json);
+    assert_eq!(
+        oom.field("owner_kind"),
+        "Deployment",
+        "the agent named the workload: {}",
+        oom.json
+    );
+    Deaths {
+        pod,
+        hog,
+        crashed,
+        oom,
+    }
+}
+
+#[test]
+fn why_a_pod_died_from_the_agent_then_from_events() {
+    let Some(mut c) = Cluster::start("why_a_pod_died_from_the_agent_then_from_events") else {
+        return;
+    };
+    let deaths = stage(&mut c);
+    from_the_agent(&c, &deaths);
+    // The agent's own Event about the OOM kill, for the fallbacks.
+    let server = &c.server;
+    let posted = c
+        .kubelet
+        .tokio()
+        .block_on(server.wait_until(RECORD_WAIT, |s| {
+            s.events().iter().any(|e| e["reason"] == "OOMKilled")
+        }));
+    assert!(posted, "the agent's Event: {:#?}", server.events());
+    from_events(&c, &deaths.pod);
+    missing(&c, &deaths.pod.namespace);
+}
+
+/// The table and `-o json` from the real agent through the pod proxy; one container; the
+/// Deployment.
+fn from_the_agent(c: &Cluster, d: &Deaths) {
+    let (pod, ns) = (&d.pod, d.pod.namespace.as_str());
+    let agent_pod = c.put_agent_pod(c.agent.addr().port());
+    let target = format!("pod/{}", pod.name);
+    let table = c.ok(&["why", &target, "-n", ns]);
+    contains(&table, &format!("pod {ns}/{} on node {}", pod.name, c.node));
+    contains(
+        &table,
+        &format!("node {}: agent {AGENT_NS}/{agent_pod}, 2 records", c.node),
+    );
+    contains(&table, "2 deaths, newest first:");
+    let oom_at = table
+        .find("container hog  OOMKilled")
+        .expect("the OOM kill");
+    let crash_at = table.find("container setup  Error").expect("the crash");
+    assert!(oom_at < crash_at, "newest first:\n{table}");
+    contains(&table, "    initiator  oom_killer\n");
+    contains(
+        &table,
+        "    exit       status 137: SIGKILL from the kernel\n",
+    );
+    contains(&table, "limit 64Mi; OOM memcg, limit 64Mi of ");
+    contains(&table, &format!("of {}", pod.cgroup_of(&d.hog)));
+    contains(&table, "    role       init: hog (pid ");
+    contains(&table, "    exit       status 3: exit code 3\n");
+    contains(
+        &table,
+        "OOMKilled by the kernel: memcg limit 64Mi hit by container \"hog\"",
+    );
+
+    // -o json: the records exactly as the agent wrote them, newest first.
+    let json: Value = serde_json::from_str(&c.ok(&["why", &target, "-n", ns, "-o", "json"]))
+        .expect("-o json is JSON");
+    assert_eq!(json["records"][0], d.oom.json, "{json:#}");
+    assert_eq!(json["records"][1], d.crashed.json, "{json:#}");
+    assert_eq!(
+        json["sources"][0]["agent"],
+        format!("{AGENT_NS}/{agent_pod}")
+    );
+
+    let only = c.ok(&["why", &target, "-n", ns, "-c", "setup"]);
+    contains(&only, "1 death, newest first:");
+    // Flags before the subcommand, as `kubectl coroner -n NS why …` passes them.
+    let by_deployment = c.ok(&["-n", ns, "why", &format!("deployment/{DEPLOYMENT}")]);
+    contains(
+        &by_deployment,
+        &format!("Deployment {ns}/{DEPLOYMENT} (1 pod)"),
+    );
+    contains(
+        &by_deployment,
+        &format!("pod {}  container hog  OOMKilled", pod.name),
+    );
+    contains(&by_deployment, "2 deaths, newest first:");
+    c.server.delete_pod(AGENT_NS, &agent_pod);
+}
+
+/// No agent pod, an agent pod that answers nothing, the pod proxy forbidden, the pod deleted:
+/// each said, and coroner's Events instead.
+fn from_events(c: &Cluster, pod: &Pod) {
+    let (ns, server) = (pod.namespace.as_str(), &c.server);
+    let target = format!("pod/{}", pod.name);
+    let fallback = c.ok(&["why", &target, "-n", ns]);
+    contains(
+        &fallback,
+        &format!(
+            "node {}: no coroner agent (no pod labelled app.kubernetes.io/name=coroner in \
+             namespace coroner)",
+            c.node
+        ),
+    );
+    contains(
+        &fallback,
+        "2 Events of coroner's (no agent had records of this pod)",
+    );
+    contains(&fallback, "container hog  Warning OOMKilled");
+    contains(&fallback, "    OOMKilled by the kernel: memcg limit 64Mi");
+    let json: Value =
+        serde_json::from_str(&c.ok(&["why", &target, "-n", ns, "-o", "json"])).expect("JSON");
+    assert_eq!(json["records"], serde_json::json!([]), "{json:#}");
+    assert!(
+        json["events"].as_array().is_some_and(|e| e
+            .iter()
+            .any(|e| e["reason"] == "OOMKilled" && e["container"] == "hog")),
+        "{json:#}"
+    );
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let dead = c.put_agent_pod(closed);
+    let unreachable = c.ok(&["why", &target, "-n", ns]);
+    contains(
+        &unreachable,
+        &format!("the agent {AGENT_NS}/{dead} is unreachable: "),
+    );
+    contains(
+        &unreachable,
+        &format!(
+            "error trying to reach service: dial tcp 127.0.0.1:{closed}: connect: connection refused (HTTP 503)"
+        ),
+    );
+    contains(&unreachable, "container hog  Warning OOMKilled");
+    server.delete_pod(AGENT_NS, &dead);
+
+    let back = c.put_agent_pod(c.agent.addr().port());
+    server.forbid(
+        "/proxy/",
+        &format!(
+            "pods \"{back}\" is forbidden: User \"dev\" cannot get resource \"pods/proxy\" in \
+             API group \"\" in the namespace \"coroner\""
+        ),
+    );
+    let forbidden = c.ok(&["why", &target, "-n", ns]);
+    contains(
+        &forbidden,
+        &format!("forbidden to read the agent {AGENT_NS}/{back}: you may not get pods/proxy"),
+    );
+    contains(&forbidden, "container hog  Warning OOMKilled");
+
+    // The pod deleted: its Events still tell.
+    server.delete_pod(ns, &pod.name);
+    let gone = c.ok(&["why", &target, "-n", ns]);
+    contains(&gone, &format!("pod {ns}/{}\n", pod.name));
+    contains(
+        &gone,
+        "the pod does not exist (any more): only coroner's Events tell",
+    );
+    contains(&gone, "container hog  Warning OOMKilled");
+}
+
+/// A pod that does not exist and has no Events, a pod RBAC hides, a Deployment that does not
+/// exist: exit 1.
+fn missing(c: &Cluster, ns: &str) {
+    let out = c.plugin(&["why", "pod/no-such-pod", "-n", ns]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    contains(
+        &String::from_utf8_lossy(&out.stderr),
+        &format!(
+            "error: pod {ns}/no-such-pod not found, and coroner posted no Events about a pod \
+             of that name"
+        ),
+    );
+    // RBAC refuses the pod itself: which permission, and where to get it.
+    c.server.forbid(
+        "/pods/secret-pod",
+        &format!("pods \"secret-pod\" is forbidden: User \"dev\" cannot get resource \"pods\" in API group \"\" in the namespace \"{ns}\""),
+    );
+    let out = c.plugin(&["why", "pod/secret-pod", "-n", ns]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    contains(
+        &String::from_utf8_lossy(&out.stderr),
+        &format!(
+            "error: forbidden: you may not get pods in namespace {ns} (pods \"secret-pod\" is forbidden: "
+        ),
+    );
+    contains(
+        &String::from_utf8_lossy(&out.stderr),
+        "the ClusterRole coroner-viewer (deploy/rbac-viewer.yaml) grants what `kubectl coroner` needs",
+    );
+    let out = c.plugin(&["why", "deploy/nope", "-n", ns]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    contains(
+        &String::from_utf8_lossy(&out.stderr),
+        &format!("error: Deployment {ns}/nope not found"),
+    );
+}
