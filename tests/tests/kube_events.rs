@@ -61,6 +61,7 @@ fn record(reason: Reason, container: &str, container_id: &str) -> TerminationRec
         grace_allowed_seconds: None,
         cause: None,
         stop_signal_ignored: false,
+        uptime_seconds: None,
     }
 }
 

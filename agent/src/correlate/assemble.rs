@@ -141,6 +141,9 @@ impl<L: CgroupLookup> Assembler<'_, L> {
             grace_allowed_seconds: None,
             cause: None,
             stop_signal_ignored: false,
+            // Zero is a start the kernel did not give (never a real boot-clock start).
+            uptime_seconds: (victim.key.start_boottime_ns != 0)
+                .then(|| nanos_to_seconds(died_ns.saturating_sub(victim.key.start_boottime_ns))),
         }
     }
 
