@@ -371,11 +371,15 @@ pub fn check_record(r: &TerminationRecord) {
     }
     let mut back: TerminationRecord = serde_json::from_str(&text).expect("reads back");
     // Floats go through decimal text: equal to a few ulps, not bit for bit.
-    let (grace, back_grace) = (r.grace_seconds, back.grace_seconds.take());
-    assert_eq!(grace.is_some(), back_grace.is_some());
-    if let (Some(a), Some(b)) = (grace, back_grace) {
-        assert!((a - b).abs() <= a.abs() * 1e-12);
+    for (ours, theirs) in [
+        (r.grace_seconds, &mut back.grace_seconds),
+        (r.uptime_seconds, &mut back.uptime_seconds),
+    ] {
+        assert_eq!(ours.is_some(), theirs.is_some());
+        if let (Some(a), Some(b)) = (ours, *theirs) {
+            assert!((a - b).abs() <= a.abs() * 1e-12);
+        }
+        *theirs = ours;
     }
-    back.grace_seconds = grace;
     assert_eq!(&back, r);
 }

@@ -200,7 +200,7 @@ pub fn loop_line(verdict: Reason, counts: LoopCounts, detail: &str) -> String {
     line
 }
 
-/// `41s`, `10m`, `1h5m`, as kubectl prints ages.
+/// `41s`, `10m`, `2h5m`: seconds up to 2 minutes, minutes up to 2 hours.
 #[must_use]
 pub fn short_duration(d: Duration) -> String {
     let secs = d.as_secs();

@@ -212,12 +212,13 @@ impl Metrics {
         };
         let expired = lock(&self.inner.series).expire(cutoff);
         let present = |uid: &str| self.inner.pods.get().and_then(|f| f(uid));
-        let containers = lock(&self.inner.last).sweep(&present, cutoff);
+        // Not a drop: these follow their pod, and go with it.
+        lock(&self.inner.last).sweep(&present, cutoff);
         self.inner
             .families
             .pod_series_dropped
             .get_or_create(&CauseLabels { cause: "expired" })
-            .inc_by((expired + containers) as u64);
+            .inc_by(expired as u64);
         expired
     }
 
