@@ -1,5 +1,6 @@
 //! A crash loop on the real runtime: the kubelet double restarts a container whose command
-//! exits 1 (a new container of the same name and the next attempt, as the kubelet does), the
+//! exits 1, or is OOM-killed at its limit (a new container of the same name and the next
+//! attempt each time, as the kubelet does), the
 //! agent runs with `--kube on` against the API server double and a short crash-loop update
 //! interval. Checked: after the third death, the container's deaths are told by exactly one
 //! core/v1 `CrashLoop` Event, updated in place to the last count with its one line; no
@@ -25,11 +26,58 @@ const EXIT_WAIT: Duration = Duration::from_secs(20);
 const INTERVAL: Duration = Duration::from_secs(4);
 const DEATHS: u32 = 12;
 
-coroner_tests::with_both_runtimes!(a_crash_loop_is_one_event_updated_in_place_at_a_bounded_rate);
+coroner_tests::with_both_runtimes!(
+    a_crash_loop_is_one_event_updated_in_place_at_a_bounded_rate,
+    an_oom_crash_loop_names_the_limit,
+);
 
 fn a_crash_loop_is_one_event_updated_in_place_at_a_bounded_rate(handler: Handler) {
-    if !coroner_tests::runtime::available("a_crash_loop_is_one_event") {
+    let spec = |attempt| ContainerSpec {
+        attempt,
+        ..ContainerSpec::sh("app", "sleep 1; exit 1")
+    };
+    let Some(message) = crash_loop("a_crash_loop_is_one_event", handler, &spec, "Error") else {
         return;
+    };
+    assert!(
+        message.starts_with(&format!("Error {DEATHS}× in "))
+            && message.ends_with(": container \"app\": sh exited with code 1, median uptime 1s"),
+        "{message}"
+    );
+}
+
+/// The init allocates past its container's 64 MiB limit each time: the line says the limit.
+fn an_oom_crash_loop_names_the_limit(handler: Handler) {
+    let spec = |attempt| ContainerSpec {
+        attempt,
+        memory_limit: Some(64 << 20),
+        ..ContainerSpec::sh("hog", "sleep 1; exec /bin/hog 300")
+    };
+    let Some(message) = crash_loop(
+        "an_oom_crash_loop_names_the_limit",
+        handler,
+        &spec,
+        "OOMKilled",
+    ) else {
+        return;
+    };
+    assert!(
+        message.starts_with(&format!("OOMKilled {DEATHS}× in "))
+            && message.contains(": container \"hog\" hit its 64Mi limit; hog RSS "),
+        "{message}"
+    );
+}
+
+/// Runs `DEATHS` attempts of `spec` in one pod, each to its death with verdict `reason`, and
+/// checks the loop Event and the write rate; returns its message (`None`: no runtime).
+fn crash_loop(
+    test: &str,
+    handler: Handler,
+    spec: &dyn Fn(u32) -> ContainerSpec,
+    reason: &str,
+) -> Option<String> {
+    if !coroner_tests::runtime::available(test) {
+        return None;
     }
     let mut kubelet = Kubelet::start(handler).expect("containerd and the kubelet double start");
     let server = {
@@ -55,11 +103,7 @@ fn a_crash_loop_is_one_event_updated_in_place_at_a_bounded_rate(handler: Handler
     let pod = kubelet.run_pod(&PodOptions::default()).unwrap();
     let started = Instant::now();
     for attempt in 0..DEATHS {
-        let spec = ContainerSpec {
-            attempt,
-            ..ContainerSpec::sh("app", "sleep 1; exit 1")
-        };
-        let (id, _) = kubelet.run_container(&pod, &spec).unwrap();
+        let (id, _) = kubelet.run_container(&pod, &spec(attempt)).unwrap();
         publish(&kubelet, &server, &node, &pod).unwrap();
         kubelet.wait_exited(&id, EXIT_WAIT).unwrap();
         publish(&kubelet, &server, &node, &pod).unwrap();
@@ -68,7 +112,7 @@ fn a_crash_loop_is_one_event_updated_in_place_at_a_bounded_rate(handler: Handler
                 r.record.container_id.as_deref() == Some(id.as_str()) && r.field("role") == "init"
             })
             .unwrap();
-        assert_eq!(record.reason(), "Error", "{}", record.json);
+        assert_eq!(record.reason(), reason, "{}", record.json);
     }
     let deaths_took = started.elapsed();
 
@@ -94,13 +138,12 @@ fn a_crash_loop_is_one_event_updated_in_place_at_a_bounded_rate(handler: Handler
     let l = loops[0];
     assert_eq!(l["type"], "Warning");
     assert_eq!(l["involvedObject"]["uid"], pod.uid.as_str());
-    assert_eq!(l["involvedObject"]["fieldPath"], "spec.containers{app}");
-    let message = l["message"].as_str().unwrap_or_default();
-    assert!(
-        message.starts_with(&format!("Error {DEATHS}× in "))
-            && message.ends_with(": container \"app\": sh exited with code 1, median uptime 1s"),
-        "{message}"
+    let container = spec(0).name;
+    assert_eq!(
+        l["involvedObject"]["fieldPath"],
+        format!("spec.containers{{{container}}}")
     );
+    let message = l["message"].as_str().unwrap_or_default().to_owned();
 
     // Every Event write was about this one container (the test posts none of the kubelet's).
     let requests = server.event_requests();
@@ -164,4 +207,5 @@ fn a_crash_loop_is_one_event_updated_in_place_at_a_bounded_rate(handler: Handler
     assert_eq!(created, Some(1.0), "{text}");
     assert_eq!(deaths_in_loop, Some(f64::from(DEATHS - 2)), "{text}");
     kubelet.remove_pod(&pod).unwrap();
+    Some(message)
 }
