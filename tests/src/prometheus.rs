@@ -86,12 +86,13 @@ scrape_configs:
 ",
         );
         for (job, target) in jobs {
-            yaml.push_str(&format!(
+            let _ = write!(
+                yaml,
                 "  - job_name: {job}
     static_configs:
       - targets: ['{target}']
 "
-            ));
+            );
         }
         fs::write(&config, yaml).context("writing prometheus.yml")?;
         let port = TcpListener::bind("127.0.0.1:0")

@@ -145,9 +145,27 @@ fn crash_loop(
     );
     let message = l["message"].as_str().unwrap_or_default().to_owned();
 
-    // Every Event write was about this one container (the test posts none of the kubelet's).
-    let requests = server.event_requests();
     let loop_name = l["metadata"]["name"].as_str().unwrap_or_default();
+    check_writes(&server, loop_name, deaths_took);
+
+    let exposition = agent.get("/metrics").unwrap().body;
+    let created = metric(
+        &exposition,
+        "coroner_kube_crash_loop_writes_total",
+        &[("result", "created")],
+    );
+    let deaths_in_loop = metric(&exposition, "coroner_kube_crash_loop_deaths_total", &[]);
+    assert_eq!(created, Some(1.0), "{exposition}");
+    assert_eq!(deaths_in_loop, Some(f64::from(DEATHS - 2)), "{exposition}");
+    kubelet.remove_pod(&pod).unwrap();
+    Some(message)
+}
+
+/// Every Event write of the test was about the one container (the test posts none of the
+/// kubelet's): from the loop's create on, only the loop Event, updated in place, no two writes
+/// closer than the interval. Prints the measured rate.
+fn check_writes(server: &ApiServer, loop_name: &str, deaths_took: Duration) {
+    let requests = server.event_requests();
     let first_loop = requests
         .iter()
         .position(|r| r.name == loop_name)
@@ -196,16 +214,4 @@ fn crash_loop(
         INTERVAL.as_secs(),
         gaps.iter().min()
     );
-
-    let text = agent.get("/metrics").unwrap().body;
-    let created = metric(
-        &text,
-        "coroner_kube_crash_loop_writes_total",
-        &[("result", "created")],
-    );
-    let deaths_in_loop = metric(&text, "coroner_kube_crash_loop_deaths_total", &[]);
-    assert_eq!(created, Some(1.0), "{text}");
-    assert_eq!(deaths_in_loop, Some(f64::from(DEATHS - 2)), "{text}");
-    kubelet.remove_pod(&pod).unwrap();
-    Some(message)
 }

@@ -152,7 +152,7 @@ impl Loop {
             of_verdict: count,
             total: self.total,
             span: (self.last - self.first).unsigned_abs(),
-            median_uptime: self.uptimes.as_ref().and_then(|u| median(u)),
+            median_uptime: self.uptimes.as_ref().and_then(median),
         };
         loop_line(verdict, counts, detail)
     }
