@@ -40,6 +40,17 @@ pub struct Args {
     /// Log lines as text (colour only on a terminal) or as one JSON object per line.
     #[arg(long = "log-format", env = "CORONER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// A container whose init dies this many times within the crash-loop window is in a loop:
+    /// one Event tells its deaths.
+    #[arg(long = "crash-loop-deaths", env = "CORONER_CRASH_LOOP_DEATHS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(2..))]
+    pub crash_loop_deaths: u32,
+    /// The crash-loop window in seconds: deaths this close make a loop; this long without one
+    /// ends it.
+    #[arg(long = "crash-loop-window-seconds", env = "CORONER_CRASH_LOOP_WINDOW_SECONDS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub crash_loop_window_seconds: u64,
+    /// At most one API write per looping container per this many seconds.
+    #[arg(long = "crash-loop-update-seconds", env = "CORONER_CRASH_LOOP_UPDATE_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub crash_loop_update_seconds: u64,
     /// Size of the kernel → user ring buffer in KiB: a power of two, at least a page. Hidden:
     /// the default suits every node; tests shrink it to make the kernel drop events.
     #[arg(long = "ring-buffer-kib", hide = true, value_parser = ring_buffer_kib)]
@@ -73,6 +84,17 @@ fn ring_buffer_kib(value: &str) -> Result<u32, String> {
 }
 
 impl Args {
+    /// The crash-loop flags.
+    #[must_use]
+    pub fn crash_loop(&self) -> crate::kube::LoopOptions {
+        crate::kube::LoopOptions {
+            window: std::time::Duration::from_secs(self.crash_loop_window_seconds),
+            min_deaths: self.crash_loop_deaths,
+            interval: std::time::Duration::from_secs(self.crash_loop_update_seconds),
+            ..crate::kube::LoopOptions::default()
+        }
+    }
+
     /// `--node-name`, or the hostname.
     #[must_use]
     pub fn node(&self) -> String {

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 /// Every top-level field of the contract (docs/record.md), present in every record as
 /// JSON — null or not — plus `ppid`, which makes `main_process`. Tests and the fuzz checks
 /// hold serialised records to it.
-pub const FIELDS: [&str; 34] = [
+pub const FIELDS: [&str; 35] = [
     "time",
     "node",
     "pid",
@@ -44,6 +44,7 @@ pub const FIELDS: [&str; 34] = [
     "grace_allowed_seconds",
     "cause",
     "stop_signal_ignored",
+    "uptime_seconds",
 ];
 
 /// One death, as written to `--events-json`, `/v1/terminations`, metrics and Events.
@@ -108,6 +109,10 @@ pub struct TerminationRecord {
     /// never forwards it) or a process ignoring it. Why a stop takes the whole grace period.
     #[serde(default)]
     pub stop_signal_ignored: bool,
+    /// How long the process lived: from its start (`task->start_boottime`) to its exit, both
+    /// on the kernel's boot clock. `None` when the kernel did not give the start.
+    #[serde(default)]
+    pub uptime_seconds: Option<f64>,
 }
 
 /// The death of a descendant in the same container that explains an init's exit.

@@ -71,6 +71,7 @@ pub fn oom_killed_init() -> TerminationRecord {
         grace_allowed_seconds: Some(30),
         cause: None,
         stop_signal_ignored: false,
+        uptime_seconds: Some(41.0),
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod apiserver;
 pub mod cgroups;
+pub mod describe;
 pub mod exposition;
 pub mod fixtures;
 pub mod http;

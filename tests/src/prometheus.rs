@@ -55,11 +55,16 @@ pub struct Prometheus {
 impl Prometheus {
     /// Scrapes `target`'s `/metrics` every second as job `job`; returns once `/-/ready`.
     pub fn start(job: &str, target: SocketAddr) -> Result<Self> {
+        Self::start_jobs(&[(job, target)])
+    }
+
+    /// Scrapes each `(job, target)`'s `/metrics` every second; returns once `/-/ready`.
+    pub fn start_jobs(jobs: &[(&str, SocketAddr)]) -> Result<Self> {
         require(PROMETHEUS)?;
         let mut last = String::new();
         // A free port is found by binding and closing it; someone may take it in between.
         for _ in 0..3 {
-            match Self::try_start(job, target)? {
+            match Self::try_start(jobs)? {
                 Ok(prometheus) => return Ok(prometheus),
                 Err(log) if log.contains("address already in use") => last = log,
                 Err(log) => bail!("prometheus exited before it was ready:\n{log}"),
@@ -68,25 +73,28 @@ impl Prometheus {
         bail!("prometheus could not bind a free port:\n{last}")
     }
 
-    fn try_start(job: &str, target: SocketAddr) -> Result<std::result::Result<Self, String>> {
+    fn try_start(jobs: &[(&str, SocketAddr)]) -> Result<std::result::Result<Self, String>> {
         let dir = std::env::temp_dir().join(format!("coroner-prometheus-{}", unique_hex(12)));
         fs::create_dir_all(dir.join("data")).with_context(|| format!("mkdir {}", dir.display()))?;
         let config = dir.join("prometheus.yml");
-        fs::write(
-            &config,
-            format!(
-                "global:
+        let mut yaml = String::from(
+            "global:
   scrape_interval: 1s
   scrape_timeout: 1s
   evaluation_interval: 1s
 scrape_configs:
-  - job_name: {job}
+",
+        );
+        for (job, target) in jobs {
+            let _ = write!(
+                yaml,
+                "  - job_name: {job}
     static_configs:
       - targets: ['{target}']
 "
-            ),
-        )
-        .context("writing prometheus.yml")?;
+            );
+        }
+        fs::write(&config, yaml).context("writing prometheus.yml")?;
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .context("finding a free port")?

@@ -6,9 +6,16 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn deploy_test(script: &str) -> (bool, String) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/test");
+    deploy_test_with(script, &[])
+}
+
+/// `script` with arguments, paths relative to deploy/.
+fn deploy_test_with(script: &str, args: &[&str]) -> (bool, String) {
+    let deploy = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let dir = deploy.join("test");
     let out = Command::new("sh")
         .arg(dir.join(script))
+        .args(args.iter().map(|a| deploy.join(a)))
         .output()
         .unwrap_or_else(|e| panic!("running {script}: {e}"));
     let text = format!(
@@ -23,6 +30,25 @@ fn deploy_test(script: &str) -> (bool, String) {
 fn alert_rules_pass_promtool_check_and_unit_tests() {
     let (ok, out) = deploy_test("rules.sh");
     assert!(ok, "deploy/test/rules.sh failed:\n{out}");
+    assert!(
+        out.contains("SUCCESS"),
+        "promtool reported no success:\n{out}"
+    );
+}
+
+/// The example that enriches kubernetes-mixin's `KubePodCrashLooping` with coroner's reason:
+/// the join on KSM's series, with the real promtool.
+#[test]
+fn the_crash_loop_reason_example_passes_promtool() {
+    let example = "examples/crashloop-reason";
+    let (ok, out) = deploy_test_with(
+        "rules.sh",
+        &[
+            &format!("{example}/prometheus-rule.yaml"),
+            &format!("{example}/rules-test.yaml"),
+        ],
+    );
+    assert!(ok, "rules.sh on {example} failed:\n{out}");
     assert!(
         out.contains("SUCCESS"),
         "promtool reported no success:\n{out}"

@@ -16,9 +16,13 @@ const HOUR: Duration = Duration::from_hours(1);
 
 fn record(reason: Reason, container: &str, container_id: &str) -> TerminationRecord {
     let mut r = died(reason, container, container_id);
-    // The Events tests read the kernel's facts only: no workload, no initiator.
+    // The Events tests read the kernel's facts only: no workload, no initiator, no sender;
+    // an OOM kill all anonymous memory.
     (r.owner_kind, r.owner_name, r.initiator) = (None, None, Initiator::Unknown);
-    r.grace_allowed_seconds = None;
+    (r.grace_allowed_seconds, r.sender, r.sigkill_time) = (None, None, None);
+    if let Some(oom) = r.oom.as_mut() {
+        (oom.anon_rss_bytes, oom.file_rss_bytes, oom.oom_score_adj) = (Some(312 << 20), Some(0), 0);
+    }
     r
 }
 
@@ -108,8 +112,12 @@ async fn a_crash_loop_does_not_flood_the_api_server() {
     })
     .await;
 
+    // A child's deaths (a worker the init forks anew): no crash loop, one series.
+    let mut child = record(Reason::Error, "api", "c-api");
+    child.role = coroner::record::Role::Child;
+    child.main_process = false;
     for _ in 0..20 {
-        client.record_event(&record(Reason::Error, "api", "c-api"));
+        client.record_event(&child);
     }
     assert!(client.flush_events(FLUSH).await);
     // One Event, its series raised once; 18 deaths held back.
@@ -134,6 +142,67 @@ async fn a_crash_loop_does_not_flood_the_api_server() {
     assert_eq!(server.event_requests().len(), 3);
     assert_eq!(server.events().len(), 1);
     assert_eq!(client.stats().events_lost(), 0);
+}
+
+/// 20 deaths of the container's init: the first two have their Events, then one core/v1
+/// `CrashLoop` Event tells them all, updated in place no more often than the interval.
+#[tokio::test]
+async fn an_init_crash_loop_is_one_core_event_updated_in_place() {
+    init_logs();
+    let server = ApiServer::start().unwrap();
+    server.put_pod(&api_pod());
+    let interval = Duration::from_millis(400);
+    let client = client_with(&server, |o| o.events.crash_loop.interval = interval).await;
+    for _ in 0..20 {
+        client.record_event(&record(Reason::Error, "api", "c-api"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let is_loop = |e: &Value| e["reason"] == coroner::kube::CRASH_LOOP_REASON;
+    assert!(
+        server
+            .wait_until(FLUSH, |s| s
+                .core_events()
+                .iter()
+                .any(|e| is_loop(e) && e["count"] == 20))
+            .await,
+        "{:#?}",
+        server.core_events()
+    );
+    let requests = server.event_requests();
+    let shape: Vec<(&str, bool)> = requests
+        .iter()
+        .map(|r| (r.method.as_str(), r.new_api))
+        .collect();
+    assert_eq!(
+        &shape[..3],
+        [("POST", true), ("PATCH", true), ("POST", false)]
+    );
+    assert!(
+        shape[3..].iter().all(|s| *s == ("PATCH", false)),
+        "{shape:?}"
+    );
+    assert!(
+        requests[1..]
+            .windows(2)
+            .all(|w| w[1].at.duration_since(w[0].at) + Duration::from_millis(50) >= interval),
+        "{requests:#?}"
+    );
+    let events = server.core_events();
+    let l = events.iter().find(|e| is_loop(e)).expect("the loop Event");
+    assert_eq!(
+        events.len(),
+        2,
+        "the first deaths' Event and the loop's: {events:#?}"
+    );
+    assert_eq!(l["type"], "Warning");
+    assert_eq!(l["involvedObject"]["fieldPath"], "spec.containers{api}");
+    assert_eq!(l["source"]["component"], "coroner");
+    assert_eq!(
+        l["message"],
+        "Error 20× in 0s: container \"api\": python3 died of SIGKILL"
+    );
+    let stats = client.stats();
+    assert_eq!((stats.crash_loop_events, stats.crash_loop_deaths), (1, 18));
 }
 
 #[tokio::test]

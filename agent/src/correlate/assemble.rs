@@ -142,6 +142,9 @@ impl<L: CgroupLookup> Assembler<'_, L> {
             // Set by the correlator from the container's other deaths (`cause`).
             cause: None,
             stop_signal_ignored: history.is_some_and(|h| h.stop_dropped_before(died_ns).is_some()),
+            // Zero is a start the kernel did not give (never a real boot-clock start).
+            uptime_seconds: (victim.key.start_boottime_ns != 0)
+                .then(|| nanos_to_seconds(died_ns.saturating_sub(victim.key.start_boottime_ns))),
         }
     }
 

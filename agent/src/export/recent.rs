@@ -157,6 +157,7 @@ pub(crate) mod tests {
             grace_allowed_seconds: None,
             cause: None,
             stop_signal_ignored: false,
+            uptime_seconds: None,
         }
     }
 

@@ -382,15 +382,19 @@ pub fn check_record(r: &TerminationRecord) {
     }
     let mut back: TerminationRecord = serde_json::from_str(&text).expect("reads back");
     // Floats go through decimal text: equal to a few ulps, not bit for bit.
-    let (grace, back_grace) = (r.grace_seconds, back.grace_seconds.take());
-    assert_eq!(grace.is_some(), back_grace.is_some());
-    if let (Some(a), Some(b)) = (grace, back_grace) {
-        assert!((a - b).abs() <= a.abs() * 1e-12);
+    for (ours, theirs) in [
+        (r.grace_seconds, &mut back.grace_seconds),
+        (r.uptime_seconds, &mut back.uptime_seconds),
+    ] {
+        assert_eq!(ours.is_some(), theirs.is_some());
+        if let (Some(a), Some(b)) = (ours, *theirs) {
+            assert!((a - b).abs() <= a.abs() * 1e-12);
+        }
+        *theirs = ours;
     }
     if let (Some(a), Some(b)) = (&r.cause, &mut back.cause) {
         assert!((a.seconds_before - b.seconds_before).abs() <= a.seconds_before * 1e-12);
         b.seconds_before = a.seconds_before;
     }
-    back.grace_seconds = grace;
     assert_eq!(&back, r);
 }

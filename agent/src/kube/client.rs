@@ -11,6 +11,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use super::crashloop_line::LoopSample;
 use super::events::{self, Command, log_unlabelled, pod_reference};
 use super::index::{Found, IndexLimits, PodFacts};
 use super::message::event_note;
@@ -395,7 +396,10 @@ impl KubeClient {
         };
         if inner
             .events
-            .try_send(Command::Death(Box::new(death)))
+            .try_send(Command::Death(
+                Box::new(death),
+                LoopSample::of(record).map(Box::new),
+            ))
             .is_err()
         {
             bump(&c.events_lost_queue_full);
@@ -445,6 +449,20 @@ impl KubeClient {
     pub fn stats_reader(&self) -> impl Fn() -> KubeStats + Send + Sync + 'static {
         let shared = Arc::clone(&self.inner.shared);
         move || shared.counters.snapshot()
+    }
+
+    /// Whether a pod uid is in the index, without keeping the client alive: `None` while the
+    /// watch is not up (the index may be stale or empty, so nobody should conclude a pod is
+    /// gone). For the per-container metrics that live as long as their pod.
+    pub fn pod_presence(&self) -> impl Fn(&str) -> Option<bool> + Send + Sync + 'static {
+        let shared = Arc::clone(&self.inner.shared);
+        move |pod_uid| {
+            let up = shared
+                .counters
+                .watch_up
+                .load(std::sync::atomic::Ordering::Relaxed);
+            up.then(|| !matches!(shared.find(pod_uid, ""), Found::Unknown))
+        }
     }
 
     #[must_use]

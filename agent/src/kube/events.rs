@@ -23,6 +23,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use super::crashloop::{ContainerKey, Fold, LoopBook, LoopOptions, LoopOutcome};
+use super::crashloop_line::LoopSample;
+use super::crashloop_post::Writer;
 use super::ratelimit::Rate;
 use super::series::{Death, Outcome, Request, SeriesBook};
 use super::shared::Shared;
@@ -49,6 +52,8 @@ pub struct EventOptions {
     pub reporting_controller: String,
     /// `reportingInstance`; the node name when `None`.
     pub reporting_instance: Option<String>,
+    /// When a container's deaths become one crash-loop Event (`crashloop`).
+    pub crash_loop: LoopOptions,
 }
 
 impl Default for EventOptions {
@@ -69,13 +74,15 @@ impl Default for EventOptions {
             request_timeout: Duration::from_secs(5),
             reporting_controller: "coroner".to_owned(),
             reporting_instance: None,
+            crash_loop: LoopOptions::default(),
         }
     }
 }
 
 #[derive(Debug)]
 pub(crate) enum Command {
-    Death(Box<Death>),
+    /// A death, with its sample when it is a container init's (see `crashloop`).
+    Death(Box<Death>, Option<Box<LoopSample>>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -96,16 +103,23 @@ pub(crate) async fn run(
             options.max_series,
             Instant::now().into_std(),
         ),
+        loops: LoopBook::new(options.crash_loop.clone()),
         options,
         instance,
         shared,
     };
     loop {
-        let wake = poster.book.next_due(Instant::now().into_std());
+        let wake = [
+            poster.book.next_due(Instant::now().into_std()),
+            poster.loops.next_due(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         tokio::select! {
             command = rx.recv() => match command {
                 None => break,
-                Some(Command::Death(death)) => poster.death(*death).await,
+                Some(Command::Death(death, sample)) => poster.death(*death, sample.map(|s| *s)).await,
                 Some(Command::Flush(done)) => {
                     poster.send_due().await;
                     let _ = done.send(());
@@ -125,14 +139,21 @@ async fn sleep_until(at: Option<std::time::Instant>) {
 struct Poster {
     client: Client,
     book: SeriesBook,
+    loops: LoopBook,
     options: EventOptions,
     instance: String,
     shared: Arc<Shared>,
 }
 
 impl Poster {
-    async fn death(&mut self, death: Death) {
+    async fn death(&mut self, death: Death, sample: Option<LoopSample>) {
         let now = Instant::now().into_std();
+        let container: ContainerKey = (death.pod_uid.clone(), death.container.clone());
+        if self.loops.death(&container, &death.regarding, sample, now) == Fold::Folded {
+            bump(&self.shared.counters.crash_loop_deaths);
+            self.send_loops().await;
+            return;
+        }
         let (key, lost) = self.book.record(death, now);
         add(&self.shared.counters.events_lost_evicted, lost);
         match self.book.request_for(&key, now) {
@@ -144,6 +165,28 @@ impl Poster {
     async fn send_due(&mut self) {
         for request in self.book.due(Instant::now().into_std()) {
             self.send(request).await;
+        }
+        self.send_loops().await;
+    }
+
+    /// The crash-loop Events' writes that are due.
+    async fn send_loops(&mut self) {
+        for write in self.loops.due(Instant::now().into_std()) {
+            let writer = Writer {
+                client: &self.client,
+                options: &self.options,
+                instance: &self.instance,
+            };
+            let outcome = writer.perform(&write).await;
+            let c = &self.shared.counters;
+            match outcome {
+                LoopOutcome::Created { .. } => bump(&c.crash_loop_events),
+                LoopOutcome::Updated => bump(&c.crash_loop_updates),
+                LoopOutcome::Gone => {}
+                LoopOutcome::Failed => bump(&c.crash_loop_write_failures),
+            }
+            self.loops
+                .settle(&write, outcome, Instant::now().into_std());
         }
     }
 
@@ -157,7 +200,15 @@ impl Poster {
                 Outcome::Patched => bump(&c.events_series_updates),
                 Outcome::Gone | Outcome::Failed => {}
             }
-            let (lost, retry) = self.book.settle(&r, outcome, Instant::now().into_std());
+            let now = Instant::now().into_std();
+            if matches!(outcome, Outcome::Created { .. } | Outcome::Patched) {
+                let key = match &r {
+                    Request::Create { key, .. } | Request::Patch { key, .. } => key,
+                };
+                self.loops
+                    .wrote(&(key.pod_uid.clone(), key.container.clone()), now);
+            }
+            let (lost, retry) = self.book.settle(&r, outcome, now);
             add(&c.events_lost_post_failed, lost);
             request = retry;
         }
@@ -244,7 +295,7 @@ fn failed(what: &str, name: &str, error: &dyn std::fmt::Display) -> Outcome {
 
 /// `<pod>.<unix nanos in hex>`, the way kubelet and kube-rs name Events; the pod part is cut so
 /// the name stays a valid object name.
-fn event_name(pod: &str) -> String {
+pub(crate) fn event_name(pod: &str) -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());

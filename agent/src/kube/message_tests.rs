@@ -41,6 +41,7 @@ fn record(reason: Reason) -> TerminationRecord {
         grace_allowed_seconds: None,
         cause: None,
         stop_signal_ignored: false,
+        uptime_seconds: None,
     }
 }
 

@@ -9,6 +9,9 @@
 //! `kubelet/`). RBAC: `RBAC.md`.
 
 mod client;
+mod crashloop;
+mod crashloop_line;
+mod crashloop_post;
 mod events;
 mod index;
 mod kubelet;
@@ -28,6 +31,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use client::{KubeClient, KubeError, connect};
+pub use crashloop::{LOOP_REASON as CRASH_LOOP_REASON, LoopOptions};
 pub use events::{ACTION as EVENT_ACTION, EventOptions};
 pub use kubelet::without_api as initiator_without_api;
 pub use owner::{OwnerLimits, OwnerSource};

@@ -41,6 +41,14 @@ pub struct KubeStats {
     pub events_series_updates: u64,
     /// Deaths held back by the rate limit; they reach the API server later in a series count.
     pub events_suppressed: u64,
+    /// Crash-loop Events created.
+    pub crash_loop_events: u64,
+    /// Updates of crash-loop Events (a new count and line).
+    pub crash_loop_updates: u64,
+    /// Deaths told by their container's crash-loop Event instead of an Event of their own.
+    pub crash_loop_deaths: u64,
+    /// Crash-loop Event writes the API server did not take (tried again an interval later).
+    pub crash_loop_write_failures: u64,
     /// Deaths whose Event was dropped: the queue was full.
     pub events_lost_queue_full: u64,
     /// Deaths whose Event the API server did not take (error or timeout).
@@ -83,6 +91,10 @@ pub(crate) struct Counters {
     pub events_posted: AtomicU64,
     pub events_series_updates: AtomicU64,
     pub events_suppressed: AtomicU64,
+    pub crash_loop_events: AtomicU64,
+    pub crash_loop_updates: AtomicU64,
+    pub crash_loop_deaths: AtomicU64,
+    pub crash_loop_write_failures: AtomicU64,
     pub events_lost_queue_full: AtomicU64,
     pub events_lost_post_failed: AtomicU64,
     pub events_lost_unlabelled: AtomicU64,
@@ -120,6 +132,10 @@ impl Counters {
             events_posted: get(&self.events_posted),
             events_series_updates: get(&self.events_series_updates),
             events_suppressed: get(&self.events_suppressed),
+            crash_loop_events: get(&self.crash_loop_events),
+            crash_loop_updates: get(&self.crash_loop_updates),
+            crash_loop_deaths: get(&self.crash_loop_deaths),
+            crash_loop_write_failures: get(&self.crash_loop_write_failures),
             events_lost_queue_full: get(&self.events_lost_queue_full),
             events_lost_post_failed: get(&self.events_lost_post_failed),
             events_lost_unlabelled: get(&self.events_lost_unlabelled),

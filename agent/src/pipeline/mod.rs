@@ -204,11 +204,12 @@ async fn connect_kube(
     node: &str,
     metrics: &Metrics,
 ) -> anyhow::Result<Option<KubeClient>> {
-    let kube = kube::connect(args.kube, KubeOptions::new(node.to_owned()))
-        .await
-        .context("--kube")?;
+    let mut options = KubeOptions::new(node.to_owned());
+    options.events.crash_loop = args.crash_loop();
+    let kube = kube::connect(args.kube, options).await.context("--kube")?;
     if let Some(kube) = &kube {
         metrics.watch_kube(kube.stats_reader());
+        metrics.watch_pods(kube.pod_presence());
     }
     Ok(kube)
 }

@@ -1,12 +1,14 @@
-//! Event creation and series patches, validated the way the API server validates
-//! events.k8s.io/v1 Events (pkg/apis/core/validation/events.go): required fields, lengths,
-//! immutable fields on update, `series.count` ≥ 2.
+//! Event creation and patches through both APIs, validated the way the API server validates
+//! them (pkg/apis/core/validation/events.go): the legacy checks for every Event, and for
+//! events.k8s.io/v1 requests the strict ones — required fields, immutable fields on update
+//! (the note among them), `series.count` ≥ 2. A core/v1 update may change the message.
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use serde_json::{Value, json};
 
 use super::Shared;
+use super::event_api::shaped;
 use super::http::{Body, json_response};
 use super::store::{EventRequest, status};
 
@@ -28,38 +30,41 @@ fn failing() -> Response<Body> {
     )
 }
 
-/// The checks of a new events.k8s.io/v1 Event; core/v1 Events get the legacy subset.
-fn validate(event: &Value, namespace: &str, new_api: bool) -> Result<(), String> {
+/// `legacyValidateEvent`: what every create and update must pass, through either API. An
+/// Event without `eventTime` (the old kind) only needs its namespaces to agree; one with it
+/// needs the reporting fields and the lengths.
+fn validate_legacy(event: &Value, namespace: &str, new_api: bool) -> Result<(), String> {
     let text = |field: &str| event[field].as_str().unwrap_or_default();
     let meta_ns = event["metadata"]["namespace"].as_str().unwrap_or(namespace);
     if meta_ns != namespace {
         return Err("metadata.namespace does not match the namespace of the request".into());
     }
-    if event["metadata"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .is_empty()
-    {
-        return Err("metadata.name: Required value".into());
-    }
-    let regarding = if new_api {
-        "regarding"
+    let (regarding, controller, note) = if new_api {
+        ("regarding", "reportingController", "note")
     } else {
-        "involvedObject"
+        ("involvedObject", "reportingComponent", "message")
     };
-    if event[regarding]["namespace"].as_str().unwrap_or_default() != namespace {
+    let regarding_ns = event[regarding]["namespace"].as_str().unwrap_or_default();
+    if event["eventTime"].is_null() {
+        let mismatch = if regarding_ns.is_empty() {
+            !matches!(namespace, "" | "default")
+        } else {
+            regarding_ns != namespace
+        };
+        if mismatch {
+            return Err(format!(
+                "{regarding}.namespace: does not match event.namespace"
+            ));
+        }
+        return Ok(());
+    }
+    if regarding_ns.is_empty() && !matches!(namespace, "default" | "kube-system") {
         return Err(format!(
             "{regarding}.namespace: does not match event.namespace"
         ));
     }
-    if !new_api {
-        return Ok(());
-    }
-    if event["eventTime"].is_null() {
-        return Err("eventTime: Required value".into());
-    }
     for (field, max) in [
-        ("reportingController", 253),
+        (controller, 253),
         ("reportingInstance", 128),
         ("action", 128),
         ("reason", 128),
@@ -72,11 +77,43 @@ fn validate(event: &Value, namespace: &str, new_api: bool) -> Result<(), String>
             return Err(format!("{field}: can have at most {max} characters"));
         }
     }
-    if text("note").len() > 1024 {
-        return Err("note: can have at most 1024 characters".into());
+    if text(note).len() > 1024 {
+        return Err(format!("{note}: can have at most 1024 characters"));
     }
-    if !matches!(text("type"), "Normal" | "Warning") {
-        return Err(format!("type: has invalid value: {}", text("type")));
+    Ok(())
+}
+
+/// `ValidateEventCreate`: the legacy checks, then, for events.k8s.io/v1 only, the strict ones
+/// (a name, `eventTime`, the type, the deprecated fields unset, the series).
+fn validate(event: &Value, namespace: &str, new_api: bool) -> Result<(), String> {
+    validate_legacy(event, namespace, new_api)?;
+    // The generic registry's rule, for both APIs.
+    if event["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .is_empty()
+    {
+        return Err("metadata.name: Required value".into());
+    }
+    if !new_api {
+        return Ok(());
+    }
+    if event["eventTime"].is_null() {
+        return Err("eventTime: Required value".into());
+    }
+    let kind = event["type"].as_str().unwrap_or_default();
+    if !matches!(kind, "Normal" | "Warning") {
+        return Err(format!("type: has invalid value: {kind}"));
+    }
+    for field in [
+        "deprecatedFirstTimestamp",
+        "deprecatedLastTimestamp",
+        "deprecatedCount",
+        "deprecatedSource",
+    ] {
+        if !event[field].is_null() {
+            return Err(format!("{field}: needs to be unset"));
+        }
     }
     validate_series(event)
 }
@@ -132,6 +169,8 @@ pub fn create(shared: &Shared, namespace: &str, body: &Bytes, new_api: bool) -> 
             namespace: namespace.to_owned(),
             name,
             body: serde_json::from_slice(body).unwrap_or_default(),
+            new_api,
+            at: std::time::Instant::now(),
         });
         let event = s.put_event(key, event);
         json_response(StatusCode::CREATED, &event)
@@ -158,19 +197,34 @@ fn merge(target: &mut Value, patch: &Value) {
     }
 }
 
-/// Fields an update may not change (the API server's `ValidateEventUpdate` for v1).
-const IMMUTABLE: [&str; 8] = [
-    "note",
-    "reason",
-    "type",
-    "action",
+/// Fields an events.k8s.io/v1 update may not change (`ValidateEventUpdate`); a core/v1
+/// update gets the legacy checks only, so its `message`, `count` and `lastTimestamp` may
+/// change: how the kubelet's repeated Events are counted up.
+const IMMUTABLE: [&str; 13] = [
     "regarding",
+    "reason",
+    "note",
+    "deprecatedSource",
+    "deprecatedFirstTimestamp",
+    "deprecatedLastTimestamp",
+    "deprecatedCount",
+    "type",
+    "eventTime",
+    "action",
     "related",
     "reportingController",
     "reportingInstance",
 ];
 
-pub fn patch(shared: &Shared, namespace: &str, name: &str, body: &Bytes) -> Response<Body> {
+/// A merge patch of a stored Event through either API, validated as that API validates an
+/// update; the Event is stored in the shape of the API that wrote it last.
+pub fn patch(
+    shared: &Shared,
+    namespace: &str,
+    name: &str,
+    body: &Bytes,
+    new_api: bool,
+) -> Response<Body> {
     let Ok(patch) = serde_json::from_slice::<Value>(body) else {
         return json_response(
             StatusCode::BAD_REQUEST,
@@ -182,31 +236,45 @@ pub fn patch(shared: &Shared, namespace: &str, name: &str, body: &Bytes) -> Resp
             return failing();
         }
         let key = (namespace.to_owned(), name.to_owned());
-        let Some(old) = s.events.get(&key).cloned() else {
+        let Some(old) = s.events.get(&key).map(|e| shaped(e, new_api)) else {
+            let resource = if new_api {
+                "events.events.k8s.io"
+            } else {
+                "events"
+            };
             return json_response(
                 StatusCode::NOT_FOUND,
-                &status(
-                    404,
-                    "NotFound",
-                    &format!("events.events.k8s.io \"{name}\" not found"),
-                ),
+                &status(404, "NotFound", &format!("{resource} \"{name}\" not found")),
             );
         };
         let mut new = old.clone();
         merge(&mut new, &patch);
-        if let Some(field) = IMMUTABLE.iter().find(|f| old[**f] != new[**f]) {
-            return invalid(&format!("{field}: Forbidden: field is immutable"));
-        }
-        if let Err(e) = validate_series(&new) {
+        if let Err(e) = validate_legacy(&new, namespace, new_api) {
             return invalid(&e);
+        }
+        if new_api {
+            if let Some(field) = IMMUTABLE.iter().find(|f| old[**f] != new[**f]) {
+                return invalid(&format!("{field}: Forbidden: field is immutable"));
+            }
+            if old["series"] != new["series"]
+                && let Err(e) = validate_series(&new)
+            {
+                return invalid(&e);
+            }
         }
         s.event_requests.push(EventRequest {
             method: "PATCH".into(),
             namespace: namespace.to_owned(),
             name: name.to_owned(),
             body: patch,
+            new_api,
+            at: std::time::Instant::now(),
         });
         let new = s.put_event(key, new);
         json_response(StatusCode::OK, &new)
     })
 }
+
+#[cfg(test)]
+#[path = "events_tests.rs"]
+mod tests;

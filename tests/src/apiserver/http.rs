@@ -96,7 +96,10 @@ pub async fn handle(
                 "events",
                 name,
             ],
-        ) => events::patch(&shared, ns, name, &body),
+        ) => events::patch(&shared, ns, name, &body, true),
+        (&Method::PATCH, ["api", "v1", "namespaces", ns, "events", name]) => {
+            events::patch(&shared, ns, name, &body, false)
+        }
         (
             &Method::GET,
             [

@@ -323,6 +323,18 @@ impl ApiServer {
         self.shared.read(|s| s.event_requests.clone())
     }
 
+    /// Stored Events as core/v1 serves them (whichever API wrote them): what `kubectl
+    /// describe` reads.
+    #[must_use]
+    pub fn core_events(&self) -> Vec<Value> {
+        self.shared.read(|s| {
+            s.events
+                .values()
+                .map(|e| event_api::shaped(e, false))
+                .collect()
+        })
+    }
+
     /// Stored Events as they are now (after patches).
     #[must_use]
     pub fn events(&self) -> Vec<Value> {

@@ -90,6 +90,10 @@ pub struct EventRequest {
     pub name: String,
     /// The body as sent (a whole Event for POST, a merge patch for PATCH).
     pub body: Value,
+    /// Through events.k8s.io/v1 (else core/v1).
+    pub new_api: bool,
+    /// When the double answered it.
+    pub at: std::time::Instant,
 }
 
 #[derive(Debug, Default)]

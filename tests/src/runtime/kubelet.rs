@@ -227,7 +227,7 @@ impl Kubelet {
         let config = ContainerConfig {
             metadata: Some(ContainerMetadata {
                 name: spec.name.clone(),
-                attempt: 0,
+                attempt: spec.attempt,
             }),
             image: Some(ImageSpec {
                 image: images::TEST.into(),
@@ -235,7 +235,7 @@ impl Kubelet {
             }),
             command: spec.command.clone(),
             args: spec.args.clone(),
-            log_path: format!("{}/0.log", spec.name),
+            log_path: format!("{}/{}.log", spec.name, spec.attempt),
             labels: HashMap::from([("io.kubernetes.container.name".into(), spec.name.clone())]),
             linux: Some(LinuxContainerConfig {
                 resources: Some(LinuxContainerResources {

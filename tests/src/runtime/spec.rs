@@ -66,6 +66,9 @@ pub struct ContainerSpec {
     pub args: Vec<String>,
     /// `resources.limits.memory`, bytes.
     pub memory_limit: Option<u64>,
+    /// The CRI `attempt`: the kubelet's restart count of the container (the runtime refuses
+    /// a second container of the same name and attempt in a pod).
+    pub attempt: u32,
 }
 
 impl ContainerSpec {

@@ -314,6 +314,14 @@ static KUBE_EVENTS_SUPPRESSED: Family = counter(
     "kube_events_suppressed",
     "Deaths held back by the Event rate limit; they reach the API server in a series count",
 );
+static KUBE_CRASH_LOOP_WRITES: Family = counter(
+    "kube_crash_loop_writes",
+    "Writes of crash-loop Events, by result: created, updated, failed (tried again later)",
+);
+static KUBE_CRASH_LOOP_DEATHS: Family = counter(
+    "kube_crash_loop_deaths",
+    "Deaths told by their container's crash-loop Event instead of an Event of their own",
+);
 static KUBE_EVENTS_LOST: Family = counter(
     "kube_events_lost",
     "Deaths whose Kubernetes Event was dropped, by cause (in stage kube_event)",
@@ -496,6 +504,10 @@ pub(super) fn kube(stats: &KubeStats, out: &mut Samples) {
         events_posted => Entry::of(&KUBE_EVENTS_POSTED),
         events_series_updates => Entry::of(&KUBE_EVENT_SERIES_UPDATES),
         events_suppressed => Entry::of(&KUBE_EVENTS_SUPPRESSED),
+        crash_loop_events => Entry::by(&KUBE_CRASH_LOOP_WRITES, "result", "created"),
+        crash_loop_updates => Entry::by(&KUBE_CRASH_LOOP_WRITES, "result", "updated"),
+        crash_loop_write_failures => Entry::by(&KUBE_CRASH_LOOP_WRITES, "result", "failed"),
+        crash_loop_deaths => Entry::of(&KUBE_CRASH_LOOP_DEATHS),
         events_lost_queue_full => lost("queue_full"),
         events_lost_post_failed => lost("post_failed"),
         events_lost_unlabelled => lost("unlabelled"),

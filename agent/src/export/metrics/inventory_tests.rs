@@ -231,6 +231,8 @@ fn kernel_stage(x: &mut Inventory) -> KernelStageStats {
 
 fn kube(x: &mut Inventory) -> KubeStats {
     let lost = |cause: &str| format!("coroner_kube_events_lost_total{{cause=\"{cause}\"}}");
+    let writes =
+        |result: &str| format!("coroner_kube_crash_loop_writes_total{{result=\"{result}\"}}");
     KubeStats {
         watch_up: true,
         pods_indexed: x.metric("coroner_kube_pods_indexed"),
@@ -251,6 +253,10 @@ fn kube(x: &mut Inventory) -> KubeStats {
         events_posted: x.metric("coroner_kube_events_posted_total"),
         events_series_updates: x.metric("coroner_kube_event_series_updates_total"),
         events_suppressed: x.metric("coroner_kube_events_suppressed_total"),
+        crash_loop_events: x.metric(&writes("created")),
+        crash_loop_updates: x.metric(&writes("updated")),
+        crash_loop_deaths: x.metric("coroner_kube_crash_loop_deaths_total"),
+        crash_loop_write_failures: x.metric(&writes("failed")),
         events_lost_queue_full: x.metric_lost(&lost("queue_full"), "kube_event"),
         events_lost_post_failed: x.metric_lost(&lost("post_failed"), "kube_event"),
         events_lost_unlabelled: x.metric_lost(&lost("unlabelled"), "kube_event"),

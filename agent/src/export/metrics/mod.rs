@@ -20,6 +20,7 @@ mod families;
 #[cfg(test)]
 mod inventory_tests;
 mod labels;
+mod last;
 #[cfg(test)]
 mod oracle_tests;
 mod scrape;
@@ -28,7 +29,7 @@ mod series;
 mod tests;
 mod text;
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use prometheus_client::registry::Registry;
@@ -38,6 +39,7 @@ use collector::{Sources, StatsCollector};
 use families::{CauseLabels, Families};
 pub use labels::{EventKind, FilteredKind, LossStage};
 use labels::{ProbeLabels, SignalLabels, VersionLabels};
+use last::LastTerminations;
 pub use scrape::Scrape;
 use series::SeriesIndex;
 pub use text::Format;
@@ -90,10 +92,19 @@ struct Inner {
     /// The per-pod families: high cardinality, so not prometheus-client `Family`s (see
     /// `series`); the registry holds the rest.
     series: Mutex<SeriesIndex>,
+    /// Each container's last termination, for joins with kube-state-metrics.
+    last: Mutex<LastTerminations>,
+    /// Whether a pod uid is still in the pod index (`None`: cannot tell); set with the API.
+    pods: OnceLock<PodPresence>,
     /// The stages' counters, encoded at scrape time by the registry's one collector.
     sources: Arc<Sources>,
     retention: Duration,
 }
+
+type PodPresence = Box<dyn Fn(&str) -> Option<bool> + Send + Sync>;
+
+/// Containers with a last-termination series, per pod the cap allows.
+const CONTAINERS_PER_POD: usize = 4;
 
 /// The agent's metrics; clones share one registry.
 #[derive(Clone)]
@@ -144,6 +155,10 @@ impl Metrics {
                 registry,
                 families,
                 series: Mutex::new(SeriesIndex::new(config.max_pods)),
+                last: Mutex::new(LastTerminations::new(
+                    config.max_pods.saturating_mul(CONTAINERS_PER_POD),
+                )),
+                pods: OnceLock::new(),
                 sources,
                 retention: config.retention,
             }),
@@ -158,7 +173,8 @@ impl Metrics {
     /// [`Metrics::observe`] with the pod's series touched at `now`.
     pub fn observe_at(&self, record: &TerminationRecord, now: Instant) {
         let f = &self.inner.families;
-        let evicted = lock(&self.inner.series).observe(record, now);
+        let evicted = lock(&self.inner.series).observe(record, now)
+            + lock(&self.inner.last).observe(record, now);
         if evicted > 0 {
             f.pod_series_dropped
                 .get_or_create(&CauseLabels { cause: "capacity" })
@@ -179,8 +195,9 @@ impl Metrics {
         }
     }
 
-    /// Removes the series of every pod without a death for longer than the retention; returns
-    /// how many pods were forgotten.
+    /// Removes the series of every pod without a death for longer than the retention, and the
+    /// last-termination series of containers whose pod is gone; returns how many pods were
+    /// forgotten.
     #[expect(
         clippy::must_use_candidate,
         reason = "called for its effect; the count is for logs"
@@ -190,6 +207,9 @@ impl Metrics {
             return 0;
         };
         let expired = lock(&self.inner.series).expire(cutoff);
+        let present = |uid: &str| self.inner.pods.get().and_then(|f| f(uid));
+        // Not a drop: these follow their pod, and go with it.
+        lock(&self.inner.last).sweep(&present, cutoff);
         self.inner
             .families
             .pod_series_dropped
@@ -219,6 +239,14 @@ impl Metrics {
     pub fn watch_kube(&self, stats: impl Fn() -> crate::kube::KubeStats + Send + Sync + 'static) {
         if self.inner.sources.kube.set(Box::new(stats)).is_err() {
             tracing::warn!("the Kubernetes counters are already watched; ignoring a second source");
+        }
+    }
+
+    /// Where [`Metrics::sweep`] asks whether a pod is still in the pod index: a container's
+    /// last-termination series live as long as its pod. The first call wins.
+    pub fn watch_pods(&self, present: impl Fn(&str) -> Option<bool> + Send + Sync + 'static) {
+        if self.inner.pods.set(Box::new(present)).is_err() {
+            tracing::warn!("the pod index is already watched; ignoring a second source");
         }
     }
 

@@ -5,6 +5,7 @@
 
 use prometheus_client::encoding::text::encode_registry;
 
+use super::last::LastCursor;
 use super::text::{Format, PodCursor};
 use super::{Metrics, classic, lock};
 
@@ -17,16 +18,19 @@ pub struct Scrape {
     metrics: Metrics,
     format: Format,
     pods: PodCursor,
+    last: LastCursor,
     registry_written: bool,
 }
 
 impl Scrape {
     pub(super) fn new(metrics: &Metrics, format: Format) -> Self {
         let pods = lock(&metrics.inner.series).cursor();
+        let last = lock(&metrics.inner.last).cursor();
         Self {
             metrics: metrics.clone(),
             format,
             pods,
+            last,
             registry_written: false,
         }
     }
@@ -38,6 +42,12 @@ impl Scrape {
         if !self.pods.done() {
             lock(&inner.series).encode(&mut self.pods, out, self.format, limit);
             if !self.pods.done() {
+                return true;
+            }
+        }
+        if !self.last.done() {
+            lock(&inner.last).encode(&mut self.last, out, self.format, limit);
+            if !self.last.done() {
                 return true;
             }
         }

@@ -249,6 +249,8 @@ fn sweep_forgets_quiet_pods_in_every_family_and_keeps_fresh_ones() {
         "coroner_container_memory_peak_bytes",
         "coroner_container_memory_limit_bytes",
         "coroner_exec_failures_total",
+        "coroner_container_last_termination_info",
+        "coroner_container_last_termination_timestamp_seconds",
     ] {
         assert!(
             e.find(family, &[("pod", "old")]).is_empty(),
