@@ -447,6 +447,13 @@ impl KubeClient {
         move || shared.counters.snapshot()
     }
 
+    /// The API client itself, for the HTTP server's TokenReviews and SubjectAccessReviews
+    /// (`export::http::access`): one connection pool, one identity.
+    #[must_use]
+    pub fn api_client(&self) -> Client {
+        self.inner.client.clone()
+    }
+
     #[must_use]
     pub fn options(&self) -> &KubeOptions {
         &self.inner.options

@@ -53,6 +53,9 @@ pub async fn handle(
         }
     };
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if let Some(response) = super::access_review::route(&shared, &method, &segments, &body) {
+        return Ok(response);
+    }
     if method == Method::GET
         && let Some(response) = reads(&shared, &segments, &query).await
     {
