@@ -45,6 +45,7 @@ impl<K: Hash + Eq, V: Clone> TtlCache<K, V> {
             .put(key, (now + ttl, value));
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries
             .lock()
