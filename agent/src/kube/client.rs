@@ -447,8 +447,8 @@ impl KubeClient {
         move || shared.counters.snapshot()
     }
 
-    /// The API client itself, for the HTTP server's TokenReviews and SubjectAccessReviews
-    /// (`export::http::access`): one connection pool, one identity.
+    /// The API client itself, for the HTTP server's `TokenReview`s and
+    /// `SubjectAccessReview`s (`export::http::access`): one connection pool, one identity.
     #[must_use]
     pub fn api_client(&self) -> Client {
         self.inner.client.clone()

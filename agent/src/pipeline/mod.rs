@@ -116,20 +116,12 @@ pub async fn run(args: Args, privileged: Privileged) -> anyhow::Result<()> {
     let access = http_access(&args, kube.as_ref(), &metrics)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
     info!(listen = %args.listen, node, "coroner running");
-    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let http = tokio::spawn(crate::export::serve_guarded(
-        listener,
-        HttpState {
-            metrics: metrics.clone(),
-            recent: recent.clone(),
-            readiness: readiness.clone(),
-        },
-        access,
-        async move {
-            let _ = http_stopped.await;
-        },
-        crate::export::HttpLimits::default(),
-    ));
+    let http_state = HttpState {
+        metrics: metrics.clone(),
+        recent: recent.clone(),
+        readiness: readiness.clone(),
+    };
+    let (stop_http, http) = spawn_http(listener, http_state, access);
 
     let events = probes.take_events().context("the ring buffer")?;
     let reader = match probes.take_reader_flag() {
@@ -206,6 +198,28 @@ pub async fn run(args: Args, privileged: Privileged) -> anyhow::Result<()> {
     let _ = http.await;
     info!("stopped");
     Ok(())
+}
+
+/// The HTTP server, until the sender is used (or dropped).
+fn spawn_http(
+    listener: tokio::net::TcpListener,
+    state: HttpState,
+    access: Access,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(crate::export::serve_guarded(
+        listener,
+        state,
+        access,
+        async move {
+            let _ = stopped.await;
+        },
+        crate::export::HttpLimits::default(),
+    ));
+    (stop, task)
 }
 
 /// Who may read what (`--http-auth`, `--metrics-auth`): reviews go through the agent's API

@@ -20,7 +20,7 @@ struct User {
     groups: Vec<String>,
 }
 
-/// What a SubjectAccessReview allows: the user may `verb` the resource (any name), or the
+/// What a `SubjectAccessReview` allows: the user may `verb` the resource (any name), or the
 /// non-resource path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Grant {
@@ -43,10 +43,10 @@ pub enum Grant {
 pub struct AccessReviews {
     tokens: HashMap<String, User>,
     grants: Vec<Grant>,
-    /// The `spec` of every TokenReview answered, in order.
-    token_reviews: Vec<Value>,
-    /// The `spec` of every SubjectAccessReview answered, in order.
-    access_reviews: Vec<Value>,
+    /// The `spec` of every `TokenReview` answered, in order.
+    tokens_reviewed: Vec<Value>,
+    /// The `spec` of every `SubjectAccessReview` answered, in order.
+    accesses_reviewed: Vec<Value>,
 }
 
 /// `POST` of a review: answered here; `None` for every other request.
@@ -88,7 +88,7 @@ fn invalid(message: &str) -> http::Response<Body> {
 fn token_review(reviews: &mut AccessReviews, spec: &Value) -> Result<Value, &'static str> {
     let token = spec["token"].as_str().filter(|t| !t.is_empty());
     let token = token.ok_or("spec.token: Required value")?;
-    reviews.token_reviews.push(spec.clone());
+    reviews.tokens_reviewed.push(spec.clone());
     Ok(match reviews.tokens.get(token) {
         Some(user) => json!({
             "authenticated": true,
@@ -114,7 +114,7 @@ fn access_review(reviews: &mut AccessReviews, spec: &Value) -> Result<Value, &'s
             "spec: exactly one of nonResourceAttributes or resourceAttributes must be specified",
         );
     }
-    reviews.access_reviews.push(spec.clone());
+    reviews.accesses_reviewed.push(spec.clone());
     let text = |v: &Value, k: &str| v[k].as_str().unwrap_or_default().to_owned();
     let wanted = if resource.is_null() {
         Grant::Path {
@@ -155,7 +155,7 @@ impl ApiServer {
             .with(|s| s.access.tokens.insert(token.to_owned(), user));
     }
 
-    /// SubjectAccessReviews of `grant` are allowed from now on.
+    /// `SubjectAccessReview`s of `grant` are allowed from now on.
     pub fn grant(&self, grant: Grant) {
         self.shared.with(|s| s.access.grants.push(grant));
     }
@@ -165,15 +165,15 @@ impl ApiServer {
         self.shared.with(|s| s.access.grants.clear());
     }
 
-    /// The specs of the TokenReviews answered so far.
+    /// The specs of the `TokenReview`s answered so far.
     #[must_use]
     pub fn token_reviews(&self) -> Vec<Value> {
-        self.shared.read(|s| s.access.token_reviews.clone())
+        self.shared.read(|s| s.access.tokens_reviewed.clone())
     }
 
-    /// The specs of the SubjectAccessReviews answered so far.
+    /// The specs of the `SubjectAccessReview`s answered so far.
     #[must_use]
     pub fn access_reviews(&self) -> Vec<Value> {
-        self.shared.read(|s| s.access.access_reviews.clone())
+        self.shared.read(|s| s.access.accesses_reviewed.clone())
     }
 }

@@ -1,6 +1,6 @@
 //! The guard's decisions against a reviewer whose answers the test writes: what is cached,
-//! for whom, how a missing answer fails closed. (Against an API server: tests/tests/
-//! http_access.rs, with the API server double.)
+//! for whom, how a missing answer fails closed. (Against an API server:
+//! `tests/tests/http_access.rs`, with the API server double.)
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
