@@ -124,3 +124,30 @@ async fn health_stays_open_when_everything_else_is_guarded() {
     assert_eq!(get(&app, "/v1/terminations").await.0, 401);
     assert_eq!(get(&app, "/metrics").await.0, 401);
 }
+
+#[tokio::test]
+async fn no_spelling_of_a_guarded_path_gets_past_the_guard() {
+    let readiness = Readiness::not_ready("starting");
+    readiness.set_ready();
+    let config = AccessConfig::new(AuthMode::Kubernetes, AuthMode::Kubernetes, "coroner", "a");
+    let access = Access::new(
+        config,
+        std::sync::Arc::new(super::access::tests::Scripted::default()),
+        Metrics::default(),
+    );
+    let app = guarded_routes(state(readiness), access, Duration::from_secs(5));
+    for path in [
+        "/v1/%74erminations",
+        "/v1//terminations",
+        "//v1/terminations",
+        "/v1/terminations/",
+        "/V1/terminations",
+        "/%6detrics",
+        "/metrics/",
+        "/metrics?x=1",
+        "/v1/terminations?namespace=a",
+    ] {
+        let (status, _) = get(&app, path).await;
+        assert!(status == 401 || status == 404, "{path}: {status}");
+    }
+}

@@ -36,7 +36,7 @@ use tokio::task::JoinSet;
 
 use super::metrics::{Format, Metrics};
 use super::recent::{RecentFilter, RecentRecords};
-use access::Access;
+use access::{Access, Endpoint};
 pub use health::Readiness;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -119,10 +119,17 @@ fn routes(state: HttpState, request_timeout: Duration) -> Router {
 }
 
 fn guarded_routes(state: HttpState, access: Access, request_timeout: Duration) -> Router {
+    let guard =
+        |endpoint| middleware::from_fn_with_state((access.clone(), endpoint), access::guard);
     let guarded = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/v1/terminations", get(terminations))
-        .route_layer(middleware::from_fn_with_state(access, access::guard));
+        .route(
+            "/metrics",
+            get(metrics).route_layer(guard(Endpoint::Metrics)),
+        )
+        .route(
+            "/v1/terminations",
+            get(terminations).route_layer(guard(Endpoint::Terminations)),
+        );
     Router::new()
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz))

@@ -60,14 +60,6 @@ impl Endpoint {
             Endpoint::Metrics => "metrics",
         }
     }
-
-    fn of(path: &str) -> Option<Self> {
-        match path {
-            "/v1/terminations" => Some(Endpoint::Terminations),
-            "/metrics" => Some(Endpoint::Metrics),
-            _ => None,
-        }
-    }
 }
 
 /// What the guard protects and how.
@@ -348,11 +340,13 @@ impl Guard {
     }
 }
 
-/// The middleware of the guarded routes.
-pub async fn guard(State(access): State<Access>, request: Request, next: Next) -> Response {
-    let Some(endpoint) = Endpoint::of(request.uri().path()) else {
-        return next.run(request).await;
-    };
+/// The middleware of one guarded route: the route decides which endpoint it is, never the
+/// request's spelling of the path.
+pub async fn guard(
+    State((access, endpoint)): State<(Access, Endpoint)>,
+    request: Request,
+    next: Next,
+) -> Response {
     match access.check(endpoint, request.headers()).await {
         Ok(()) => next.run(request).await,
         Err(refusal) => refusal.into_response(),
