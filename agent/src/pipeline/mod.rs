@@ -115,14 +115,6 @@ pub async fn run(args: Args, privileged: Privileged) -> anyhow::Result<()> {
     let kube = connect_kube(&args, &node, &metrics).await?;
     let access = http_access(&args, kube.as_ref(), &metrics)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
-    info!(listen = %args.listen, node, "coroner running");
-    let http_state = HttpState {
-        metrics: metrics.clone(),
-        recent: recent.clone(),
-        readiness: readiness.clone(),
-    };
-    let (stop_http, http) = spawn_http(listener, http_state, access);
-
     let events = probes.take_events().context("the ring buffer")?;
     let reader = match probes.take_reader_flag() {
         Some(flag) => EventReader::with_parking(events, flag),
@@ -161,7 +153,7 @@ pub async fn run(args: Args, privileged: Privileged) -> anyhow::Result<()> {
     // such record waits in a task of its own, bounded; the rest goes straight to the sink.
     let sink = sink::Sink {
         metrics: metrics.clone(),
-        recent,
+        recent: recent.clone(),
         json,
         kube: kube.clone(),
         print: args.print,
@@ -177,8 +169,17 @@ pub async fn run(args: Args, privileged: Privileged) -> anyhow::Result<()> {
     let housekeeping = spawn_housekeeping(metrics.clone());
     readiness.watch_task("labelling", labelling.abort_handle());
     readiness.watch_task("housekeeping", housekeeping.abort_handle());
-    // Probes attached, every stage running: records are being made.
+    // Probes attached, every stage running: records are being made. Only now is the port
+    // served (it is bound since the start: a client waits in the backlog, never sees a
+    // refusal), so no probe sees a half-started agent.
     readiness.set_ready();
+    info!(listen = %args.listen, node, "coroner running");
+    let http_state = HttpState {
+        metrics: metrics.clone(),
+        recent,
+        readiness: readiness.clone(),
+    };
+    let (stop_http, http) = spawn_http(listener, http_state, access);
 
     wait_for_termination().await;
     info!("terminating: detaching probes and flushing records");

@@ -119,8 +119,10 @@ fn routes(state: HttpState, request_timeout: Duration) -> Router {
 }
 
 fn guarded_routes(state: HttpState, access: Access, request_timeout: Duration) -> Router {
-    let guard =
-        |endpoint| middleware::from_fn_with_state((access.clone(), endpoint), access::guard);
+    let guard = move |endpoint| {
+        let access = access.clone();
+        middleware::from_fn_with_state((access, endpoint), access::guard)
+    };
     let guarded = Router::new()
         .route(
             "/metrics",
