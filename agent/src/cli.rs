@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use crate::export::AuthMode;
 use crate::kube::KubeMode;
 
 #[derive(clap::Parser, Debug, Clone)]
@@ -12,7 +13,7 @@ use crate::kube::KubeMode;
     about = "The cause of death of every container process on this node"
 )]
 pub struct Args {
-    /// HTTP: /metrics, /healthz, /v1/terminations.
+    /// HTTP: /metrics, /v1/terminations, /livez, /readyz (and /healthz, its old name).
     #[arg(long, env = "CORONER_LISTEN", default_value = "0.0.0.0:9750")]
     pub listen: SocketAddr,
     /// One termination record per line; `-` is stdout. Flushed per record.
@@ -51,6 +52,19 @@ pub struct Args {
     /// At most one API write per looping container per this many seconds.
     #[arg(long = "crash-loop-update-seconds", env = "CORONER_CRASH_LOOP_UPDATE_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub crash_loop_update_seconds: u64,
+    /// Who may read /v1/terminations: anyone who reaches the port (off), or a caller whose
+    /// bearer token and access the API server reviews (kubernetes; docs/access.md).
+    #[arg(long = "http-auth", env = "CORONER_HTTP_AUTH", value_enum, default_value_t = AuthMode::Off)]
+    pub http_auth: AuthMode,
+    /// The same for /metrics (kubernetes: `get` on the non-resource URL /metrics).
+    #[arg(long = "metrics-auth", env = "CORONER_METRICS_AUTH", value_enum, default_value_t = AuthMode::Off)]
+    pub metrics_auth: AuthMode,
+    /// The agent's own pod, whose `pods/proxy` access the guard checks (default: the hostname).
+    #[arg(long = "pod-name", env = "POD_NAME")]
+    pub pod_name: Option<String>,
+    /// The agent pod's namespace (default: the service account's namespace).
+    #[arg(long = "pod-namespace", env = "POD_NAMESPACE")]
+    pub pod_namespace: Option<String>,
     /// Size of the kernel → user ring buffer in KiB: a power of two, at least a page. Hidden:
     /// the default suits every node; tests shrink it to make the kernel drop events.
     #[arg(long = "ring-buffer-kib", hide = true, value_parser = ring_buffer_kib)]
@@ -83,6 +97,9 @@ fn ring_buffer_kib(value: &str) -> Result<u32, String> {
     Ok(kib)
 }
 
+/// Where a pod's service account token's namespace is mounted.
+const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
 impl Args {
     /// The crash-loop flags.
     #[must_use]
@@ -98,15 +115,32 @@ impl Args {
     /// `--node-name`, or the hostname.
     #[must_use]
     pub fn node(&self) -> String {
-        if let Some(name) = &self.node_name {
-            return name.clone();
-        }
-        let mut buf = [0u8; 256];
-        // SAFETY: gethostname writes at most buf.len() bytes into a buffer we own.
-        let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-        if rc != 0 {
-            return "unknown".into();
-        }
-        String::from_utf8_lossy(agent_ebpf::c_str_bytes(&buf)).into_owned()
+        self.node_name.clone().unwrap_or_else(hostname)
     }
+
+    /// `--pod-name`, or the hostname (a pod's hostname is its name unless the spec says
+    /// otherwise).
+    #[must_use]
+    pub fn pod(&self) -> String {
+        self.pod_name.clone().unwrap_or_else(hostname)
+    }
+
+    /// `--pod-namespace`, or the service account's; `None` outside a pod.
+    #[must_use]
+    pub fn pod_namespace(&self) -> Option<String> {
+        self.pod_namespace.clone().or_else(|| {
+            let ns = std::fs::read_to_string(SERVICE_ACCOUNT_NAMESPACE).ok()?;
+            Some(ns.trim().to_owned()).filter(|ns| !ns.is_empty())
+        })
+    }
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into a buffer we own.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "unknown".into();
+    }
+    String::from_utf8_lossy(agent_ebpf::c_str_bytes(&buf)).into_owned()
 }

@@ -32,7 +32,7 @@ ctr="($pod.containers[] | select(.name == \"coroner\"))"
 
 check "every object is there" '
   [.[] | .kind] | sort == (["ClusterRole", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet",
-    "Namespace", "PriorityClass", "PrometheusRule", "Service", "ServiceAccount",
+    "Namespace", "NetworkPolicy", "PriorityClass", "PrometheusRule", "Service", "ServiceAccount",
     "ServiceMonitor"] | sort)'
 check "namespaced objects are in namespace coroner" '
   [.[] | select(.kind | IN("Namespace", "ClusterRole", "ClusterRoleBinding", "PriorityClass") | not)
@@ -53,7 +53,9 @@ check "ClusterRole: exactly what the agent uses" '
       {g: ["apps"], r: ["replicasets"], v: ["get"]},
       {g: ["batch"], r: ["jobs"], v: ["get"]},
       {g: [""], r: ["events"], v: ["list", "watch"]},
-      {g: ["events.k8s.io"], r: ["events"], v: ["create", "patch"]}]'
+      {g: ["events.k8s.io"], r: ["events"], v: ["create", "patch"]},
+      {g: ["authentication.k8s.io"], r: ["tokenreviews"], v: ["create"]},
+      {g: ["authorization.k8s.io"], r: ["subjectaccessreviews"], v: ["create"]}]'
 check "coroner-viewer: exactly what kubectl coroner uses, read-only" '
   [.[] | select(.kind == "ClusterRole" and .metadata.name == "coroner-viewer") | .rules[]
        | {g: .apiGroups, r: (.resources | sort), v: (.verbs | sort)}]
@@ -86,8 +88,24 @@ check "DaemonSet: --cgroup-root is where the host's cgroups are mounted" "
   | [$ctr.args[] | select(. == \"--cgroup-root=\" + \$m)] | length == 1"
 check "DaemonSet: NODE_NAME from the downward API" "
   [$ctr.env[] | select(.name == \"NODE_NAME\") | .valueFrom.fieldRef.fieldPath] == [\"spec.nodeName\"]"
-check "DaemonSet: liveness, readiness and startup on /healthz" "
-  $ctr | [.livenessProbe, .readinessProbe, .startupProbe] | all(.httpGet.path == \"/healthz\" and .httpGet.port == \"http-metrics\")"
+check "DaemonSet: liveness on /livez, readiness and startup on /readyz" "
+  $ctr | (.livenessProbe.httpGet.path == \"/livez\")
+    and ([.readinessProbe, .startupProbe] | all(.httpGet.path == \"/readyz\"))
+    and ([.livenessProbe, .readinessProbe, .startupProbe] | all(.httpGet.port == \"http-metrics\"))"
+check "DaemonSet: a failed start's log is its termination message" "
+  $ctr.terminationMessagePolicy == \"FallbackToLogsOnError\""
+check "DaemonSet: the API is guarded, the guard knows its pod from the downward API" "
+  ($ctr.env | map({(.name): (.value // .valueFrom.fieldRef.fieldPath)}) | add) as \$e
+  | \$e.CORONER_HTTP_AUTH == \"kubernetes\" and \$e.POD_NAME == \"metadata.name\"
+    and \$e.POD_NAMESPACE == \"metadata.namespace\""
+check "NetworkPolicy: only ingress to the agents' port, from the scraper's namespace, its own, the API server" "
+  (.[] | select(.kind == \"NetworkPolicy\")) as \$np
+  | \$np.spec.podSelector.matchLabels == ${ds}.spec.selector.matchLabels
+  and \$np.spec.policyTypes == [\"Ingress\"]
+  and (\$np.spec.ingress | length == 1)
+  and \$np.spec.ingress[0].ports == [{port: \"http-metrics\", protocol: \"TCP\"}]
+  and ([\$np.spec.ingress[0].from[] | keys[0]] | sort == [\"ipBlock\", \"namespaceSelector\", \"podSelector\"])
+  and (\$np.spec.ingress[0].from[] | select(.namespaceSelector) | .namespaceSelector.matchLabels == {\"coroner.io/scrape\": \"true\"})"
 check "DaemonSet: memory request and limit, CPU request" "
   $ctr.resources | .requests.memory and .limits.memory and .requests.cpu"
 check "DaemonSet: on every node, with its priority class" "

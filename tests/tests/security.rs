@@ -31,7 +31,7 @@ fn every_thread_ends_without_capabilities_and_without_new_privileges() {
 }
 
 #[test]
-fn http_serves_only_metrics_healthz_and_terminations() {
+fn http_serves_only_metrics_health_and_terminations() {
     let agent = Agent::start().unwrap();
     let addr = agent.addr();
     let send = |method: &str, path: &str| {
@@ -42,7 +42,13 @@ fn http_serves_only_metrics_healthz_and_terminations() {
         .unwrap_or_else(|e| panic!("{method} {path}: {e:#}"))
         .status
     };
-    for path in ["/metrics", "/healthz", "/v1/terminations"] {
+    for path in [
+        "/metrics",
+        "/livez",
+        "/readyz",
+        "/healthz",
+        "/v1/terminations",
+    ] {
         assert_eq!(send("GET", path), 200, "GET {path}");
         for method in ["POST", "PUT", "DELETE", "PATCH"] {
             assert_eq!(send(method, path), 405, "{method} {path}");
@@ -57,6 +63,8 @@ fn http_serves_only_metrics_healthz_and_terminations() {
         "/v1/terminations/1",
         "/metrics/x",
         "/healthz/x",
+        "/livez/x",
+        "/readyz/x",
         "/../etc/passwd",
         "/admin",
         "/config",

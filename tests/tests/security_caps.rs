@@ -12,7 +12,8 @@
 //! - `CAP_PERFMON` alone: the maps cannot be created (`failed to create map EVENTS`: EPERM);
 //!   the agent exits with an error.
 //! - Without tracefs, mounting it needs `CAP_SYS_ADMIN`: the agent runs and records, but the
-//!   exec-failure probes are not attached and `/healthz` says 200, degraded, naming them.
+//!   exec-failure probes are not attached; `/livez` says 200 and `/readyz` (and `/healthz`)
+//!   200, degraded, naming them.
 //! - Without `CAP_SYSLOG` (and `perf_event_paranoid` ≥ 2) /proc/kallsyms hides addresses: the
 //!   agent warns and decides OOM scopes from the memory cgroup limits instead.
 //! - Without `CAP_SYS_RESOURCE` `setrlimit(RLIMIT_MEMLOCK)` fails: a warning here (BPF memory
@@ -152,14 +153,15 @@ fn container_death(agent: &Bare) -> Value {
 fn cap_bpf_and_cap_perfmon_are_enough() {
     ensure_tracefs();
     let agent = start_answering(daemonset_caps);
-    let health = agent.get("/healthz").unwrap();
-    assert_eq!(
-        health.status,
-        200,
-        "every probe attached: {}\n{}",
-        health.body,
-        agent.log()
-    );
+    for path in ["/livez", "/readyz", "/healthz"] {
+        let health = agent.get(path).unwrap();
+        assert_eq!(
+            (health.status, health.body.as_str()),
+            (200, "ok\n"),
+            "{path}: every probe attached\n{}",
+            agent.log()
+        );
+    }
     let metrics = agent.get("/metrics").unwrap().body;
     let probes: Vec<&str> = metrics
         .lines()
@@ -204,14 +206,19 @@ fn cap_bpf_or_cap_perfmon_alone_is_not_enough() {
 #[test]
 fn without_tracefs_mounting_it_needs_cap_sys_admin_and_deaths_are_still_recorded() {
     let agent = start_answering(daemonset_caps_without_tracefs);
-    let health = agent.get("/healthz").unwrap();
-    // Degraded, not down: a liveness probe must not restart an agent that records deaths.
-    assert_eq!(health.status, 200, "{}", health.body);
-    assert!(
-        health.body.contains("degraded") && health.body.contains("execve"),
-        "the exec probes are named: {}",
-        health.body
-    );
+    // Degraded, not down: a liveness probe must not restart an agent that records deaths,
+    // and it stays ready (it does record). /healthz is /readyz's old name.
+    let live = agent.get("/livez").unwrap();
+    assert_eq!((live.status, live.body.as_str()), (200, "ok\n"));
+    for path in ["/readyz", "/healthz"] {
+        let health = agent.get(path).unwrap();
+        assert_eq!(health.status, 200, "{path}: {}", health.body);
+        assert!(
+            health.body.starts_with("ok, degraded: ") && health.body.contains("execve"),
+            "{path} names the exec probes: {}",
+            health.body
+        );
+    }
     let metrics = agent.get("/metrics").unwrap().body;
     for (probe, attached) in [
         ("process_exit", 1.0),

@@ -465,6 +465,13 @@ impl KubeClient {
         }
     }
 
+    /// The API client itself, for the HTTP server's `TokenReview`s and
+    /// `SubjectAccessReview`s (`export::http::access`): one connection pool, one identity.
+    #[must_use]
+    pub fn api_client(&self) -> Client {
+        self.inner.client.clone()
+    }
+
     #[must_use]
     pub fn options(&self) -> &KubeOptions {
         &self.inner.options

@@ -13,7 +13,8 @@ use tracing::{info, warn};
 use crate::correlate::{BootClock, Correlator, boottime_ns};
 use crate::events::{EventReader, describe};
 use crate::export::{
-    EventCounts, EventKind, KernelCounters, KernelStageStats, LossStage, Metrics, ReaderStats,
+    EventCounts, EventKind, Heartbeat, KernelCounters, KernelStageStats, LossStage, Metrics,
+    ReaderStats,
 };
 use crate::probes::Probes;
 use crate::record::TerminationRecord;
@@ -44,6 +45,8 @@ pub struct KernelStage {
     pub records: mpsc::Sender<TerminationRecord>,
     pub metrics: Metrics,
     pub shutdown: Arc<AtomicBool>,
+    /// Beaten at each housekeeping: `/livez` fails when this loop stops.
+    pub heartbeat: Heartbeat,
     pub trace_events: bool,
 }
 
@@ -146,6 +149,7 @@ impl KernelStage {
     }
 
     fn housekeeping(&mut self, events: EventCounts) {
+        self.heartbeat.beat();
         if let Ok(clock) = BootClock::now() {
             self.correlator.set_clock(clock);
         }

@@ -20,7 +20,10 @@ use crate::cgroup::{CgroupResolver, MemoryHierarchy};
 use crate::cli::Args;
 use crate::correlate::{BootClock, Correlator, CorrelatorConfig, page_size};
 use crate::events::EventReader;
-use crate::export::{HttpState, JsonLines, Metrics, MetricsConfig, Readiness, RecentRecords};
+use crate::export::{
+    Access, AccessConfig, AuthMode, HttpState, JsonLines, KubeReviewer, Metrics, MetricsConfig,
+    Readiness, RecentRecords,
+};
 use crate::kube::{self, KubeClient, KubeOptions};
 use crate::probes::Probes;
 use crate::record::TerminationRecord;
@@ -104,28 +107,14 @@ pub async fn run(args: Args, privileged: Privileged) -> anyhow::Result<()> {
         metrics.set_probe_attached(probe.name, probe.attached);
     }
     // Required probes that failed stopped the start already: what is missing here is optional.
-    readiness.set_ready();
     if let Err(why) = probes.readiness() {
         warn!("running degraded: {why}");
         readiness.set_degraded(why);
     }
 
-    let listener = tokio::net::TcpListener::from_std(listener)?;
-    info!(listen = %args.listen, node, "coroner running");
-    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let http = tokio::spawn(crate::export::serve(
-        listener,
-        HttpState {
-            metrics: metrics.clone(),
-            recent: recent.clone(),
-            readiness: readiness.clone(),
-        },
-        async move {
-            let _ = http_stopped.await;
-        },
-    ));
-
     let kube = connect_kube(&args, &node, &metrics).await?;
+    let access = http_access(&args, kube.as_ref(), &metrics)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
     let events = probes.take_events().context("the ring buffer")?;
     let reader = match probes.take_reader_flag() {
         Some(flag) => EventReader::with_parking(events, flag),
@@ -154,6 +143,7 @@ pub async fn run(args: Args, privileged: Privileged) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
         trace_events: args.trace_events,
+        heartbeat: readiness.heartbeat("kernel-events"),
     };
     let kernel_thread = std::thread::Builder::new()
         .name("kernel-events".into())
@@ -163,7 +153,7 @@ pub async fn run(args: Args, privileged: Privileged) -> anyhow::Result<()> {
     // such record waits in a task of its own, bounded; the rest goes straight to the sink.
     let sink = sink::Sink {
         metrics: metrics.clone(),
-        recent,
+        recent: recent.clone(),
         json,
         kube: kube.clone(),
         print: args.print,
@@ -177,6 +167,19 @@ pub async fn run(args: Args, privileged: Privileged) -> anyhow::Result<()> {
     );
 
     let housekeeping = spawn_housekeeping(metrics.clone());
+    readiness.watch_task("labelling", labelling.abort_handle());
+    readiness.watch_task("housekeeping", housekeeping.abort_handle());
+    // Probes attached, every stage running: records are being made. Only now is the port
+    // served (it is bound since the start: a client waits in the backlog, never sees a
+    // refusal), so no probe sees a half-started agent.
+    readiness.set_ready();
+    info!(listen = %args.listen, node, "coroner running");
+    let http_state = HttpState {
+        metrics: metrics.clone(),
+        recent,
+        readiness: readiness.clone(),
+    };
+    let (stop_http, http) = spawn_http(listener, http_state, access);
 
     wait_for_termination().await;
     info!("terminating: detaching probes and flushing records");
@@ -196,6 +199,56 @@ pub async fn run(args: Args, privileged: Privileged) -> anyhow::Result<()> {
     let _ = http.await;
     info!("stopped");
     Ok(())
+}
+
+/// The HTTP server, until the sender is used (or dropped).
+fn spawn_http(
+    listener: tokio::net::TcpListener,
+    state: HttpState,
+    access: Access,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(crate::export::serve_guarded(
+        listener,
+        state,
+        access,
+        async move {
+            let _ = stopped.await;
+        },
+        crate::export::HttpLimits::default(),
+    ));
+    (stop, task)
+}
+
+/// Who may read what (`--http-auth`, `--metrics-auth`): reviews go through the agent's API
+/// client, so either needs the API server.
+fn http_access(
+    args: &Args,
+    kube: Option<&KubeClient>,
+    metrics: &Metrics,
+) -> anyhow::Result<Access> {
+    if args.http_auth == AuthMode::Off && args.metrics_auth == AuthMode::Off {
+        return Ok(Access::open());
+    }
+    let kube = kube.context(
+        "--http-auth/--metrics-auth kubernetes needs the API server, and --kube found none",
+    )?;
+    let namespace = args.pod_namespace().context(
+        "--http-auth/--metrics-auth kubernetes: --pod-namespace is needed outside a pod",
+    )?;
+    let pod = args.pod();
+    info!(
+        api = ?args.http_auth,
+        metrics = ?args.metrics_auth,
+        pod = %format!("{namespace}/{pod}"),
+        "HTTP access reviewed by the API server"
+    );
+    let config = AccessConfig::new(args.http_auth, args.metrics_auth, &namespace, &pod);
+    let reviewer = Arc::new(KubeReviewer::new(kube.api_client()));
+    Ok(Access::new(config, reviewer, metrics.clone()))
 }
 
 /// The API side, if there is one, with its counters on the metrics.

@@ -57,6 +57,9 @@ pub async fn handle(
     if let Some(response) = proxy::forbidden(&shared, &path) {
         return Ok(response);
     }
+    if let Some(response) = super::access_review::route(&shared, &method, &segments, &body) {
+        return Ok(response);
+    }
     if method == Method::GET
         && let Some(response) = reads(&shared, &segments, &query, &uri_query).await
     {

@@ -2,9 +2,11 @@
 //! uses it — pod lists with `resourceVersion` and `continue` paging, chunked watch streams
 //! (ADDED / MODIFIED / DELETED / BOOKMARK / ERROR lines), `410 Gone` for a resourceVersion it
 //! no longer has, `ReplicaSet` and `Job` GETs (whole or `as=PartialObjectMetadata`), Event create
-//! and merge-patch with the API server's validation. Tests tell it to drop watches, expire
+//! and merge-patch with the API server's validation, `TokenReview` and `SubjectAccessReview`
+//! with the test's tokens and grants (`access_review`). Tests tell it to drop watches, expire
 //! them, go down and come back on the same port, and read back what clients sent.
 
+pub mod access_review;
 mod event_api;
 mod events;
 pub mod fixture;

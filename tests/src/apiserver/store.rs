@@ -127,6 +127,8 @@ pub struct Store {
     pub fail_pods: Option<u16>,
     /// Pod lists and watches wait this long before they are answered, while set.
     pub delay_pods: Option<std::time::Duration>,
+    /// Tokens, grants and the `TokenReview`s and `SubjectAccessReview`s answered.
+    pub access: super::access_review::AccessReviews,
 }
 
 /// History kept for resuming watches; older changes are compacted away like etcd's.

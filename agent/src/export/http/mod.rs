@@ -1,4 +1,5 @@
-//! The HTTP server: `/metrics`, `/healthz`, `/v1/terminations`, and nothing else.
+//! The HTTP server: `/metrics`, `/v1/terminations`, the health endpoints (`health`), and
+//! nothing else. Who may read the first two is `access`'s business.
 //!
 //! axum routes; the connections are driven here with hyper directly, because what a bad client
 //! may cost has to be bounded and `axum::serve` bounds none of it: connections are capped (one
@@ -7,12 +8,16 @@
 //! connection lives at most so long (a client that never reads its response is cut off). Each
 //! connection is its own task, so none of them can hold up another or the accept loop.
 
+pub mod access;
+pub mod health;
+#[cfg(test)]
+mod health_tests;
 #[cfg(test)]
 mod tests;
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -31,79 +36,11 @@ use tokio::task::JoinSet;
 
 use super::metrics::{Format, Metrics};
 use super::recent::{RecentFilter, RecentRecords};
+use access::{Access, Endpoint};
+pub use health::Readiness;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const CLASSIC_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// Whether the agent is ready: the required probes attached. An optional probe that is
-/// missing degrades it — still ready, with the reason in `/healthz`'s body and
-/// `coroner_probe_attached` — so that a node that lacks one does not have its agent
-/// restarted in a loop by its liveness probe. Clones share one value.
-#[derive(Clone, Debug)]
-pub struct Readiness {
-    /// `None` when ready, else why not.
-    not_ready: Arc<RwLock<Option<String>>>,
-    /// What works less well than it could while ready.
-    degraded: Arc<RwLock<Option<String>>>,
-}
-
-impl Default for Readiness {
-    fn default() -> Self {
-        Self::not_ready("starting")
-    }
-}
-
-impl Readiness {
-    #[must_use]
-    pub fn not_ready(reason: impl Into<String>) -> Self {
-        Self {
-            not_ready: Arc::new(RwLock::new(Some(reason.into()))),
-            degraded: Arc::new(RwLock::new(None)),
-        }
-    }
-
-    pub fn set_degraded(&self, reason: impl Into<String>) {
-        *self
-            .degraded
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = Some(reason.into());
-    }
-
-    /// Why the agent runs degraded, if it does.
-    #[must_use]
-    pub fn degraded(&self) -> Option<String> {
-        self.degraded
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    pub fn set_ready(&self) {
-        *self
-            .not_ready
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = None;
-    }
-
-    pub fn set_not_ready(&self, reason: impl Into<String>) {
-        *self
-            .not_ready
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = Some(reason.into());
-    }
-
-    /// `Err(reason)` while not ready.
-    pub fn check(&self) -> Result<(), String> {
-        match &*self
-            .not_ready
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-        {
-            None => Ok(()),
-            Some(reason) => Err(reason.clone()),
-        }
-    }
-}
 
 /// What the handlers read.
 #[derive(Clone, Debug)]
@@ -158,20 +95,49 @@ pub async fn serve_with_limits(
     shutdown: impl Future<Output = ()> + Send,
     limits: HttpLimits,
 ) {
-    serve_router(
-        listener,
-        routes(state, limits.request_timeout),
-        shutdown,
-        limits,
-    )
-    .await;
+    serve_guarded(listener, state, Access::open(), shutdown, limits).await;
 }
 
+/// [`serve_with_limits`] with `/v1/terminations` and `/metrics` behind `access`.
+pub async fn serve_guarded(
+    listener: TcpListener,
+    state: HttpState,
+    access: Access,
+    shutdown: impl Future<Output = ()> + Send,
+    limits: HttpLimits,
+) {
+    let app = guarded_routes(state, access, limits.request_timeout);
+    serve_router(listener, app, shutdown, limits).await;
+}
+
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "the unguarded routes of the tests")
+)]
 fn routes(state: HttpState, request_timeout: Duration) -> Router {
+    guarded_routes(state, Access::open(), request_timeout)
+}
+
+fn guarded_routes(state: HttpState, access: Access, request_timeout: Duration) -> Router {
+    let guard = move |endpoint| {
+        let access = access.clone();
+        middleware::from_fn_with_state((access, endpoint), access::guard)
+    };
+    let guarded = Router::new()
+        .route(
+            "/metrics",
+            get(metrics).route_layer(guard(Endpoint::Metrics)),
+        )
+        .route(
+            "/v1/terminations",
+            get(terminations).route_layer(guard(Endpoint::Terminations)),
+        );
     Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
-        .route("/v1/terminations", get(terminations))
+        .route("/livez", get(health::livez))
+        .route("/readyz", get(health::readyz))
+        // The old name of /readyz, kept for what already probes it.
+        .route("/healthz", get(health::readyz))
+        .merge(guarded)
         .fallback(not_found)
         .with_state(state)
         .layer(middleware::from_fn_with_state(request_timeout, deadline))
@@ -197,20 +163,6 @@ async fn metrics(State(state): State<HttpState>, headers: HeaderMap) -> Response
         Body::from_stream(futures::stream::iter(pieces)),
     )
         .into_response()
-}
-
-async fn healthz(State(state): State<HttpState>) -> Response {
-    match state.readiness.check() {
-        Ok(()) => match state.readiness.degraded() {
-            None => (StatusCode::OK, "ok\n").into_response(),
-            Some(why) => (StatusCode::OK, format!("ok, degraded: {why}\n")).into_response(),
-        },
-        Err(reason) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {reason}\n"),
-        )
-            .into_response(),
-    }
 }
 
 async fn terminations(

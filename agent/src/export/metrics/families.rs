@@ -21,12 +21,28 @@ pub(super) struct CauseLabels {
     pub cause: &'static str,
 }
 
+/// `coroner_http_auth_cache_total`: which review, and whether the cache answered it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct AuthCacheLabels {
+    pub review: &'static str,
+    pub result: &'static str,
+}
+
+/// `coroner_http_auth_decisions_total`: which guarded path, and what the guard decided.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct AuthDecisionLabels {
+    pub endpoint: &'static str,
+    pub decision: &'static str,
+}
+
 pub(super) struct Families {
     pub grace_period: Histogram,
     pub signals: Family<SignalLabels, Counter>,
     pub probe_attached: Family<ProbeLabels, Gauge>,
     pub build_info: Family<VersionLabels, Gauge>,
     pub pod_series_dropped: Family<CauseLabels, Counter>,
+    pub http_auth_cache: Family<AuthCacheLabels, Counter>,
+    pub http_auth_decisions: Family<AuthDecisionLabels, Counter>,
 }
 
 impl Families {
@@ -37,6 +53,8 @@ impl Families {
             probe_attached: Family::default(),
             build_info: Family::default(),
             pod_series_dropped: Family::default(),
+            http_auth_cache: Family::default(),
+            http_auth_decisions: Family::default(),
         }
     }
 
@@ -66,6 +84,16 @@ impl Families {
             "pod_series_dropped",
             "Pods whose series were removed: expired after the retention, or pushed out by the cap",
             self.pod_series_dropped.clone(),
+        );
+        r.register(
+            "http_auth_cache",
+            "TokenReview and SubjectAccessReview answers taken from the cache (hit) or asked of the API server (miss)",
+            self.http_auth_cache.clone(),
+        );
+        r.register(
+            "http_auth_decisions",
+            "Requests to a guarded path by what the guard decided: allowed, unauthenticated, forbidden, unavailable",
+            self.http_auth_decisions.clone(),
         );
     }
 }

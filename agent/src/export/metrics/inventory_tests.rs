@@ -134,6 +134,8 @@ const REGISTRY: &[&str] = &[
     "coroner_probe_attached",
     "coroner_build_info",
     "coroner_pod_series_dropped",
+    "coroner_http_auth_cache",
+    "coroner_http_auth_decisions",
 ];
 
 fn kernel_slots(x: &mut Inventory) -> KernelCounters {

@@ -36,7 +36,7 @@ use prometheus_client::registry::Registry;
 
 pub use collector::{EventCounts, KernelStageStats, ReaderStats};
 use collector::{Sources, StatsCollector};
-use families::{CauseLabels, Families};
+use families::{AuthCacheLabels, AuthDecisionLabels, CauseLabels, Families};
 pub use labels::{EventKind, FilteredKind, LossStage};
 use labels::{ProbeLabels, SignalLabels, VersionLabels};
 use last::LastTerminations;
@@ -45,6 +45,9 @@ use series::SeriesIndex;
 pub use text::Format;
 
 use crate::record::TerminationRecord;
+
+/// The `decision` label of `coroner_http_auth_decisions_total`.
+pub const AUTH_DECISIONS: [&str; 4] = ["allowed", "unauthenticated", "forbidden", "unavailable"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MetricsConfig {
@@ -143,6 +146,22 @@ impl Metrics {
             let _ = families
                 .pod_series_dropped
                 .get_or_create(&CauseLabels { cause });
+        }
+        // Every guard's series from the start, at 0 when nothing is guarded: a rate over them
+        // needs no `or vector(0)`.
+        for review in ["token", "access"] {
+            for result in ["hit", "miss"] {
+                let _ = families
+                    .http_auth_cache
+                    .get_or_create(&AuthCacheLabels { review, result });
+            }
+        }
+        for endpoint in ["terminations", "metrics"] {
+            for decision in AUTH_DECISIONS {
+                let _ = families
+                    .http_auth_decisions
+                    .get_or_create(&AuthDecisionLabels { endpoint, decision });
+            }
         }
         families
             .build_info
@@ -259,6 +278,27 @@ impl Metrics {
                 probe: probe.to_owned(),
             })
             .set(i64::from(attached));
+    }
+
+    /// One review answered from the cache (`hit`) or asked of the API server; `review` is
+    /// `token` or `access`.
+    pub fn http_auth_cache(&self, review: &'static str, hit: bool) {
+        let result = if hit { "hit" } else { "miss" };
+        self.inner
+            .families
+            .http_auth_cache
+            .get_or_create(&AuthCacheLabels { review, result })
+            .inc();
+    }
+
+    /// One request to a guarded `endpoint` (`terminations`, `metrics`), by [`AUTH_DECISIONS`].
+    pub fn http_auth_decision(&self, endpoint: &'static str, decision: &'static str) {
+        debug_assert!(AUTH_DECISIONS.contains(&decision), "{decision}");
+        self.inner
+            .families
+            .http_auth_decisions
+            .get_or_create(&AuthDecisionLabels { endpoint, decision })
+            .inc();
     }
 
     /// The `OpenMetrics` text exposition, `# EOF` included.

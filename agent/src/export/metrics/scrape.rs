@@ -40,8 +40,11 @@ impl Scrape {
     pub(super) fn write_next(&mut self, out: &mut String, limit: usize) -> bool {
         let inner = &self.metrics.inner;
         if !self.pods.done() {
+            let before = out.len();
             lock(&inner.series).encode(&mut self.pods, out, self.format, limit);
-            if !self.pods.done() {
+            // The registry gets a piece of its own after the last pods: a piece stays within
+            // the pods' bound whatever the registry grows to.
+            if !self.pods.done() || out.len() > before {
                 return true;
             }
         }
