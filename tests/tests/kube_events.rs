@@ -20,6 +20,7 @@ fn record(reason: Reason, container: &str, container_id: &str) -> TerminationRec
     // an OOM kill all anonymous memory.
     (r.owner_kind, r.owner_name, r.initiator) = (None, None, Initiator::Unknown);
     (r.grace_allowed_seconds, r.sender, r.sigkill_time) = (None, None, None);
+    r.uptime_seconds = None;
     if let Some(oom) = r.oom.as_mut() {
         (oom.anon_rss_bytes, oom.file_rss_bytes, oom.oom_score_adj) = (Some(312 << 20), Some(0), 0);
     }
