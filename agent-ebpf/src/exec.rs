@@ -19,16 +19,14 @@ use crate::read::{Task, field};
 
 #[tracepoint(category = "syscalls", name = "sys_enter_execve")]
 pub fn execve_enter(ctx: TracePointContext) -> u32 {
-    let layout = LAYOUT.load();
-    stash_exec_path(&ctx, &layout, layout.execve_enter_filename);
+    stash_exec_path(&ctx, false);
     0
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_execveat")]
 pub fn execveat_enter(ctx: TracePointContext) -> u32 {
-    let layout = LAYOUT.load();
     let _ = EXECVEAT_THREADS.insert(bpf_get_current_pid_tgid(), 1, 0);
-    stash_exec_path(&ctx, &layout, layout.execveat_enter_filename);
+    stash_exec_path(&ctx, true);
     0
 }
 
@@ -57,7 +55,15 @@ fn note_first_exec(task: Task<false>, layout: &KernelLayout, memcg_id: u64) {
     }
 }
 
-fn stash_exec_path(ctx: &TracePointContext, layout: &KernelLayout, filename_at: u32) {
+/// Loads the layout itself: a copy in the entry point as well would put two on the stack of one
+/// call chain, past the 512 bytes 5.10 and 6.1 allow.
+fn stash_exec_path(ctx: &TracePointContext, execveat: bool) {
+    let layout = &LAYOUT.load();
+    let filename_at = if execveat {
+        layout.execveat_enter_filename
+    } else {
+        layout.execve_enter_filename
+    };
     // SAFETY: always callable from tracing programs; the task it returns is only read.
     let task = Task::<false>(unsafe { bpf_get_current_task() } as *const u8);
     let memcg_id = task.memcg_id(layout);

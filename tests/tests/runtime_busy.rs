@@ -17,6 +17,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use coroner_tests::agent::Record;
 use coroner_tests::exposition::{lost_by_stage, metric};
 use coroner_tests::runtime::Handler;
 use support::{EXIT_WAIT, Node, RECORD_WAIT, sh};
@@ -73,22 +74,15 @@ fn by_label(body: &str, family: &str, label: &str, values: &[&str]) -> BTreeMap<
         .collect()
 }
 
-fn busy_node_every_record_right_nothing_lost(handler: Handler) {
-    let run_for = Duration::from_secs(
-        std::env::var("CORONER_BUSY_SECS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(30),
-    );
-    let Some(mut node) = Node::start("busy_node", handler) else {
-        return;
-    };
-    let metrics_before = node.agent.get("/metrics").unwrap().body;
-    let started = Instant::now();
+/// Pods, containers, probes, exec sessions and stops until `run_for` has passed since `started`.
+fn drive(
+    node: &mut Node,
+    started: Instant,
+    run_for: Duration,
+) -> (Figures, Vec<(String, Kind)>, Vec<String>) {
     let mut figures = Figures::default();
     let mut expected: Vec<(String, Kind)> = Vec::new();
     let mut sandboxes = Vec::new();
-    let mut exec_pids_seen = 0;
     while started.elapsed() < run_for {
         let pod = node.pod(false);
         figures.pods += 1;
@@ -151,18 +145,19 @@ fn busy_node_every_record_right_nothing_lost(handler: Handler) {
         node.kubelet.remove_pod(&pod).unwrap();
         expected.extend(running);
     }
-    let busy = started.elapsed();
+    (figures, expected, sandboxes)
+}
 
-    // The last pod's records, then everything.
-    let last = sandboxes.last().cloned().expect("at least one pod");
-    node.agent
-        .wait_for("the last sandbox", RECORD_WAIT, |r| {
-            r.record.container_id.as_deref() == Some(last.as_str())
-        })
-        .unwrap();
-    let records = node.records_of_all();
+/// What is wrong in `records` for what the run did, and how many exec sessions' records came.
+fn check(
+    records: &[Record],
+    expected: &[(String, Kind)],
+    sandboxes: &[String],
+    figures: &Figures,
+) -> (Vec<String>, u32) {
+    let mut exec_pids_seen = 0;
     let mut wrong = Vec::new();
-    for (id, kind) in &expected {
+    for (id, kind) in expected {
         let of: Vec<_> = records
             .iter()
             .filter(|r| r.record.container_id.as_deref() == Some(id.as_str()))
@@ -199,7 +194,7 @@ fn busy_node_every_record_right_nothing_lost(handler: Handler) {
             }
         }
     }
-    for sandbox in &sandboxes {
+    for sandbox in sandboxes {
         let of: Vec<_> = records
             .iter()
             .filter(|r| r.record.container_id.as_deref() == Some(sandbox.as_str()))
@@ -227,14 +222,41 @@ fn busy_node_every_record_right_nothing_lost(handler: Handler) {
         ));
     }
 
+    (wrong, exec_pids_seen)
+}
+
+fn busy_node_every_record_right_nothing_lost(handler: Handler) {
+    let run_for = Duration::from_secs(
+        std::env::var("CORONER_BUSY_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(30),
+    );
+    let Some(mut node) = Node::start("busy_node", handler) else {
+        return;
+    };
+    let metrics_before = node.agent.get("/metrics").unwrap().body;
+    let started = Instant::now();
+    let (figures, expected, sandboxes) = drive(&mut node, started, run_for);
+    let busy = started.elapsed();
+
+    // The last pod's records, then everything.
+    let last = sandboxes.last().cloned().expect("at least one pod");
+    node.agent
+        .wait_for("the last sandbox", RECORD_WAIT, |r| {
+            r.record.container_id.as_deref() == Some(last.as_str())
+        })
+        .unwrap();
+    let records = node.records_of_all();
+    let (mut wrong, exec_pids_seen) = check(&records, &expected, &sandboxes, &figures);
     let metrics = node.agent.get("/metrics").unwrap().body;
     let lost_before = lost_by_stage(&metrics_before);
-    let lost: Vec<_> = lost_by_stage(&metrics)
+    let grown: Vec<_> = lost_by_stage(&metrics)
         .into_iter()
         .filter(|(stage, n)| *n > lost_before.get(stage).copied().unwrap_or(0))
         .collect();
-    if !lost.is_empty() {
-        wrong.push(format!("events lost, by stage: {lost:?}"));
+    if !grown.is_empty() {
+        wrong.push(format!("events lost, by stage: {grown:?}"));
     }
     let roles = ["init", "exec", "child", "runtime", "sandbox"];
     let unrecorded = by_label(
@@ -245,7 +267,7 @@ fn busy_node_every_record_right_nothing_lost(handler: Handler) {
     );
     eprintln!(
         "{handler:?}: busy for {busy:.0?}: {figures:?}; {} records of these pods; exits counted \
-         without a record, by role (whole machine): {unrecorded:?}; lost: {lost:?}",
+         without a record, by role (whole machine): {unrecorded:?}; lost: {grown:?}",
         expected.len() + sandboxes.len() + exec_pids_seen as usize,
     );
     assert!(wrong.is_empty(), "{handler:?}: {wrong:#?}");

@@ -4,6 +4,7 @@
 //! more as `nobody`, without capabilities, with those tools hidden by a private mount
 //! namespace. What needs them belongs in tests/ (integration tests, run as root).
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -90,7 +91,7 @@ pub fn unit_tests_unprivileged() -> Result<()> {
         // empty file, then drops to nobody with no capability left, for good.
         let mut script = String::from("set -e; mount --make-rprivate /; ");
         for path in &hide {
-            script.push_str(&format!("mount --bind /dev/null '{path}'; "));
+            let _ = write!(script, "mount --bind /dev/null '{path}'; ");
         }
         script.push_str(
             "cd \"$1\"; exec setpriv --reuid=65534 --regid=65534 --clear-groups \

@@ -337,6 +337,4 @@ fn truncate(text: &str, max: usize) -> &str {
 }
 
 #[cfg(test)]
-mod cgroupfs_tests;
-#[cfg(test)]
 mod tests;

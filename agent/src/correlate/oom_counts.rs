@@ -131,7 +131,7 @@ mod tests {
         }
     }
 
-    /// container 30 → pod 20 → QoS 10 → root 1.
+    /// container 30 → pod 20 → `QoS` 10 → root 1.
     fn chain(container: u64, pod: u64, qos: u64) -> Vec<MemcgSample> {
         vec![
             level(30, container),

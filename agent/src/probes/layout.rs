@@ -52,6 +52,24 @@ fn off(btf: &Btf, ty: &str, path: &str) -> Result<u32, BtfError> {
     btf.offset_of(ty, path)
 }
 
+/// `mem_cgroup.memory_events_local[MEMCG_OOM]`, from the css (the index is the enumerator's
+/// value in this kernel's `enum memcg_memory_event`).
+fn memcg_oom_events(btf: &Btf, css_in_memcg: u32, features: &mut Features) -> u32 {
+    let found = btf
+        .enum_value("MEMCG_OOM")
+        .ok_or(BtfError::Malformed(
+            "no MEMCG_OOM in enum memcg_memory_event",
+        ))
+        .and_then(|index| off(btf, "mem_cgroup", &format!("memory_events_local[{index}]")))
+        .map(|o| o - css_in_memcg);
+    features.take(
+        found,
+        layout_flags::MEMCG_OOM_EVENTS,
+        "mem_cgroup.memory_events_local",
+        "the memory cgroup an OOM kill hit is inferred from usage near its limit",
+    )
+}
+
 /// What this kernel has, as `layout_flags`, and what it lacks, each with what is lost.
 #[derive(Default)]
 struct Features {
@@ -108,17 +126,7 @@ pub fn resolve(btf: &Btf, tracefs: &Path) -> Result<Resolved, BtfError> {
     let memcg_max = off(btf, "mem_cgroup", "memory.max")? - css_in_memcg;
     // 5.2+: the counter of the memcg itself (not its descendants') that mem_cgroup_oom raises
     // before the OOM killer runs: which level of the victim's chain hit its limit.
-    let memcg_oom_events = features.take(
-        btf.enum_value("MEMCG_OOM")
-            .ok_or(BtfError::Malformed(
-                "no MEMCG_OOM in enum memcg_memory_event",
-            ))
-            .and_then(|index| off(btf, "mem_cgroup", &format!("memory_events_local[{index}]")))
-            .map(|o| o - css_in_memcg),
-        layout_flags::MEMCG_OOM_EVENTS,
-        "mem_cgroup.memory_events_local",
-        "the memory cgroup an OOM kill hit is inferred from usage near its limit",
-    );
+    let memcg_oom_events = memcg_oom_events(btf, css_in_memcg, &mut features);
 
     let mut choices = Vec::new();
     let (mm_rss_base, mm_rss_stride, rss_form) = features.take(

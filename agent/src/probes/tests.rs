@@ -1,6 +1,6 @@
 //! BTF reading against the running kernel, and against a hand-made blob for the corner cases
 //! (anonymous members, enums, protos). bpftool's raw dump as an independent oracle is an
-//! integration test (tests/tests/kernel_probes.rs): plain `cargo test` needs no tool.
+//! integration test (`tests/tests/kernel_probes.rs`): plain `cargo test` needs no tool.
 
 use super::btf::{Btf, Kind};
 use super::layout;

@@ -123,6 +123,7 @@ impl Bare {
 
     /// Sends `signal` and returns how the agent exited; `None` when it had not within
     /// [`STOP_LIMIT`] (then it is killed). The log stays for the caller's messages.
+    #[must_use]
     pub fn signal(mut self, signal: i32) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
         // SAFETY: kill(2) on the child this test started and has not reaped.

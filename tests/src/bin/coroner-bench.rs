@@ -59,7 +59,9 @@ fn phase<T>(name: &str, errors: &mut Vec<String>, run: impl FnOnce() -> Result<T
     }
 }
 
-fn orchestrate(args: &[String]) -> Result<()> {
+/// The agent to measure: argument 1, `CORONER_BIN`, or the release build; must exist, and the
+/// bench must run as root.
+fn agent_binary(args: &[String]) -> Result<PathBuf> {
     let coroner = args
         .get(1)
         .map(PathBuf::from)
@@ -75,6 +77,11 @@ fn orchestrate(args: &[String]) -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("the bench loads BPF programs and creates cgroups: run it as root");
     }
+    Ok(coroner)
+}
+
+fn orchestrate(args: &[String]) -> Result<()> {
+    let coroner = agent_binary(args)?;
     bench::catch_interrupts();
     let started = Instant::now();
     let date = OffsetDateTime::now_utc();
@@ -119,7 +126,6 @@ fn orchestrate(args: &[String]) -> Result<()> {
             series::run(&bench, &targets)
         })
     };
-    let memcg_reads = phase("memory cgroup reads", &mut errors, bench::memcg_reads::run);
     machine.loadavg_end = procfs::loadavg();
 
     let mut report = Report {
@@ -134,7 +140,7 @@ fn orchestrate(args: &[String]) -> Result<()> {
         program_floor,
         footprint,
         series,
-        memcg_reads,
+        memcg_reads: phase("memory cgroup reads", &mut errors, bench::memcg_reads::run),
         errors,
         rows: Vec::new(),
     };

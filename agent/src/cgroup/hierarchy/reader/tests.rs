@@ -1,5 +1,5 @@
 //! The reader over hand-made hierarchies in temporary directories; on a real memory cgroup
-//! (root, cgroup v1): tests/tests/cgroup_files.rs.
+//! (root, cgroup v1): `tests/tests/cgroup_files.rs`.
 
 use std::fs;
 use std::path::Path;

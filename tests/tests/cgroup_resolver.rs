@@ -1,16 +1,19 @@
 //! The resolver against real cgroup v1 memory cgroups made under
-//! `/sys/fs/cgroup/memory/coroner-test-<random>/` (PLATFORM.md: root, cgroup v1).
+//! `/sys/fs/cgroup/memory/coroner-test-<random>/` (PLATFORM.md: root, cgroup v1). Needs root:
+//! an integration test, run by `cargo xtask test`.
 
 use std::fs;
 use std::io;
+use std::num::NonZeroUsize;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::*;
-use crate::cgroup::hierarchy::CgroupVersion;
-use crate::cgroup::{QosClass, Runtime};
+use coroner::cgroup::{
+    CgroupInfo, CgroupResolver, CgroupVersion, MemoryHierarchy, QosClass, ResolverLimits, Runtime,
+};
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 const UID: &str = "7c0e2a51-93d4-4f0b-8a6e-1d2c3b4a5f60";
