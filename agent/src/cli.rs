@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::export::AuthMode;
-use crate::kube::KubeMode;
+use crate::kube::{EventTypes, KubeMode, NamespaceFilter};
 
 #[derive(clap::Parser, Debug, Clone)]
 #[command(
@@ -52,6 +52,20 @@ pub struct Args {
     /// At most one API write per looping container per this many seconds.
     #[arg(long = "crash-loop-update-seconds", env = "CORONER_CRASH_LOOP_UPDATE_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub crash_loop_update_seconds: u64,
+    /// Which deaths get a Kubernetes Event on their pod: abnormal ones and crash loops
+    /// (warning), also each `Completed` one (all), or none (off).
+    #[arg(long, env = "CORONER_EVENTS", value_enum, default_value_t = EventTypes::Warning)]
+    pub events: EventTypes,
+    /// Only pods in these namespaces get Events (comma-separated; default: every namespace).
+    #[arg(long, env = "CORONER_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+    /// Pods in these namespaces get no Events (comma-separated); wins over `--namespaces`.
+    #[arg(
+        long = "exclude-namespaces",
+        env = "CORONER_EXCLUDE_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub exclude_namespaces: Vec<String>,
     /// Who may read /v1/terminations: anyone who reaches the port (off), or a caller whose
     /// bearer token and access the API server reviews (kubernetes; docs/access.md).
     #[arg(long = "http-auth", env = "CORONER_HTTP_AUTH", value_enum, default_value_t = AuthMode::Off)]
@@ -110,6 +124,15 @@ impl Args {
             interval: std::time::Duration::from_secs(self.crash_loop_update_seconds),
             ..crate::kube::LoopOptions::default()
         }
+    }
+
+    /// The namespace flags.
+    #[must_use]
+    pub fn event_namespaces(&self) -> NamespaceFilter {
+        NamespaceFilter::new(
+            self.namespaces.iter().cloned(),
+            self.exclude_namespaces.iter().cloned(),
+        )
     }
 
     /// `--node-name`, or the hostname.

@@ -11,6 +11,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use coroner::kube::IGNORE_ANNOTATION;
 use coroner_tests::agent::Agent;
 use coroner_tests::agent::expect::{Container, death, wait_ignoring};
 use coroner_tests::apiserver::ApiServer;
@@ -325,4 +326,83 @@ fn the_api_server_down_at_start_then_up() {
         assert!(Instant::now() < deadline, "coroner_kube_watch_up never 1");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// A pod annotated `coroner.io/ignore: "true"`: its container's death gets no record (neither
+/// in the JSON lines nor on `/v1/terminations`), no per-pod series and no Event, and is counted;
+/// a pod beside it is recorded as usual.
+#[test]
+fn a_pod_that_opted_out_gets_no_record_metric_or_event() {
+    let rt = runtime();
+    let _enter = rt.enter();
+    let server = ApiServer::start().expect("the double starts");
+    let node = node();
+    let quiet = Container::new(Layout::CgroupfsBurstable).unwrap();
+    let loud = Container::new(Layout::CgroupfsBurstable).unwrap();
+    let mut quiet_pod = deployment_pod(&server, &node, "quiet", &quiet.pod_uid, &[("app", &quiet)]);
+    quiet_pod.metadata.annotations =
+        Some([(IGNORE_ANNOTATION.to_owned(), "true".to_owned())].into());
+    server.put_pod(&quiet_pod);
+    let quiet_name = name_of(&quiet_pod);
+    let loud_name = name_of(&deployment_pod(
+        &server,
+        &node,
+        "loud",
+        &loud.pod_uid,
+        &[("app", &loud)],
+    ));
+    let mut agent = agent(&server, &node);
+    watch_open(&rt, &server, &agent, Duration::from_secs(10));
+
+    let child = quiet.spawn(&["exit", "3"]).unwrap();
+    let quiet_pid = child.id();
+    reap(child).unwrap();
+    let record = die(&mut agent, &loud, &["exit", "3"], drop);
+    assert_labelled(
+        &record,
+        &node,
+        &loud,
+        (&loud_name, "app"),
+        ("Deployment", "loud"),
+    );
+    let ignored = || {
+        let body = agent.get("/metrics").unwrap().body;
+        metric(&body, "coroner_records_ignored_total", &[])
+    };
+    let deadline = Instant::now() + RECORD_WAIT;
+    while ignored() != Some(1.0) {
+        assert!(
+            Instant::now() < deadline,
+            "coroner_records_ignored_total never 1\nagent log:\n{}",
+            agent.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let records = agent.records().unwrap();
+    assert!(
+        records.iter().all(|r| r.pid() != quiet_pid),
+        "no JSON line for pid {quiet_pid}"
+    );
+    let api = agent.get("/v1/terminations").unwrap().body;
+    assert!(api.contains(&loud.container_id), "{api}");
+    assert!(!api.contains(&quiet.container_id), "{api}");
+    let metrics = agent.get("/metrics").unwrap().body;
+    assert!(
+        metrics.contains(&format!("pod=\"{loud_name}\"")),
+        "{metrics}"
+    );
+    assert!(!metrics.contains(&quiet_name), "{metrics}");
+    assert!(
+        rt.block_on(server.wait_until(EVENT_WAIT, |s| !s.events().is_empty())),
+        "the loud pod's Event\nagent log:\n{}",
+        agent.log_tail()
+    );
+    let events = server.events();
+    assert_event(&events, &record, &loud_name, "app", &["exited with code 3"]);
+    assert!(
+        events
+            .iter()
+            .all(|e| e["regarding"]["name"] != quiet_name.as_str()),
+        "{events:#?}"
+    );
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use coroner::kube::message::event_note;
-use coroner::kube::{KubeClient, Rate};
+use coroner::kube::{EventTypes, IGNORE_ANNOTATION, KubeClient, NamespaceFilter, Rate};
 use coroner::record::{Initiator, Reason, TerminationRecord};
 use coroner_tests::apiserver::ApiServer;
 use coroner_tests::apiserver::fixture::{NODE, connect_on, init_logs, options, synced};
@@ -53,7 +53,9 @@ fn series_count(event: &Value) -> i64 {
 #[tokio::test]
 async fn events_name_the_pod_and_container_and_say_the_cause() {
     init_logs();
-    let (server, client) = synced().await;
+    let server = ApiServer::start().unwrap();
+    // `--events all`: the Completed death's Normal Event too.
+    let client = client_with(&server, |o| o.events.types = EventTypes::All).await;
     server.put_pod(&api_pod());
     // The Event's fieldPath needs the container's place in the pod: the index knows it.
     client.label("u-api", "c-migrate", FLUSH).await;
@@ -98,6 +100,106 @@ async fn events_name_the_pod_and_container_and_say_the_cause() {
     assert_eq!(e["regarding"]["fieldPath"], "spec.initContainers{migrate}");
     assert_eq!(e["note"], event_note(&done).as_str());
     assert_eq!(client.stats().events_posted, 2);
+}
+
+/// What each filter leaves: Warnings only by default, none with `off`, none for an excluded or
+/// unlisted namespace; each left-out death counted by why.
+#[tokio::test]
+async fn warnings_only_by_default_and_the_operators_filters() {
+    init_logs();
+    let oom = record(Reason::OomKilled, "api", "c-api");
+    let done = record(Reason::Completed, "migrate", "c-migrate");
+    let own = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+    let cases: [(&str, EventTypes, NamespaceFilter, &[&str]); 5] = [
+        (
+            "default",
+            EventTypes::default(),
+            NamespaceFilter::default(),
+            &["OOMKilled"],
+        ),
+        ("off", EventTypes::Off, NamespaceFilter::default(), &[]),
+        (
+            "excluded",
+            EventTypes::All,
+            NamespaceFilter::new(own(&[]), own(&["shop"])),
+            &[],
+        ),
+        (
+            "not listed",
+            EventTypes::All,
+            NamespaceFilter::new(own(&["pay"]), own(&[])),
+            &[],
+        ),
+        (
+            "listed",
+            EventTypes::Warning,
+            NamespaceFilter::new(own(&["shop"]), own(&[])),
+            &["OOMKilled"],
+        ),
+    ];
+    for (case, types, namespaces, want) in cases {
+        let server = ApiServer::start().unwrap();
+        server.put_pod(&api_pod());
+        let client = client_with(&server, |o| {
+            o.events.types = types;
+            o.events.namespaces = namespaces.clone();
+        })
+        .await;
+        client.label("u-api", "c-migrate", FLUSH).await;
+        client.record_event(&oom);
+        client.record_event(&done);
+        assert!(client.flush_events(FLUSH).await, "{case}");
+        let reasons: Vec<String> = server
+            .events()
+            .iter()
+            .map(|e| e["reason"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(reasons, want, "{case}");
+        let stats = client.stats();
+        assert_eq!(stats.events_posted, want.len() as u64, "{case}");
+        let (by_type, by_namespace) = match case {
+            "default" | "listed" => (1, 0),
+            "excluded" | "not listed" => (0, 2),
+            _ => (0, 0),
+        };
+        assert_eq!(stats.events_filtered_type, by_type, "{case}: {stats:?}");
+        assert_eq!(
+            stats.events_filtered_namespace, by_namespace,
+            "{case}: {stats:?}"
+        );
+    }
+}
+
+/// `coroner.io/ignore: "true"` on a pod: the sink leaves its records out, and counts them.
+#[tokio::test]
+async fn an_annotated_pod_has_opted_out() {
+    init_logs();
+    let (server, client) = synced().await;
+    let mut quiet = with_running(pod("shop", "quiet-x", "u-quiet", NODE), "app", "c-quiet");
+    quiet.metadata.annotations = Some([(IGNORE_ANNOTATION.to_owned(), "true".to_owned())].into());
+    server.put_pod(&quiet);
+    server.put_pod(&api_pod());
+    client.label("u-quiet", "c-quiet", FLUSH).await;
+    client.label("u-api", "c-api", FLUSH).await;
+    let mut ignored = record(Reason::OomKilled, "app", "c-quiet");
+    ignored.pod_uid = Some("u-quiet".into());
+    assert!(client.opted_out(&ignored));
+    assert!(!client.opted_out(&record(Reason::OomKilled, "api", "c-api")));
+    let mut unknown = record(Reason::OomKilled, "app", "c-other");
+    unknown.pod_uid = Some("u-unknown".into());
+    assert!(!client.opted_out(&unknown), "an unknown pod is recorded");
+    assert_eq!(client.stats().records_ignored, 1);
+    // Taking the annotation off opts the pod back in.
+    quiet.metadata.annotations = None;
+    server.put_pod(&quiet);
+    let deadline = tokio::time::Instant::now() + FLUSH;
+    while client.opted_out(&ignored) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the watch brings the pod without its annotation"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]

@@ -5,7 +5,11 @@
 //! double), one OOM-killed at its memory limit. Checked: the table and `-o json` (the records
 //! as the agent wrote them), a Deployment's deaths through the records' workload, the fallback
 //! to coroner's Events when the agent pod is absent, unreachable or forbidden, and the error for
-//! a pod that does not exist. Needs root and the runtime (`cargo xtask test` installs it).
+//! a pod that does not exist. The agent runs as the DaemonSet runs it, with `--http-auth
+//! kubernetes`: the plugin's kubeconfig user gets its token from an `exec` credential plugin, and
+//! the plugin sends it through the proxy in `X-Coroner-Authorization`, which the double's proxy
+//! passes on as the API server does (it drops `Authorization`). Needs root and the runtime
+//! (`cargo xtask test` installs it).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,6 +18,7 @@ use std::time::Duration;
 
 use coroner_tests::agent::{Agent, Options, Record, coroner_bin};
 use coroner_tests::apiserver::ApiServer;
+use coroner_tests::apiserver::access_review::Grant;
 use coroner_tests::apiserver::objects::{replicaset, with_owner};
 use coroner_tests::cgroups::unique_hex;
 use coroner_tests::runtime::publish::pod_object;
@@ -32,6 +37,9 @@ const EXIT_WAIT: Duration = Duration::from_secs(20);
 const AGENT_NS: &str = "coroner";
 const DEPLOYMENT: &str = "hogs";
 const REPLICASET: &str = "hogs-7d9f8c";
+/// The plugin user's token, as its credential plugin prints it, and who the double says it is.
+const TOKEN: &str = "t-dev";
+const USER: &str = "dev";
 
 /// `kubectl-coroner`, built beside `coroner` (`cargo build --workspace --bins`).
 fn plugin_bin() -> PathBuf {
@@ -43,6 +51,37 @@ struct Cluster {
     server: ApiServer,
     agent: Agent,
     node: String,
+    /// The plugin's kubeconfig: the double's cluster, a user whose token comes from `exec`.
+    kubeconfig: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// The double's kubeconfig with the user's token from an `exec` credential plugin (what EKS,
+/// GKE and OIDC kubeconfigs use): a script that prints an `ExecCredential`.
+fn exec_kubeconfig(server: &ApiServer, dir: &std::path::Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let plain = std::fs::read_to_string(server.kubeconfig()).expect("the double's kubeconfig");
+    let script = dir.join("credential");
+    let credential = serde_json::json!({
+        "apiVersion": "client.authentication.k8s.io/v1",
+        "kind": "ExecCredential",
+        "status": {"token": TOKEN},
+    });
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\ncat <<'EOF'\n{credential}\nEOF\n"),
+    )
+    .expect("the credential script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let exec = format!(
+        "  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      \
+         command: {}\n      interactiveMode: Never\n",
+        script.display()
+    );
+    assert!(plain.contains("  user: {}\n"), "{plain}");
+    let path = dir.join("kubeconfig");
+    std::fs::write(&path, plain.replace("  user: {}\n", &exec)).expect("a kubeconfig");
+    path
 }
 
 impl Cluster {
@@ -61,22 +100,37 @@ impl Cluster {
             ApiServer::start().expect("the API server double starts")
         };
         let node = format!("node-plugin-{}", unique_hex(8));
+        server.add_token(TOKEN, USER, &[]);
+        server.grant(Grant::Resource {
+            user: USER.into(),
+            verb: "get".into(),
+            namespace: AGENT_NS.into(),
+            resource: "pods/proxy".into(),
+        });
         let agent = Agent::start_with(&Options {
             kube: Some("on".into()),
             node: Some(node.clone()),
             env: vec![("KUBECONFIG".into(), server.kubeconfig().into())],
-            args: Vec::new(),
+            args: ["--http-auth", "kubernetes", "--pod-name", "coroner-agent"]
+                .into_iter()
+                .chain(["--pod-namespace", AGENT_NS])
+                .map(Into::into)
+                .collect(),
         })
         .expect("coroner starts with --kube on");
         let up = kubelet
             .tokio()
             .block_on(server.wait_until(Duration::from_secs(10), |s| s.open_watches() >= 1));
         assert!(up, "the agent's pod watch is open:\n{}", agent.log_tail());
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let kubeconfig = exec_kubeconfig(&server, dir.path());
         Some(Self {
             kubelet,
             server,
             agent,
             node,
+            kubeconfig,
+            _dir: dir,
         })
     }
 
@@ -126,11 +180,16 @@ impl Cluster {
     }
 
     fn plugin(&self, args: &[&str]) -> Output {
+        self.plugin_as(&self.kubeconfig, args)
+    }
+
+    fn plugin_as(&self, kubeconfig: &std::path::Path, args: &[&str]) -> Output {
         let out = Command::new(plugin_bin())
             .args(args)
             .arg("--kubeconfig")
-            .arg(self.server.kubeconfig())
+            .arg(kubeconfig)
             .env_remove("KUBECONFIG")
+            .env_remove("CORONER_AGENT_TOKEN")
             .output()
             .expect("kubectl-coroner runs");
         eprintln!(
@@ -378,6 +437,40 @@ fn from_events(c: &Cluster, pod: &Pod) {
         &format!("forbidden to read the agent {AGENT_NS}/{back}: you may not get pods/proxy"),
     );
     contains(&forbidden, "container hog  Warning OOMKilled");
+    server.allow_all();
+
+    // The agent's own guard: a user without a bearer token (the double's kubeconfig user has
+    // none, as a client-certificate user), a token the API server does not know, and a user
+    // whose grant was taken back.
+    let stdout = |out: Output| {
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).expect("UTF-8")
+    };
+    let no_token = stdout(c.plugin_as(server.kubeconfig(), &["why", &target, "-n", ns]));
+    contains(
+        &no_token,
+        &format!(
+            "the agent {AGENT_NS}/{back} needs your bearer token: the kubeconfig user has no \
+             bearer token (a client certificate?): pass --agent-token"
+        ),
+    );
+    contains(&no_token, "container hog  Warning OOMKilled");
+    let unknown = c.ok(&["why", &target, "-n", ns, "--agent-token", "t-unknown"]);
+    contains(
+        &unknown,
+        &format!(
+            "the agent {AGENT_NS}/{back} needs your bearer token: unauthenticated: the API \
+             server did not accept the token"
+        ),
+    );
+    server.revoke_grants();
+    let revoked = c.ok(&["why", &target, "-n", ns]);
+    contains(
+        &revoked,
+        &format!("forbidden to read the agent {AGENT_NS}/{back}: you may not get pods/proxy"),
+    );
+    contains(&revoked, &format!("user \"{USER}\" may not"));
+    contains(&revoked, "container hog  Warning OOMKilled");
 
     // The pod deleted: its Events still tell.
     server.delete_pod(ns, &pod.name);

@@ -108,6 +108,10 @@ pub struct CgroupResolver {
 /// What walks saw: id → path and identity, and the warnings given about it.
 struct Index {
     known: LruCache<u64, CgroupInfo>,
+    /// Ids pushed out of `known` by newer ones (a churn of short-lived cgroups does that to a
+    /// host cgroup seen only by the first walk). A miss on one says nothing about the cgroup
+    /// being gone: it is walked for, not declared gone.
+    evicted: LruCache<u64, ()>,
     warned: LruCache<Box<str>, ()>,
     stats: ResolverStats,
 }
@@ -125,6 +129,7 @@ impl CgroupResolver {
             hierarchy,
             index: Index {
                 known: LruCache::sparse(limits.max_cached_cgroups),
+                evicted: LruCache::sparse(limits.max_unknown_ids),
                 warned: LruCache::sparse(limits.max_warned_prefixes),
                 stats: ResolverStats::default(),
             },
@@ -153,14 +158,17 @@ impl CgroupResolver {
         if let Some(last) = self.last_walk_end {
             let since = now.saturating_duration_since(last);
             if since < self.limits.min_walk_interval {
-                if memcg_id <= self.newest_seen {
+                // Seen before and not pushed out of the cache: gone since.
+                if memcg_id <= self.newest_seen && !self.index.evicted.contains(&memcg_id) {
                     return self.not_found(memcg_id, now, true);
                 }
                 // A cgroup newer than anything seen, so probably a fresh container that died
-                // fast (command not found): worth waiting for the next walk.
+                // fast (command not found), or one the cache let go of: worth waiting for the
+                // next walk.
                 thread::sleep(self.limits.min_walk_interval.saturating_sub(since));
             }
         }
+        self.index.evicted.pop(&memcg_id);
         if let Some(info) = self.walk_for(Some(memcg_id)) {
             return Some(info);
         }
@@ -301,13 +309,16 @@ impl Index {
                 CgroupClass::Container(container) => Some(container),
                 CgroupClass::Pod { .. } | CgroupClass::Host => None,
             };
-            self.known.put(
-                id,
-                CgroupInfo {
-                    path: rel.to_owned(),
-                    container,
-                },
-            );
+            let info = CgroupInfo {
+                path: rel.to_owned(),
+                container,
+            };
+            if let Some((out, _)) = self.known.push(id, info)
+                && out != id
+            {
+                self.evicted.put(out, ());
+            }
+            self.evicted.pop(&id);
         }
         self.known.peek(&id).expect("just looked up or inserted")
     }

@@ -8,7 +8,7 @@ pub mod json_lines;
 pub mod metrics;
 pub mod recent;
 
-pub use http::access::{Access, AccessConfig, AuthMode, KubeReviewer};
+pub use http::access::{Access, AccessConfig, AuthMode, KubeReviewer, PROXY_AUTHORIZATION};
 pub use http::health::Heartbeat;
 pub use http::{HttpLimits, HttpState, Readiness, serve, serve_guarded, serve_with_limits};
 pub use json_lines::{ExportError, JsonLines};

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
 use kube::{Client, Config};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -19,9 +19,7 @@ use super::owner::OwnerResolver;
 use super::series::Death;
 use super::shared::Shared;
 use super::stats::bump;
-use super::{
-    KubeMode, KubeOptions, KubeStats, LabelOutcome, Labelled, MAX_LABEL_WAIT, PodMetadata,
-};
+use super::{KubeMode, KubeOptions, LabelOutcome, Labelled, MAX_LABEL_WAIT, PodMetadata};
 use crate::record::TerminationRecord;
 
 #[derive(Debug, thiserror::Error)]
@@ -102,16 +100,16 @@ async fn load_config(explicit: Option<&Path>) -> Result<(Config, &'static str), 
 /// Cheap to clone; the watch and the Event poster stop when the last clone is dropped.
 #[derive(Clone)]
 pub struct KubeClient {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
-struct Inner {
-    client: Client,
-    shared: Arc<Shared>,
+pub(super) struct Inner {
+    pub(super) client: Client,
+    pub(super) shared: Arc<Shared>,
     owners: OwnerResolver,
-    events: mpsc::Sender<Command>,
+    pub(super) events: mpsc::Sender<Command>,
     waiting: Semaphore,
-    options: KubeOptions,
+    pub(super) options: KubeOptions,
     tasks: [AbortHandle; 2],
 }
 
@@ -360,15 +358,24 @@ impl KubeClient {
 
     /// Queues a Kubernetes Event for this (labelled) death; never blocks. Reason = the
     /// verdict, Warning for abnormal deaths, note = [`event_note`]. A full queue or a record
-    /// without namespace and pod is counted as lost.
+    /// without namespace and pod is counted as lost; a namespace the operator left out
+    /// (`--namespaces`, `--exclude-namespaces`) as filtered; with `--events off`, nothing.
     pub fn record_event(&self, record: &TerminationRecord) {
         let inner = &*self.inner;
         let c = &inner.shared.counters;
+        let events = &inner.options.events;
+        if events.types == super::EventTypes::Off {
+            return;
+        }
         let (Some(namespace), Some(pod)) = (&record.namespace, &record.pod) else {
             bump(&c.events_lost_unlabelled);
             log_unlabelled(record.pod_uid.as_deref());
             return;
         };
+        if !events.namespaces.admits(namespace) {
+            bump(&c.events_filtered_namespace);
+            return;
+        }
         let container_id = record.container_id.as_deref().unwrap_or_default();
         let pod_uid = record.pod_uid.as_deref().unwrap_or_default();
         let kind = match inner.shared.find(pod_uid, container_id) {
@@ -404,76 +411,5 @@ impl KubeClient {
         {
             bump(&c.events_lost_queue_full);
         }
-    }
-
-    /// Waits (up to `timeout`) until every Event queued before this call was handled: posted,
-    /// held back by the rate limit, or counted lost. For shutdown and tests.
-    pub async fn flush_events(&self, timeout: Duration) -> bool {
-        let (done, wait) = oneshot::channel();
-        let queued = tokio::time::timeout(timeout, self.inner.events.send(Command::Flush(done)));
-        let deadline = Instant::now() + timeout;
-        matches!(queued.await, Ok(Ok(())))
-            && matches!(tokio::time::timeout_at(deadline, wait).await, Ok(Ok(())))
-    }
-
-    /// Waits (up to `timeout`) until the pod watch is listed and streaming.
-    pub async fn wait_watch_up(&self, timeout: Duration) -> bool {
-        self.wait_watch(true, timeout).await
-    }
-
-    /// Waits (up to `timeout`) until the watch is up (`true`) or has failed (`false`).
-    pub async fn wait_watch(&self, up: bool, timeout: Duration) -> bool {
-        let shared = &self.inner.shared;
-        let is = || shared.counters.snapshot().watch_up == up;
-        let mut changes = shared.subscribe();
-        let deadline = Instant::now() + timeout;
-        loop {
-            changes.borrow_and_update();
-            if is() {
-                return true;
-            }
-            tokio::select! {
-                update = changes.changed() => if update.is_err() { return false },
-                () = tokio::time::sleep_until(deadline) => return is(),
-            }
-        }
-    }
-
-    #[must_use]
-    pub fn stats(&self) -> KubeStats {
-        self.inner.shared.counters.snapshot()
-    }
-
-    /// Reads [`KubeClient::stats`] without keeping the client, and so its tasks, alive: for
-    /// the metrics, which outlive it.
-    pub fn stats_reader(&self) -> impl Fn() -> KubeStats + Send + Sync + 'static {
-        let shared = Arc::clone(&self.inner.shared);
-        move || shared.counters.snapshot()
-    }
-
-    /// Whether a pod uid is in the index, without keeping the client alive: `None` while the
-    /// watch is not up (the index may be stale or empty, so nobody should conclude a pod is
-    /// gone). For the per-container metrics that live as long as their pod.
-    pub fn pod_presence(&self) -> impl Fn(&str) -> Option<bool> + Send + Sync + 'static {
-        let shared = Arc::clone(&self.inner.shared);
-        move |pod_uid| {
-            let up = shared
-                .counters
-                .watch_up
-                .load(std::sync::atomic::Ordering::Relaxed);
-            up.then(|| !matches!(shared.find(pod_uid, ""), Found::Unknown))
-        }
-    }
-
-    /// The API client itself, for the HTTP server's `TokenReview`s and
-    /// `SubjectAccessReview`s (`export::http::access`): one connection pool, one identity.
-    #[must_use]
-    pub fn api_client(&self) -> Client {
-        self.inner.client.clone()
-    }
-
-    #[must_use]
-    pub fn options(&self) -> &KubeOptions {
-        &self.inner.options
     }
 }

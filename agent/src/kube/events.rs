@@ -26,6 +26,7 @@ use tracing::{debug, warn};
 use super::crashloop::{ContainerKey, Fold, LoopBook, LoopOptions, LoopOutcome};
 use super::crashloop_line::LoopSample;
 use super::crashloop_post::Writer;
+use super::filter::{EventTypes, NamespaceFilter};
 use super::ratelimit::Rate;
 use super::series::{Death, Outcome, Request, SeriesBook};
 use super::shared::Shared;
@@ -54,6 +55,10 @@ pub struct EventOptions {
     pub reporting_instance: Option<String>,
     /// When a container's deaths become one crash-loop Event (`crashloop`).
     pub crash_loop: LoopOptions,
+    /// Which deaths get an Event (`--events`).
+    pub types: EventTypes,
+    /// Whose pods get Events (`--namespaces`, `--exclude-namespaces`).
+    pub namespaces: NamespaceFilter,
 }
 
 impl Default for EventOptions {
@@ -75,6 +80,8 @@ impl Default for EventOptions {
             reporting_controller: "coroner".to_owned(),
             reporting_instance: None,
             crash_loop: LoopOptions::default(),
+            types: EventTypes::default(),
+            namespaces: NamespaceFilter::default(),
         }
     }
 }
@@ -152,6 +159,11 @@ impl Poster {
         if self.loops.death(&container, &death.regarding, sample, now) == Fold::Folded {
             bump(&self.shared.counters.crash_loop_deaths);
             self.send_loops().await;
+            return;
+        }
+        // After the fold: a Completed death still counts towards its container's crash loop.
+        if !self.options.types.posts(death.warning) {
+            bump(&self.shared.counters.events_filtered_type);
             return;
         }
         let (key, lost) = self.book.record(death, now);

@@ -27,6 +27,7 @@ struct Slot {
     /// Oldest first.
     containers: VecDeque<ContainerSeen>,
     termination: Arc<PodTermination>,
+    ignored: bool,
     deleted_at: Option<Instant>,
 }
 
@@ -40,6 +41,8 @@ pub struct PodFacts {
     pub template_hash: Option<String>,
     pub deleted: bool,
     pub termination: Arc<PodTermination>,
+    /// Annotated `coroner.io/ignore: "true"`: no record, metric or Event for its deaths.
+    pub ignored: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,6 +99,7 @@ impl PodIndex {
             template_hash: None,
             containers: VecDeque::new(),
             termination: Arc::default(),
+            ignored: false,
             deleted_at: None,
         });
         slot.namespace = view.namespace;
@@ -103,6 +107,7 @@ impl PodIndex {
         slot.owner = view.owner;
         slot.template_hash = view.template_hash;
         slot.termination = view.termination;
+        slot.ignored = view.ignored;
         slot.deleted_at = None;
         // Every id the status shows now, plus up to IDS_PER_POD older ones: a pod with
         // hundreds of containers keeps them all.
@@ -175,6 +180,7 @@ impl PodIndex {
             template_hash: slot.template_hash.clone(),
             deleted: slot.deleted_at.is_some(),
             termination: Arc::clone(&slot.termination),
+            ignored: slot.ignored,
         };
         match slot.containers.iter().find(|c| c.id == container_id) {
             Some(c) if !container_id.is_empty() => Found::Container(facts, c.clone()),
@@ -248,6 +254,7 @@ mod tests {
             owner: None,
             template_hash: None,
             termination: Arc::default(),
+            ignored: false,
             containers: ids
                 .iter()
                 .map(|id| ContainerSeen {

@@ -62,7 +62,13 @@ pub struct PodView {
     pub containers: Vec<ContainerSeen>,
     /// Deletion, disruption, status reason, grace periods: what the initiator is read from.
     pub termination: Arc<PodTermination>,
+    /// The pod opted out: annotated [`IGNORE_ANNOTATION`]`: "true"`.
+    pub ignored: bool,
 }
+
+/// The annotation by which a pod opts out of coroner: its deaths get no record, no metric and
+/// no Event (they are only counted).
+pub const IGNORE_ANNOTATION: &str = "coroner.io/ignore";
 
 impl PodView {
     /// `None` for an object without uid, name or namespace (the API server never sends one).
@@ -87,6 +93,12 @@ impl PodView {
             .as_ref()
             .and_then(|l| l.get("pod-template-hash"))
             .cloned();
+        // Only the exact "true", as Kubernetes' own boolean annotations read.
+        let ignored = meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(IGNORE_ANNOTATION))
+            .is_some_and(|v| v == "true");
         let mut containers = Vec::new();
         if let Some(status) = &pod.status {
             let lists = [
@@ -111,6 +123,7 @@ impl PodView {
             template_hash,
             containers,
             termination: Arc::new(PodTermination::from_pod(pod)),
+            ignored,
         })
     }
 }
@@ -169,6 +182,29 @@ mod tests {
                 ..Default::default()
             }),
             ..Default::default()
+        }
+    }
+
+    fn annotated(value: Option<&str>) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                uid: Some("u".into()),
+                name: Some("p".into()),
+                namespace: Some("ns".into()),
+                annotations: value.map(|v| [(IGNORE_ANNOTATION.to_owned(), v.to_owned())].into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_an_exact_true_opts_a_pod_out() {
+        let ignored = |v| PodView::from_pod(&annotated(v)).map(|p| p.ignored);
+        assert_eq!(ignored(Some("true")), Some(true));
+        assert_eq!(ignored(None), Some(false));
+        for not_true in ["false", "", "yes", "1", "True "] {
+            assert_eq!(ignored(Some(not_true)), Some(false), "{not_true:?}");
         }
     }
 

@@ -57,6 +57,12 @@ pub struct KubeStats {
     pub events_lost_unlabelled: u64,
     /// Deaths still held back when their series was evicted (too many series at once).
     pub events_lost_evicted: u64,
+    /// Deaths that get no Event of their own by `--events` (a `Completed` one by default).
+    pub events_filtered_type: u64,
+    /// Deaths that get no Event by `--namespaces` / `--exclude-namespaces`.
+    pub events_filtered_namespace: u64,
+    /// Deaths in pods annotated `coroner.io/ignore: "true"`: no record, metric or Event.
+    pub records_ignored: u64,
 }
 
 impl KubeStats {
@@ -99,6 +105,9 @@ pub(crate) struct Counters {
     pub events_lost_post_failed: AtomicU64,
     pub events_lost_unlabelled: AtomicU64,
     pub events_lost_evicted: AtomicU64,
+    pub events_filtered_type: AtomicU64,
+    pub events_filtered_namespace: AtomicU64,
+    pub records_ignored: AtomicU64,
 }
 
 pub(crate) fn bump(counter: &AtomicU64) {
@@ -140,6 +149,9 @@ impl Counters {
             events_lost_post_failed: get(&self.events_lost_post_failed),
             events_lost_unlabelled: get(&self.events_lost_unlabelled),
             events_lost_evicted: get(&self.events_lost_evicted),
+            events_filtered_type: get(&self.events_filtered_type),
+            events_filtered_namespace: get(&self.events_filtered_namespace),
+            records_ignored: get(&self.records_ignored),
         }
     }
 }

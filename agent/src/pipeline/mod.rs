@@ -259,6 +259,8 @@ async fn connect_kube(
 ) -> anyhow::Result<Option<KubeClient>> {
     let mut options = KubeOptions::new(node.to_owned());
     options.events.crash_loop = args.crash_loop();
+    options.events.types = args.events;
+    options.events.namespaces = args.event_namespaces();
     let kube = kube::connect(args.kube, options).await.context("--kube")?;
     if let Some(kube) = &kube {
         metrics.watch_kube(kube.stats_reader());

@@ -10,6 +10,7 @@ use kube::api::{Api, ListParams};
 use serde_json::Value;
 
 use super::error::{Access, PluginError};
+use super::token::{Bearer, NoToken};
 
 /// The port the agent listens on when its pod does not name one (deploy/daemonset.yaml).
 pub const DEFAULT_PORT: u16 = 9750;
@@ -25,7 +26,14 @@ pub struct AgentLocator {
     /// `None`: the agent pod's `http-metrics` port, else [`DEFAULT_PORT`].
     pub port: Option<u16>,
     pub timeout: Duration,
+    /// Sent in `X-Coroner-Authorization` for the agent's guard (`--http-auth kubernetes`);
+    /// why there is none otherwise.
+    pub token: Result<Bearer, NoToken>,
 }
+
+/// The header the agent reads the caller's token from behind the API server's proxy
+/// (`export::http::access::PROXY_AUTHORIZATION`).
+const AGENT_AUTHORIZATION: &str = crate::export::PROXY_AUTHORIZATION;
 
 /// Why a node's agent could not answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,6 +46,9 @@ pub enum AgentProblem {
     Unreachable { pod: String, message: String },
     /// The caller may not use the pod proxy.
     Forbidden { pod: String, message: String },
+    /// The agent checks callers and took no token from this one (`message` says why there
+    /// was none, or what the agent said of it).
+    Unauthenticated { pod: String, message: String },
     /// The agent answered something that is not a list of records.
     Malformed { pod: String, message: String },
 }
@@ -65,8 +76,12 @@ impl AgentLocator {
             self.namespace,
             query_string(query)
         );
-        let request = http::Request::get(&path)
-            .header(http::header::ACCEPT, "application/json")
+        let mut request =
+            http::Request::get(&path).header(http::header::ACCEPT, "application/json");
+        if let Ok(token) = &self.token {
+            request = request.header(AGENT_AUTHORIZATION, token.header_value());
+        }
+        let request = request
             .body(Vec::new())
             .map_err(|e| AgentProblem::Malformed {
                 pod: pod.clone(),
@@ -78,6 +93,16 @@ impl AgentLocator {
                 return Err(AgentProblem::Unreachable {
                     pod: agent,
                     message: format!("no answer within {:?}", self.timeout),
+                });
+            }
+            Ok(Err(kube::Error::Api(status))) if status.code == 401 => {
+                let message = match &self.token {
+                    Ok(_) => status.message.trim().to_owned(),
+                    Err(none) => none.to_string(),
+                };
+                return Err(AgentProblem::Unauthenticated {
+                    pod: agent,
+                    message,
                 });
             }
             Ok(Err(kube::Error::Api(status))) if status.code == 403 => {
@@ -189,6 +214,9 @@ impl std::fmt::Display for AgentProblem {
                 f,
                 "forbidden to read the agent {pod}: you may not get pods/proxy ({message})"
             ),
+            AgentProblem::Unauthenticated { pod, message } => {
+                write!(f, "the agent {pod} needs your bearer token: {message}")
+            }
             AgentProblem::Malformed { pod, message } => {
                 write!(
                     f,

@@ -36,6 +36,16 @@ pub struct Args {
     /// The agent's HTTP port; the agent pod's `http-metrics` port by default.
     #[arg(long, global = true)]
     pub agent_port: Option<u16>,
+    /// The bearer token for the agents (sent through the API server's pod proxy in
+    /// `X-Coroner-Authorization`); the kubeconfig user's token by default. For a user who
+    /// authenticates with a client certificate, e.g. `$(kubectl create token NAME)`.
+    #[arg(
+        long,
+        global = true,
+        env = "CORONER_AGENT_TOKEN",
+        hide_env_values = true
+    )]
+    pub agent_token: Option<String>,
     /// The `reportingController` of coroner's Events (what the agent writes).
     #[arg(long, global = true, default_value = "coroner")]
     pub reporting_controller: String,

@@ -12,6 +12,7 @@ pub mod error;
 pub mod events;
 pub mod format;
 pub mod target;
+pub mod token;
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -124,7 +125,7 @@ pub async fn run(args: &Args) -> Result<Report, PluginError> {
     } = &args.command;
     let target: Target = target.parse()?;
     let timeout = Duration::from_secs(args.request_timeout.max(1));
-    let client = client(args, timeout).await?;
+    let (client, user) = client(args, timeout).await?;
     let namespace = args
         .namespace
         .clone()
@@ -135,6 +136,10 @@ pub async fn run(args: &Args) -> Result<Report, PluginError> {
         selector: args.agent_selector.clone(),
         port: args.agent_port,
         timeout,
+        token: match args.agent_token.as_deref() {
+            Some(given) => token::Bearer::new(given).ok_or(token::NoToken::NotBearer),
+            None => token::of_user(&user, timeout).await,
+        },
     };
     let show_pod = target.kind != target::Kind::Pod;
     let mut report = Report {
@@ -344,8 +349,12 @@ fn describe(target: &Target, namespace: &str, pods: &[PodInfo]) -> String {
     }
 }
 
-/// A client as kubectl would make one: `--kubeconfig`, `--context`, else the usual search.
-async fn client(args: &Args, timeout: Duration) -> Result<Client, PluginError> {
+/// A client as kubectl would make one: `--kubeconfig`, `--context`, else the usual search;
+/// and the user it authenticates as (whose token the agent's guard needs too).
+async fn client(
+    args: &Args,
+    timeout: Duration,
+) -> Result<(Client, kube::config::AuthInfo), PluginError> {
     let options = KubeConfigOptions {
         context: args.context.clone(),
         ..KubeConfigOptions::default()
@@ -370,5 +379,7 @@ async fn client(args: &Args, timeout: Duration) -> Result<Client, PluginError> {
     // kube retries 429/503/504 with backoff by default; kubectl does not, and an unreachable
     // agent (the proxy's 503) is an answer to give at once, not to wait out.
     config.default_retry = false;
-    Client::try_from(config).map_err(|e| PluginError::Config(e.to_string()))
+    let user = config.auth_info.clone();
+    let client = Client::try_from(config).map_err(|e| PluginError::Config(e.to_string()))?;
+    Ok((client, user))
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream;
-use http::{Method, Request, Response, StatusCode, header};
+use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -36,6 +36,7 @@ pub async fn handle(
     let uri_query = req.uri().query().unwrap_or_default().to_owned();
     let query: HashMap<String, String> =
         req.uri().query().map(url_decode_pairs).unwrap_or_default();
+    let headers = req.headers().clone();
     let metadata_only = req
         .headers()
         .get(header::ACCEPT)
@@ -65,7 +66,7 @@ pub async fn handle(
         return Ok(response);
     }
     if method == Method::GET
-        && let Some(response) = reads(&shared, &segments, &query, &uri_query).await
+        && let Some(response) = reads(&shared, &segments, &query, &uri_query, &headers).await
     {
         return Ok(response);
     }
@@ -144,11 +145,12 @@ async fn reads(
     segments: &[&str],
     query: &HashMap<String, String>,
     raw_query: &str,
+    headers: &HeaderMap,
 ) -> Option<Response<Body>> {
     if segments.last() == Some(&"pods") {
         return pods_fault(shared).await;
     }
-    if let Some(response) = proxy::route(shared, segments, query, raw_query).await {
+    if let Some(response) = proxy::route(shared, segments, query, raw_query, headers).await {
         return Some(response);
     }
     event_api::route(shared, segments, query)

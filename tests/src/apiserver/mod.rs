@@ -206,6 +206,11 @@ impl ApiServer {
             .with(|s| s.forbidden.push((path_part.to_owned(), message.to_owned())));
     }
 
+    /// Takes back every [`Self::forbid`].
+    pub fn allow_all(&self) {
+        self.shared.with(|s| s.forbidden.clear());
+    }
+
     fn put_other(
         &self,
         obj: &impl Serialize,

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Response, StatusCode, header};
+use http::{HeaderMap, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -28,6 +28,7 @@ pub async fn route(
     segments: &[&str],
     q: &HashMap<String, String>,
     raw_query: &str,
+    headers: &HeaderMap,
 ) -> Option<Response<Body>> {
     match segments {
         ["api", "v1", "namespaces", ns, "pods", name] => Some(get_pod(shared, ns, name)),
@@ -40,7 +41,7 @@ pub async fn route(
             target,
             "proxy",
             rest @ ..,
-        ] => Some(forward(shared, ns, target, &rest.join("/"), raw_query).await),
+        ] => Some(forward(shared, ns, target, &rest.join("/"), raw_query, headers).await),
         ["apis", "apps", "v1", "namespaces", ns, "deployments", name] => {
             Some(shared.read(|s| match s.deployments.get(&key(ns, name)) {
                 Some(d) => json_response(StatusCode::OK, d),
@@ -107,13 +108,17 @@ fn list_replicasets(shared: &Shared, ns: &str, q: &HashMap<String, String>) -> R
     })
 }
 
-/// `NAME:PORT` (or `http:NAME:PORT`) to the pod's `status.podIP`, the path and query as given.
+/// `NAME:PORT` (or `http:NAME:PORT`) to the pod's `status.podIP`, the path and query as given,
+/// with the caller's headers as the API server passes them on: without `Authorization` (its
+/// authentication filter removes it once the caller is authenticated), `Impersonate-*` (the
+/// impersonation filter's) and the hop-by-hop ones.
 async fn forward(
     shared: &Shared,
     ns: &str,
     target: &str,
     path: &str,
     raw_query: &str,
+    headers: &HeaderMap,
 ) -> Response<Body> {
     let parts: Vec<&str> = target.split(':').collect();
     let (name, port) = match parts.as_slice() {
@@ -138,7 +143,8 @@ async fn forward(
         target.push('?');
         target.push_str(raw_query);
     }
-    match tokio::time::timeout(BACKEND_TIMEOUT, exchange(addr, &target)).await {
+    let passed = passed_on(headers);
+    match tokio::time::timeout(BACKEND_TIMEOUT, exchange(addr, &target, &passed)).await {
         Ok(Ok((code, content_type, body))) => Response::builder()
             .status(code)
             .header(header::CONTENT_TYPE, content_type)
@@ -165,8 +171,43 @@ fn unavailable(message: &str) -> Response<Body> {
     )
 }
 
+/// The request headers the proxy sends on, as `Name: value\r\n` lines.
+fn passed_on(headers: &HeaderMap) -> String {
+    const DROPPED: [&str; 11] = [
+        "authorization",
+        "host",
+        "accept",
+        "connection",
+        "keep-alive",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+    ];
+    let mut lines = String::new();
+    for (name, value) in headers {
+        let name = name.as_str();
+        if DROPPED.contains(&name) || name.starts_with("impersonate-") {
+            continue;
+        }
+        if let Ok(value) = value.to_str() {
+            lines.push_str(name);
+            lines.push_str(": ");
+            lines.push_str(value);
+            lines.push_str("\r\n");
+        }
+    }
+    lines
+}
+
 /// One HTTP/1.0 GET: status, content type, body.
-async fn exchange(addr: SocketAddr, target: &str) -> std::io::Result<(StatusCode, String, Bytes)> {
+async fn exchange(
+    addr: SocketAddr,
+    target: &str,
+    headers: &str,
+) -> std::io::Result<(StatusCode, String, Bytes)> {
     let mut stream = TcpStream::connect(addr).await.map_err(|e| match e.kind() {
         std::io::ErrorKind::ConnectionRefused => {
             std::io::Error::new(e.kind(), "connect: connection refused")
@@ -175,8 +216,10 @@ async fn exchange(addr: SocketAddr, target: &str) -> std::io::Result<(StatusCode
     })?;
     stream
         .write_all(
-            format!("GET {target} HTTP/1.0\r\nHost: {addr}\r\nAccept: application/json\r\n\r\n")
-                .as_bytes(),
+            format!(
+                "GET {target} HTTP/1.0\r\nHost: {addr}\r\nAccept: application/json\r\n{headers}\r\n"
+            )
+            .as_bytes(),
         )
         .await?;
     let mut raw = Vec::new();

@@ -49,6 +49,8 @@ pub struct Churn {
     pub records: u64,
     pub events: u64,
     pub lost: u64,
+    /// `lost` by the stage that counted it.
+    pub lost_by_stage: Vec<(String, u64)>,
     pub cpu_ns: u64,
     pub cpu_per_event_ns: Option<f64>,
     /// Container cgroups (each in a pod cgroup of its own) created, died in and removed
@@ -217,6 +219,7 @@ fn churn(bench: &Bench, agent: &Agent, budget: Duration) -> Result<Option<Churn>
         records: (end.records() - first.records()) as u64,
         events,
         lost: (end.lost() - first.lost()) as u64,
+        lost_by_stage: end.lost_since(&first),
         cpu_ns,
         cpu_per_event_ns: (events > 0).then(|| cpu_ns as f64 / events as f64),
         containers_churned,

@@ -156,7 +156,7 @@ fn footprint(r: &Report, out: &mut String) {
         let _ = writeln!(
             out,
             "\nChurn: {} deaths in {:.0} s ({:.0}/s), {} short-lived containers (a pod cgroup \
-             each, created and removed), {} records, {} events, {} lost; agent CPU {:.2} s. \
+             each, created and removed), {} records, {} events, {} lost{}; agent CPU {:.2} s. \
              VmRSS by records made: {}.",
             c.deaths,
             c.seconds,
@@ -165,6 +165,16 @@ fn footprint(r: &Report, out: &mut String) {
             c.records,
             c.events,
             c.lost,
+            if c.lost_by_stage.is_empty() {
+                String::new()
+            } else {
+                let stages: Vec<String> = c
+                    .lost_by_stage
+                    .iter()
+                    .map(|(s, n)| format!("{s}: {n}"))
+                    .collect();
+                format!(" ({})", stages.join(", "))
+            },
             c.cpu_ns as f64 / 1e9,
             c.rss_by_records
                 .iter()

@@ -229,6 +229,49 @@ fn caches_stay_bounded_under_churn() {
     assert_eq!(resolver.cached_cgroups(), 32);
 }
 
+/// A churn of short-lived cgroups (each noted from its `cgroup_mkdir`) pushes a long-lived
+/// host cgroup, seen only by a walk, out of the cache; a death in it must still resolve — as
+/// a host cgroup, not as an id of a cgroup that is gone (a loss). A cgroup that really went
+/// stays unknown without a walk during the cool-down.
+#[test]
+fn a_cgroup_the_cache_let_go_of_is_walked_for_not_declared_gone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let host = mkdir(root, "/process_api/session");
+    let gone = mkdir(root, "/process_api/done");
+    let limits = ResolverLimits {
+        max_cached_cgroups: non_zero(8),
+        max_walk_dirs: non_zero(8),
+        min_walk_interval: Duration::from_millis(300),
+        ..ResolverLimits::default()
+    };
+    let mut resolver =
+        CgroupResolver::with_limits(MemoryHierarchy::new(root, CgroupVersion::V1), limits);
+    resolver.refresh();
+    fs::remove_dir(root.join("process_api/done")).unwrap();
+    assert_eq!(resolver.resolve(gone).unwrap().path, "/process_api/done");
+    for i in 0..20 {
+        resolver.note_created(
+            u64::MAX / 2 + i,
+            &format!("/kubepods/burstable/pod{UID}/c{i}"),
+        );
+    }
+    let walks = resolver.stats().walks;
+    // Both were pushed out. The live one is walked for, after the cool-down.
+    let info = resolver
+        .resolve(host)
+        .expect("a live cgroup the cache let go of");
+    assert_eq!(info.path, "/process_api/session");
+    assert_eq!(info.container, None);
+    assert_eq!(resolver.stats().walks, walks + 1);
+    // The removed one: one more walk (it too was only pushed out, as far as anyone knew),
+    // then unknown, and no further walk while it is remembered as such.
+    assert_eq!(resolver.resolve(gone), None);
+    assert_eq!(resolver.stats().walks, walks + 2);
+    assert_eq!(resolver.resolve(gone), None);
+    assert_eq!(resolver.stats().walks, walks + 2);
+}
+
 #[test]
 fn truncated_walk_covers_kubepods_first() {
     let tmp = tempfile::tempdir().unwrap();

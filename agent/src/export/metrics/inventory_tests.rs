@@ -263,6 +263,10 @@ fn kube(x: &mut Inventory) -> KubeStats {
         events_lost_post_failed: x.metric_lost(&lost("post_failed"), "kube_event"),
         events_lost_unlabelled: x.metric_lost(&lost("unlabelled"), "kube_event"),
         events_lost_evicted: x.metric_lost(&lost("evicted"), "kube_event"),
+        events_filtered_type: x.metric("coroner_kube_events_filtered_total{reason=\"type\"}"),
+        events_filtered_namespace: x
+            .metric("coroner_kube_events_filtered_total{reason=\"namespace\"}"),
+        records_ignored: x.metric("coroner_records_ignored_total"),
     }
 }
 
