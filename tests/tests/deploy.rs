@@ -103,3 +103,11 @@ fn a_dashboard_query_without_the_pod_variable_fails_the_check() {
         "{out}"
     );
 }
+
+/// The PromQL the README and docs/ show a reader parses, with the real promtool.
+#[test]
+fn promql_examples_in_the_docs_parse() {
+    let (ok, out) = deploy_test("docs-promql.sh");
+    assert!(ok, "deploy/test/docs-promql.sh failed:\n{out}");
+    assert!(out.starts_with("ok   every PromQL example"), "{out}");
+}
