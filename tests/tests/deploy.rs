@@ -90,8 +90,13 @@ fn a_dashboard_query_without_the_pod_variable_fails_the_check() {
     let dashboard = deploy_dir().join("base/grafana-dashboard.json");
     let text = std::fs::read_to_string(&dashboard).expect("reading the dashboard");
     let matcher = r#", pod=~\"$pod\""#;
-    assert!(text.contains(matcher), "no $pod matcher in {}", dashboard.display());
-    let broken = std::env::temp_dir().join(format!("coroner-dashboard-{}.json", std::process::id()));
+    assert!(
+        text.contains(matcher),
+        "no $pod matcher in {}",
+        dashboard.display()
+    );
+    let broken =
+        std::env::temp_dir().join(format!("coroner-dashboard-{}.json", std::process::id()));
     std::fs::write(&broken, text.replacen(matcher, "", 1)).expect("writing the copy");
     let (ok, out) = deploy_test_with("dashboard.sh", &[broken.to_str().expect("UTF-8 path")]);
     let _ = std::fs::remove_file(&broken);

@@ -351,7 +351,9 @@ fn shipped_alerts() -> Vec<(String, String)> {
             if let Some(name) = line.strip_prefix("- alert: ") {
                 alert = Some(name.to_owned());
             } else if let Some(url) = line.strip_prefix("runbook_url: ") {
-                let name = alert.take().unwrap_or_else(|| panic!("{rule}: {url} of no alert"));
+                let name = alert
+                    .take()
+                    .unwrap_or_else(|| panic!("{rule}: {url} of no alert"));
                 alerts.push((name, url.to_owned()));
             }
         }
@@ -368,7 +370,10 @@ fn every_alert_has_its_runbook() {
     let alerts = shipped_alerts();
     for (name, url) in &alerts {
         let anchor = format!("/docs/runbooks.md#{}", name.to_lowercase());
-        assert!(url.ends_with(&anchor), "{name}: runbook_url {url}, not …{anchor}");
+        assert!(
+            url.ends_with(&anchor),
+            "{name}: runbook_url {url}, not …{anchor}"
+        );
     }
     same(
         "alerts and their runbooks",
