@@ -21,8 +21,9 @@ render() {
     if ! $kustomize "$deploy/$1" >"$work/$2.yaml" 2>"$work/err"; then
         echo "FAIL $kustomize $1"
         sed 's/^/     /' "$work/err"
-        echo "     (the overlays need kustomize Components: kubectl >= 1.21, kustomize >= v3.7;"
-        echo "     this one: $(kubectl version --client 2>/dev/null | tr '\n' ' '))"
+        echo "     (deploy/ and the overlays need kustomize v4, as in kubectl >= 1.21: directories"
+        echo "     in resources, Components; an older kubectl renders deploy/base only;"
+        echo "     this one: $(${kustomize%% *} version --client 2>/dev/null | tr '\n' ' '))"
         exit 1
     fi
     yq -s '.' "$work/$2.yaml" >"$work/$2.json"
