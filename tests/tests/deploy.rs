@@ -109,7 +109,7 @@ fn a_dashboard_query_without_the_pod_variable_fails_the_check() {
     );
 }
 
-/// The PromQL the README and docs/ show a reader parses, with the real promtool.
+/// The `PromQL` the README and docs/ show a reader parses, with the real promtool.
 #[test]
 fn promql_examples_in_the_docs_parse() {
     let (ok, out) = deploy_test("docs-promql.sh");
