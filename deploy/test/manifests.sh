@@ -1,23 +1,46 @@
 #!/bin/sh
-# Reads what `kubectl apply -k deploy/` would apply and checks that it holds what it promises:
-# least privilege, probes, node name, wiring between the objects; and that every query of the
-# Grafana dashboard parses as PromQL. Needs kubectl (kustomize), yq (the jq wrapper), jq, promtool.
+# Reads what `kubectl apply -k` would apply — deploy/ (the base, no CRDs), the overlays with the
+# Prometheus Operator's objects and kube-prometheus-stack's label, and a user's overlay in
+# another namespace (deploy/test/overlay-elsewhere) — and checks that it holds what it
+# promises: least privilege, probes, node name, wiring between the objects, alerts with their
+# runbooks. The dashboard's queries are dashboard.sh's. Needs kustomize with Components
+# (`kubectl kustomize` of kubectl ≥ 1.21, or KUSTOMIZE="kustomize build"), yq (the jq
+# wrapper), jq.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
 deploy=$(dirname "$here")
-promtool=${PROMTOOL:-promtool}
+root=$(dirname "$deploy")
+kustomize=${KUSTOMIZE:-kubectl kustomize}
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-kubectl kustomize "$deploy" >"$work/all.yaml"
-yq -s '.' "$work/all.yaml" >"$work/all.json"
+# render DIR NAME: DIR (under deploy/) as kustomize builds it, to $work/NAME.json.
+render() {
+    if ! $kustomize "$deploy/$1" >"$work/$2.yaml" 2>"$work/err"; then
+        echo "FAIL $kustomize $1"
+        sed 's/^/     /' "$work/err"
+        echo "     (deploy/ and the overlays need kustomize v4, as in kubectl >= 1.21: directories"
+        echo "     in resources, Components; an older kubectl renders deploy/base only;"
+        echo "     this one: $(${kustomize%% *} version --client 2>/dev/null | tr '\n' ' '))"
+        exit 1
+    fi
+    yq -s '.' "$work/$2.yaml" >"$work/$2.json"
+}
+render . base
+render overlays/prometheus-operator all
+render overlays/kube-prometheus-stack kps
+render test/overlay-elsewhere elsewhere
+# The example applied with kubectl apply -f, as it is.
+yq -s '.' "$deploy/examples/crashloop-reason/prometheus-rule.yaml" >"$work/example.json"
 
 failures=0
-# check DESCRIPTION JQ-FILTER: the filter, run on the array of every object, must yield true.
+# check DESCRIPTION JQ-FILTER [RENDER]: the filter, run on the array of every object of the
+# render (default: deploy/overlays/prometheus-operator, everything), must yield true.
 check() {
-    if jq -e "$2" "$work/all.json" >/dev/null 2>"$work/err"; then
+    if jq -e --slurpfile base "$work/base.json" --slurpfile all "$work/all.json" \
+        --rawfile runbooks "$root/docs/runbooks.md" "$2" "$work/${3:-all}.json" >/dev/null 2>"$work/err"; then
         echo "ok   $1"
     else
         echo "FAIL $1"
@@ -128,41 +151,58 @@ check "the job is named coroner, as the alerts expect" '
 check "the dashboard ConfigMap holds the dashboard" '
   .[] | select(.kind == "ConfigMap") | .data["coroner-dashboard.json"] | fromjson | .uid == "coroner-deaths"'
 
-# Every dashboard query, with Grafana's variables filled in, as a recording rule: promtool
-# parses each one.
-jq -r '.panels[].targets[]?.expr' "$deploy/grafana-dashboard.json" >"$work/exprs"
-if [ ! -s "$work/exprs" ]; then
-    echo "FAIL the dashboard has queries"
-    failures=$((failures + 1))
-fi
-{
-    echo "groups:"
-    echo "  - name: dashboard"
-    echo "    rules:"
-    n=0
-    while IFS= read -r expr; do
-        n=$((n + 1))
-        expr=$(printf '%s' "$expr" | sed -e 's/\$__rate_interval/2m/g' -e 's/\$__range/6h/g' \
-            -e 's/\$namespace/.*/g' -e 's/\$node/.*/g')
-        echo "      - record: dashboard:query$n"
-        printf '        expr: %s\n' "$(printf '%s' "$expr" | jq -Rs .)"
-    done <"$work/exprs"
-} >"$work/dashboard.rules.yaml"
-if "$promtool" check rules "$work/dashboard.rules.yaml" >"$work/err" 2>&1; then
-    echo "ok   every dashboard query parses ($(wc -l <"$work/exprs") queries)"
-else
-    echo "FAIL dashboard queries"
-    sed 's/^/     /' "$work/err"
-    failures=$((failures + 1))
-fi
-if jq -e '[.panels[] | select(.type != "row")
-          | .gridPos.w > 0 and .gridPos.h > 0 and .datasource.uid == "${datasource}"
-            and (.targets | length > 0)] | all' "$deploy/grafana-dashboard.json" >/dev/null; then
-    echo "ok   every dashboard panel has a place, a Prometheus datasource and queries"
-else
-    echo "FAIL every dashboard panel has a place, a Prometheus datasource and queries"
-    failures=$((failures + 1))
-fi
+
+# Without the Prometheus Operator: the base has nothing but built-in kinds; the overlays add the
+# operator's two objects and change nothing else.
+check "deploy/ (the base) needs no CRD: only built-in API groups" '
+  [.[] | .apiVersion] | all(IN("v1", "apps/v1", "rbac.authorization.k8s.io/v1",
+    "networking.k8s.io/v1", "scheduling.k8s.io/v1"))' base
+check "overlays/prometheus-operator: the base plus ServiceMonitor and PrometheusRule, nothing else changed" '
+  def key: [.kind, .metadata.name];
+  ([.[] | select(.kind | IN("ServiceMonitor", "PrometheusRule") | not)] | sort_by(key))
+    == ($base[0] | sort_by(key))
+  and ([.[] | select(.apiVersion == "monitoring.coreos.com/v1") | .kind] | sort == ["PrometheusRule", "ServiceMonitor"])'
+check "overlays/kube-prometheus-stack: ServiceMonitor and PrometheusRule labelled release: kube-prometheus-stack, nothing else changed" '
+  def key: [.kind, .metadata.name];
+  ([.[] | select(.apiVersion == "monitoring.coreos.com/v1") | .metadata.labels.release] == ["kube-prometheus-stack", "kube-prometheus-stack"])
+  and ([.[] | del(.metadata.labels.release)] | sort_by(key)) == ($all[0] | sort_by(key))' kps
+check "an overlay in another namespace: every namespaced object, the binding's subject and the operator's objects follow it" '
+  ([.[] | select(.kind | IN("Namespace", "ClusterRole", "ClusterRoleBinding", "PriorityClass") | not)
+        | .metadata.namespace] | length > 0 and all(. == "node-agents"))
+  and (.[] | select(.kind == "Namespace") | .metadata.name) == "node-agents"
+  and ([.[] | select(.kind == "ClusterRoleBinding") | .subjects[].namespace] | all(. == "node-agents"))' elsewhere
+check "an overlay of a release not named kube-prometheus-stack: its label patch wins over the component" '
+  [.[] | select(.apiVersion == "monitoring.coreos.com/v1") | .metadata.labels.release] == ["monitoring", "monitoring"]' elsewhere
+check "ServiceMonitor: no namespaceSelector, so it finds the Service in its own namespace wherever that is" '
+  (.[] | select(.kind == "ServiceMonitor")) as $sm
+  | ($sm.spec | has("namespaceSelector") | not)
+  and (.[] | select(.kind == "Service") | .metadata.namespace == $sm.metadata.namespace
+       and (.metadata.labels | contains($sm.spec.selector.matchLabels)))' elsewhere
+check "ServiceMonitor: every series gets the node of the agent that scraped it" '
+  .[] | select(.kind == "ServiceMonitor") | .spec.endpoints[0].relabelings
+  | any(.sourceLabels == ["__meta_kubernetes_pod_node_name"] and .targetLabel == "node")'
+
+# Alerts: a runbook each, in docs/runbooks.md; deaths keep the node they happened on.
+rules='[.[] | select(.kind == "PrometheusRule") | .spec.groups[].rules[] | select(.alert)]'
+check "every alert has a runbook_url: docs/runbooks.md#<alert in lower case>, one base for all" "
+  $rules | length > 5
+  and all(.annotations.runbook_url | test(\"^https://[^#]+/docs/runbooks[.]md#\"))
+  and all(.annotations.runbook_url == (.annotations.runbook_url | sub(\"#.*\"; \"\")) + \"#\" + (.alert | ascii_downcase))
+  and ([.[].annotations.runbook_url | sub(\"#.*\"; \"\")] | unique | length == 1)"
+check "docs/runbooks.md has a section for every alert" "
+  ([\$runbooks | scan(\"(?m)^## (\\\\S+)\$\") | .[0]]) as \$sections
+  | $rules | all(.alert as \$a | \$sections | index(\$a))"
+check "the crash-loop example's alerts too: a runbook_url each (the same base), and its section" "
+  ([\$runbooks | scan(\"(?m)^## (\\\\S+)\$\") | .[0]]) as \$sections
+  | (\$all[0] | $rules | first | .annotations.runbook_url | sub(\"#.*\"; \"\")) as \$base
+  | $rules | length > 0
+    and all(.annotations.runbook_url == \$base + \"#\" + (.alert | ascii_downcase))
+    and all(.alert as \$a | \$sections | index(\$a))" example
+check "every alert that aggregates keeps node (CoronerAbsent: no agent, no node)" "
+  $rules | map(select(.alert != \"CoronerAbsent\") | [.expr | scan(\"by \\\\(([^)]*)\\\\)\") | .[0] | split(\",\") | map(ltrimstr(\" \") | rtrimstr(\" \")) | index(\"node\")] | all(. != null)) | all"
+check "CoronerEventsLost: a share of the events seen, held for a while" "
+  $rules | .[] | select(.alert == \"CoronerEventsLost\")
+  | (.expr | test(\"coroner_events_lost_total\") and test(\"/\") and test(\"coroner_events_total\")) and (.for | length > 0)"
 
 if [ "$failures" -ne 0 ]; then
     echo "$failures check(s) failed"

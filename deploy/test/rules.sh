@@ -1,5 +1,5 @@
 #!/bin/sh
-# Checks and unit-tests the alerts of a PrometheusRule with promtool: deploy/prometheus-rule.yaml
+# Checks and unit-tests the alerts of a PrometheusRule with promtool: deploy/components/prometheus-operator/prometheus-rule.yaml
 # with deploy/test/rules-test.yaml, or the rule and tests given (rules.sh RULE TESTS).
 # The PrometheusRule's `spec` is a plain rule file: it is cut out (everything under `spec:`,
 # dedented by two spaces) next to the tests, which name it coroner.rules.yaml.
@@ -8,7 +8,7 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 deploy=$(dirname "$here")
 promtool=${PROMTOOL:-promtool}
-rule=${1:-$deploy/prometheus-rule.yaml}
+rule=${1:-$deploy/components/prometheus-operator/prometheus-rule.yaml}
 tests=${2:-$here/rules-test.yaml}
 
 work=$(mktemp -d)

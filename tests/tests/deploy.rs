@@ -1,6 +1,8 @@
-//! deploy/ as it ships: the alert rules checked and unit-tested by the real promtool, and the
-//! manifests (built by kustomize, as `kubectl apply -k deploy/` would) checked for what they
-//! promise. The checks live in deploy/test/ so they can run without cargo too.
+//! deploy/ as it ships: the alert rules checked and unit-tested by the real promtool, the
+//! manifests (built by kustomize, as `kubectl apply -k` would: the base, the overlays with the
+//! Prometheus Operator's components, a user's overlay elsewhere) checked for what they promise,
+//! and the Grafana dashboard's queries. The checks live in deploy/test/ so they can run without
+//! cargo too.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -9,9 +11,13 @@ fn deploy_test(script: &str) -> (bool, String) {
     deploy_test_with(script, &[])
 }
 
-/// `script` with arguments, paths relative to deploy/.
+fn deploy_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+}
+
+/// `script` with arguments, paths relative to deploy/ (an absolute path stays as it is).
 fn deploy_test_with(script: &str, args: &[&str]) -> (bool, String) {
-    let deploy = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let deploy = deploy_dir();
     let dir = deploy.join("test");
     let out = Command::new("sh")
         .arg(dir.join(script))
@@ -61,7 +67,52 @@ fn manifests_hold_what_they_promise() {
     assert!(ok, "deploy/test/manifests.sh failed:\n{out}");
     assert!(!out.contains("FAIL"), "{out}");
     assert!(
-        out.lines().filter(|l| l.starts_with("ok")).count() >= 20,
+        out.lines().filter(|l| l.starts_with("ok")).count() >= 40,
         "too few checks ran:\n{out}"
     );
+}
+
+#[test]
+fn dashboard_queries_parse_and_filter_by_cluster_namespace_pod_node() {
+    let (ok, out) = deploy_test("dashboard.sh");
+    assert!(ok, "deploy/test/dashboard.sh failed:\n{out}");
+    assert!(!out.contains("FAIL"), "{out}");
+    assert!(
+        out.contains("ok   every query filters by $cluster and $node"),
+        "the variable check did not run:\n{out}"
+    );
+}
+
+/// The variable check fails, naming the panel, on a dashboard whose first per-pod query lost
+/// its `$pod` matcher.
+#[test]
+fn a_dashboard_query_without_the_pod_variable_fails_the_check() {
+    let dashboard = deploy_dir().join("base/grafana-dashboard.json");
+    let text = std::fs::read_to_string(&dashboard).expect("reading the dashboard");
+    let matcher = r#", pod=~\"$pod\""#;
+    assert!(
+        text.contains(matcher),
+        "no $pod matcher in {}",
+        dashboard.display()
+    );
+    let broken =
+        std::env::temp_dir().join(format!("coroner-dashboard-{}.json", std::process::id()));
+    std::fs::write(&broken, text.replacen(matcher, "", 1)).expect("writing the copy");
+    let (ok, out) = deploy_test_with("dashboard.sh", &[broken.to_str().expect("UTF-8 path")]);
+    let _ = std::fs::remove_file(&broken);
+    assert!(!ok, "the check passed a query without $pod:\n{out}");
+    assert!(
+        out.contains("FAIL every query filters by")
+            && out.contains("Deaths by verdict: coroner_terminations_total")
+            && out.contains("lacks pod=~\"$pod\""),
+        "{out}"
+    );
+}
+
+/// The `PromQL` the README and docs/ show a reader parses, with the real promtool.
+#[test]
+fn promql_examples_in_the_docs_parse() {
+    let (ok, out) = deploy_test("docs-promql.sh");
+    assert!(ok, "deploy/test/docs-promql.sh failed:\n{out}");
+    assert!(out.starts_with("ok   every PromQL example"), "{out}");
 }

@@ -334,3 +334,50 @@ fn plugin_flags_are_documented_with_their_default() {
     }
     same("plugin flags", &documented(&plugin_doc, "## Flags"), &code);
 }
+
+/// The alerts deploy/ ships, each with the `runbook_url` its rule gives it.
+fn shipped_alerts() -> Vec<(String, String)> {
+    let deploy = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let mut alerts = Vec::new();
+    for rule in [
+        "components/prometheus-operator/prometheus-rule.yaml",
+        "examples/crashloop-reason/prometheus-rule.yaml",
+    ] {
+        let path = deploy.join(rule);
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        let mut alert = None;
+        for line in text.lines().map(str::trim) {
+            if let Some(name) = line.strip_prefix("- alert: ") {
+                alert = Some(name.to_owned());
+            } else if let Some(url) = line.strip_prefix("runbook_url: ") {
+                let name = alert
+                    .take()
+                    .unwrap_or_else(|| panic!("{rule}: {url} of no alert"));
+                alerts.push((name, url.to_owned()));
+            }
+        }
+        assert!(alert.is_none(), "{rule}: {alert:?} has no runbook_url");
+    }
+    alerts
+}
+
+/// Every alert links its own section of docs/runbooks.md, and every section is an alert's.
+#[test]
+fn every_alert_has_its_runbook() {
+    let runbooks = doc("runbooks.md");
+    let sections = set(runbooks.lines().filter_map(|l| l.strip_prefix("## ")));
+    let alerts = shipped_alerts();
+    for (name, url) in &alerts {
+        let anchor = format!("/docs/runbooks.md#{}", name.to_lowercase());
+        assert!(
+            url.ends_with(&anchor),
+            "{name}: runbook_url {url}, not …{anchor}"
+        );
+    }
+    same(
+        "alerts and their runbooks",
+        &sections,
+        &alerts.iter().map(|(name, _)| name.clone()).collect(),
+    );
+}

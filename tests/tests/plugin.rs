@@ -510,7 +510,7 @@ fn missing(c: &Cluster, ns: &str) {
     );
     contains(
         &String::from_utf8_lossy(&out.stderr),
-        "the ClusterRole coroner-viewer (deploy/rbac-viewer.yaml) grants what `kubectl coroner` needs",
+        "the ClusterRole coroner-viewer (deploy/base/rbac-viewer.yaml) grants what `kubectl coroner` needs",
     );
     let out = c.plugin(&["why", "deploy/nope", "-n", ns]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");

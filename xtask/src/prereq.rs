@@ -248,7 +248,11 @@ pub fn ensure_test_tools() -> Result<()> {
         ("/usr/sbin/bpftool", "bpftool"),
         ("/usr/bin/jq", "jq"),
         ("/usr/bin/yq", "yq"),
-        // kubectl's kustomize renders deploy/ for the manifest test.
+        // kubectl's kustomize renders deploy/ and its overlays for the manifest test. The
+        // overlays use kustomize Components (kubectl >= 1.21): Debian bookworm's
+        // kubernetes-client (1.20, kustomize v2.0.3) renders deploy/base only, and
+        // deploy/test/manifests.sh then fails naming the version. The image of these machines
+        // has kubectl 1.32 (kustomize v5.5) at /usr/bin/kubectl: nothing is installed.
         ("/usr/bin/kubectl", "kubernetes-client"),
     ];
     ensure_debian(&wanted)?;

@@ -12,9 +12,9 @@ use serde_json::Value;
 use super::error::{Access, PluginError};
 use super::token::{Bearer, NoToken};
 
-/// The port the agent listens on when its pod does not name one (deploy/daemonset.yaml).
+/// The port the agent listens on when its pod does not name one (deploy/base/daemonset.yaml).
 pub const DEFAULT_PORT: u16 = 9750;
-/// The agent container's port name in deploy/daemonset.yaml.
+/// The agent container's port name in deploy/base/daemonset.yaml.
 const PORT_NAME: &str = "http-metrics";
 
 /// Where the agents are and how to talk to them.

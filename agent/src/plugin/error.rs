@@ -39,7 +39,7 @@ pub enum PluginError {
     },
     #[error(
         "forbidden: you may not {access} ({message}); the ClusterRole coroner-viewer \
-         (deploy/rbac-viewer.yaml) grants what `kubectl coroner` needs"
+         (deploy/base/rbac-viewer.yaml) grants what `kubectl coroner` needs"
     )]
     Forbidden { access: Access, message: String },
     #[error("the API server refused to {access}: {message}")]

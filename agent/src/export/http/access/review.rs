@@ -1,7 +1,7 @@
 //! The two questions asked of the API server, as kube-rbac-proxy and the kubelet ask them: who
 //! holds this token (`TokenReview`, authentication.k8s.io/v1) and may they do this
 //! (`SubjectAccessReview`, authorization.k8s.io/v1). The agent's `ServiceAccount` needs
-//! `create` on both (deploy/rbac.yaml).
+//! `create` on both (deploy/base/rbac.yaml).
 
 use std::collections::BTreeMap;
 
