@@ -339,11 +339,11 @@ fn a_pod_that_opted_out_gets_no_record_metric_or_event() {
     let node = node();
     let quiet = Container::new(Layout::CgroupfsBurstable).unwrap();
     let loud = Container::new(Layout::CgroupfsBurstable).unwrap();
-    let mut quiet_pod = deployment_pod(&server, &node, "quiet", &quiet.pod_uid, &[("app", &quiet)]);
-    quiet_pod.metadata.annotations =
+    let mut annotated = deployment_pod(&server, &node, "quiet", &quiet.pod_uid, &[("app", &quiet)]);
+    annotated.metadata.annotations =
         Some([(IGNORE_ANNOTATION.to_owned(), "true".to_owned())].into());
-    server.put_pod(&quiet_pod);
-    let quiet_name = name_of(&quiet_pod);
+    server.put_pod(&annotated);
+    let quiet_name = name_of(&annotated);
     let loud_name = name_of(&deployment_pod(
         &server,
         &node,

@@ -5,7 +5,7 @@
 //! double), one OOM-killed at its memory limit. Checked: the table and `-o json` (the records
 //! as the agent wrote them), a Deployment's deaths through the records' workload, the fallback
 //! to coroner's Events when the agent pod is absent, unreachable or forbidden, and the error for
-//! a pod that does not exist. The agent runs as the DaemonSet runs it, with `--http-auth
+//! a pod that does not exist. The agent runs as the `DaemonSet` runs it, with `--http-auth
 //! kubernetes`: the plugin's kubeconfig user gets its token from an `exec` credential plugin, and
 //! the plugin sends it through the proxy in `X-Coroner-Authorization`, which the double's proxy
 //! passes on as the API server does (it drops `Authorization`). Needs root and the runtime
@@ -180,25 +180,7 @@ impl Cluster {
     }
 
     fn plugin(&self, args: &[&str]) -> Output {
-        self.plugin_as(&self.kubeconfig, args)
-    }
-
-    fn plugin_as(&self, kubeconfig: &std::path::Path, args: &[&str]) -> Output {
-        let out = Command::new(plugin_bin())
-            .args(args)
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
-            .env_remove("KUBECONFIG")
-            .env_remove("CORONER_AGENT_TOKEN")
-            .output()
-            .expect("kubectl-coroner runs");
-        eprintln!(
-            "$ kubectl coroner {}\n{}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+        plugin_as(&self.kubeconfig, args)
     }
 
     /// Stdout of a run that must succeed.
@@ -215,6 +197,25 @@ impl Cluster {
             })
             .unwrap()
     }
+}
+
+/// `kubectl-coroner ARGS --kubeconfig KUBECONFIG`, its output shown.
+fn plugin_as(kubeconfig: &std::path::Path, args: &[&str]) -> Output {
+    let out = Command::new(plugin_bin())
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .env_remove("KUBECONFIG")
+        .env_remove("CORONER_AGENT_TOKEN")
+        .output()
+        .expect("kubectl-coroner runs");
+    eprintln!(
+        "$ kubectl coroner {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 fn labels() -> BTreeMap<String, String> {
@@ -446,7 +447,7 @@ fn from_events(c: &Cluster, pod: &Pod) {
         assert!(out.status.success(), "{out:?}");
         String::from_utf8(out.stdout).expect("UTF-8")
     };
-    let no_token = stdout(c.plugin_as(server.kubeconfig(), &["why", &target, "-n", ns]));
+    let no_token = stdout(plugin_as(server.kubeconfig(), &["why", &target, "-n", ns]));
     contains(
         &no_token,
         &format!(

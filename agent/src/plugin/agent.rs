@@ -98,7 +98,7 @@ impl AgentLocator {
             Ok(Err(kube::Error::Api(status))) if status.code == 401 => {
                 let message = match &self.token {
                     Ok(_) => status.message.trim().to_owned(),
-                    Err(none) => none.to_string(),
+                    Err(missing) => missing.to_string(),
                 };
                 return Err(AgentProblem::Unauthenticated {
                     pod: agent,
