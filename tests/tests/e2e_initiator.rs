@@ -3,8 +3,9 @@
 //! as the runtime on the host, while the test, acting as the kubelet and the API server,
 //! publishes what they would: a `Killing` Event (core/v1, or events.k8s.io/v1) — here
 //! deliberately only after the death, as a slow Event watch would deliver it — or a deletion.
-//! Without the API server, what only it could tell is `unknown`. Needs root; run through
-//! `cargo xtask test` (or build `coroner` first).
+//! Without the API server, what only it could tell is `unknown`. Every initiator for a real
+//! container stopped by the real runtime, in the kubelet's and the controllers' order, is
+//! `runtime_initiators.rs`. Needs root; run through `cargo xtask test` (or build `coroner` first).
 
 #[path = "e2e_kube/support.rs"]
 #[allow(

@@ -5,9 +5,8 @@
 #[path = "runtime_records/support.rs"]
 mod support;
 
-use std::time::{Duration, Instant};
-
 use coroner_tests::agent::Record;
+use coroner_tests::agent::expect::wait_for_comm;
 use coroner_tests::runtime::{ContainerSpec, Handler};
 use support::{
     EXIT_WAIT, Node, RECORD_WAIT, common_init, quiet, runtime_sender, same_exit_as_runtime, sh,
@@ -111,7 +110,7 @@ fn sigterm_dropped_by_a_pid_1_without_handler_is_said(handler: Handler) {
     };
     let pod = node.pod(false);
     let (id, running) = node.run(&pod, &sh("main", "sleep 600"));
-    wait_for_comm(running.pid, "sleep");
+    wait_for_comm(running.pid, "sleep").unwrap();
     node.kubelet.stop_container(&id, GRACE).unwrap();
     let exited = node.kubelet.wait_exited(&id, EXIT_WAIT).unwrap();
     assert_eq!(exited.exit_code, 137, "{exited:?}");
@@ -123,17 +122,4 @@ fn sigterm_dropped_by_a_pid_1_without_handler_is_said(handler: Handler) {
     assert!(record.record.stop_signal_ignored, "{json}");
     assert!(record.field("cause").is_null(), "{json}");
     eprintln!("record of a dropped SIGTERM: {json}");
-}
-
-/// Until `pid` runs `comm` (the shell executed its last command in place).
-fn wait_for_comm(pid: u32, comm: &str) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let now = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        if now.trim() == comm {
-            return;
-        }
-        assert!(Instant::now() < deadline, "pid {pid} never ran {comm}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }

@@ -7,12 +7,9 @@
 
 use std::time::Duration;
 
-use coroner_tests::agent::{Agent, Options};
-use coroner_tests::apiserver::ApiServer;
-use coroner_tests::cgroups::unique_hex;
 use coroner_tests::exposition::metric;
 use coroner_tests::runtime::publish::{post_event, publish};
-use coroner_tests::runtime::{ContainerSpec, Handler, Kubelet, PodOptions};
+use coroner_tests::runtime::{Cluster, ContainerSpec, Handler, PodOptions};
 
 const RECORD_WAIT: Duration = Duration::from_secs(15);
 const EXIT_WAIT: Duration = Duration::from_secs(20);
@@ -23,47 +20,8 @@ coroner_tests::with_both_runtimes!(
     pod_teardown_is_recorded_as_the_sandbox_not_a_container_death,
 );
 
-/// The kubelet double, the API server double on its Tokio runtime, the agent with `--kube on`.
-struct Cluster {
-    kubelet: Kubelet,
-    server: ApiServer,
-    agent: Agent,
-    node: String,
-}
-
-impl Cluster {
-    fn start(test: &str, handler: Handler) -> Option<Self> {
-        if !coroner_tests::runtime::available(test) {
-            return None;
-        }
-        let kubelet = Kubelet::start(handler).expect("containerd and the kubelet double start");
-        let server = {
-            let _enter = kubelet.tokio().enter();
-            ApiServer::start().expect("the API server double starts")
-        };
-        let node = format!("node-rt-{}", unique_hex(8));
-        let agent = Agent::start_with(&Options {
-            kube: Some("on".into()),
-            node: Some(node.clone()),
-            env: vec![("KUBECONFIG".into(), server.kubeconfig().into())],
-            args: Vec::new(),
-        })
-        .expect("coroner starts with --kube on");
-        let up = kubelet
-            .tokio()
-            .block_on(server.wait_until(Duration::from_secs(10), |s| s.open_watches() >= 1));
-        assert!(up, "the agent's pod watch is open:\n{}", agent.log_tail());
-        Some(Self {
-            kubelet,
-            server,
-            agent,
-            node,
-        })
-    }
-}
-
 fn records_name_the_pod_and_container_of_the_runtimes_ids(handler: Handler) {
-    let Some(mut c) = Cluster::start("records_name_the_pod_and_container", handler) else {
+    let Some(mut c) = Cluster::start("records_name_the_pod_and_container", handler, &[]) else {
         return;
     };
     let pod = c.kubelet.run_pod(&PodOptions::default()).unwrap();
@@ -139,7 +97,8 @@ fn records_name_the_pod_and_container_of_the_runtimes_ids(handler: Handler) {
 /// The runtime cannot start the entrypoint; the kubelet writes the runtime's reason and message
 /// into the container's terminated state, and the record carries that message.
 fn start_error_carries_the_runtimes_message(handler: Handler) {
-    let Some(mut c) = Cluster::start("start_error_carries_the_runtimes_message", handler) else {
+    let Some(mut c) = Cluster::start("start_error_carries_the_runtimes_message", handler, &[])
+    else {
         return;
     };
     let pod = c.kubelet.run_pod(&PodOptions::default()).unwrap();
@@ -185,7 +144,8 @@ fn start_error_carries_the_runtimes_message(handler: Handler) {
 /// The pod's teardown kills its pause process: a `sandbox` record, but no Event and no
 /// `coroner_terminations_total` for the pod (the kubelet's pod is gone, no container died).
 fn pod_teardown_is_recorded_as_the_sandbox_not_a_container_death(handler: Handler) {
-    let Some(mut c) = Cluster::start("pod_teardown_is_recorded_as_the_sandbox", handler) else {
+    let Some(mut c) = Cluster::start("pod_teardown_is_recorded_as_the_sandbox", handler, &[])
+    else {
         return;
     };
     let pod = c.kubelet.run_pod(&PodOptions::default()).unwrap();

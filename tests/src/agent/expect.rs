@@ -341,22 +341,47 @@ pub fn thread_comm() -> Result<String> {
         .to_string())
 }
 
+/// Until process `pid` runs `comm` (a shell executed its last command in place).
+pub fn wait_for_comm(pid: u32, comm: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if now.trim() == comm {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("pid {pid} never ran {comm}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Waits until `pid` ignores (`SigIgn`) signal `sig`, so a signal sent next cannot kill it.
 pub fn wait_ignoring(pid: u32, sig: i32) -> Result<()> {
+    wait_mask(pid, sig, "SigIgn:", "ignored")
+}
+
+/// Until process `pid` has a handler for signal `sig` (`SigCgt` in its status): a shell's `trap`
+/// is set.
+pub fn wait_catching(pid: u32, sig: i32) -> Result<()> {
+    wait_mask(pid, sig, "SigCgt:", "caught")
+}
+
+fn wait_mask(pid: u32, sig: i32, mask: &str, what: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(5);
     let bit = 1u64 << (sig - 1);
     loop {
         let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let ignored = status
+        let set = status
             .lines()
-            .find_map(|l| l.strip_prefix("SigIgn:"))
+            .find_map(|l| l.strip_prefix(mask))
             .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
             .unwrap_or(0);
-        if ignored & bit != 0 {
+        if set & bit != 0 {
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("pid {pid} never ignored signal {sig}");
+            bail!("pid {pid} never {what} signal {sig}");
         }
         std::thread::sleep(Duration::from_millis(5));
     }

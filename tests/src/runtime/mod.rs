@@ -1,15 +1,19 @@
 //! The real container runtime in the suite: a containerd of the test's own with runc and crun
 //! ([`containerd`]), the images it runs, built offline ([`images`]), a kubelet double that drives
 //! it through the CRI ([`kubelet`]) and tells the API server double what the kubelet would
-//! ([`publish`]).
+//! ([`publish`]); a node with the API server double and the agent watching it ([`cluster`]),
+//! and what the kubelet and the controllers publish about a pod it runs ([`stage`]).
 
+pub mod cluster;
 pub mod containerd;
 pub mod host;
 pub mod images;
 pub mod kubelet;
 pub mod publish;
 pub mod spec;
+pub mod stage;
 
+pub use cluster::Cluster;
 pub use containerd::Handler;
 pub use kubelet::Kubelet;
 pub use spec::{ContainerSpec, ExecResult, Pod, PodOptions, Qos, Status};

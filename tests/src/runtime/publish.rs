@@ -96,8 +96,15 @@ pub fn publish(kubelet: &Kubelet, server: &ApiServer, node: &str, pod: &Pod) -> 
     Ok(server.put_pod(&pod_object(kubelet, node, pod)?))
 }
 
+/// `now` as the API writes a `metav1.Time`: RFC 3339 in whole seconds.
+fn now_seconds() -> Result<String> {
+    Ok(OffsetDateTime::now_utc()
+        .replace_nanosecond(0)?
+        .format(&Rfc3339)?)
+}
+
 /// Posts a core/v1 Event about container `container` of `pod`, as the kubelet's recorder does
-/// (`source.component: kubelet`); `kind` is `Normal` or `Warning`.
+/// (`source.component: kubelet`, times in whole seconds); `kind` is `Normal` or `Warning`.
 pub fn post_event(
     server: &ApiServer,
     node: &str,
@@ -105,7 +112,7 @@ pub fn post_event(
     container: &str,
     (kind, reason, message): (&str, &str, &str),
 ) -> Result<Value> {
-    let now = OffsetDateTime::now_utc().format(&Rfc3339)?;
+    let now = now_seconds()?;
     let event = json!({
         "apiVersion": "v1",
         "kind": "Event",
@@ -131,7 +138,59 @@ pub fn post_event(
         "reportingComponent": "kubelet",
         "reportingInstance": node,
     });
-    let body = serde_json::to_string(&event)?;
+    post(
+        server,
+        &format!("/api/v1/namespaces/{}/events", pod.namespace),
+        &event,
+    )
+}
+
+/// The same Event through events.k8s.io/v1, as a recorder of the new API writes it (`regarding`,
+/// `note`, `reportingController`, `eventTime` in microseconds).
+pub fn post_events_v1_event(
+    server: &ApiServer,
+    node: &str,
+    pod: &Pod,
+    container: &str,
+    (kind, reason, message): (&str, &str, &str),
+) -> Result<Value> {
+    let at = OffsetDateTime::now_utc();
+    let event_time = at
+        .replace_nanosecond(at.nanosecond() / 1000 * 1000)?
+        .format(&Rfc3339)?;
+    let event = json!({
+        "apiVersion": "events.k8s.io/v1",
+        "kind": "Event",
+        "metadata": {
+            "name": format!("{}.{}", pod.name, unique_hex(16)),
+            "namespace": pod.namespace,
+        },
+        "regarding": {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "namespace": pod.namespace,
+            "name": pod.name,
+            "uid": pod.uid,
+            "fieldPath": format!("spec.containers{{{container}}}"),
+        },
+        "reason": reason,
+        "note": message,
+        "type": kind,
+        "action": reason,
+        "eventTime": event_time,
+        "reportingController": "kubelet",
+        "reportingInstance": node,
+    });
+    post(
+        server,
+        &format!("/apis/events.k8s.io/v1/namespaces/{}/events", pod.namespace),
+        &event,
+    )
+}
+
+/// `POST path` with `body` to the double, as a client of the API does.
+fn post(server: &ApiServer, path: &str, body: &Value) -> Result<Value> {
+    let body = serde_json::to_string(body)?;
     let addr = server
         .url()
         .strip_prefix("http://")
@@ -140,17 +199,12 @@ pub fn post_event(
     let answer = crate::http::exchange(
         addr,
         &format!(
-            "POST /api/v1/namespaces/{}/events HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            pod.namespace,
+            "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         ),
     )?;
     if answer.status != 201 && answer.status != 200 {
-        bail!(
-            "posting the kubelet's Event: {} {}",
-            answer.status,
-            answer.body
-        );
+        bail!("posting an Event: {} {}", answer.status, answer.body);
     }
     Ok(serde_json::from_str(&answer.body)?)
 }
