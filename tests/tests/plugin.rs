@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use coroner_tests::agent::{Agent, Options, Record, coroner_bin};
+use coroner_tests::agent::{Agent, Record, coroner_bin};
 use coroner_tests::apiserver::ApiServer;
 use coroner_tests::apiserver::access_review::Grant;
 use coroner_tests::apiserver::objects::{replicaset, with_owner};
@@ -94,12 +94,19 @@ impl Cluster {
             "{} is missing: cargo build --release -p coroner --bins",
             plugin_bin().display()
         );
-        let kubelet = Kubelet::start(Handler::Runc).expect("containerd and the kubelet double");
-        let server = {
-            let _enter = kubelet.tokio().enter();
-            ApiServer::start().expect("the API server double starts")
-        };
-        let node = format!("node-plugin-{}", unique_hex(8));
+        // The agent as the DaemonSet runs it: callers' tokens reviewed by the API server.
+        let args = ["--http-auth", "kubernetes", "--pod-name", "coroner-agent"];
+        let node = coroner_tests::runtime::cluster::Cluster::start(
+            test,
+            Handler::Runc,
+            &[&args[..], &["--pod-namespace", AGENT_NS]].concat(),
+        )?;
+        let coroner_tests::runtime::cluster::Cluster {
+            kubelet,
+            server,
+            agent,
+            node,
+        } = node;
         server.add_token(TOKEN, USER, &[]);
         server.grant(Grant::Resource {
             user: USER.into(),
@@ -107,21 +114,6 @@ impl Cluster {
             namespace: AGENT_NS.into(),
             resource: "pods/proxy".into(),
         });
-        let agent = Agent::start_with(&Options {
-            kube: Some("on".into()),
-            node: Some(node.clone()),
-            env: vec![("KUBECONFIG".into(), server.kubeconfig().into())],
-            args: ["--http-auth", "kubernetes", "--pod-name", "coroner-agent"]
-                .into_iter()
-                .chain(["--pod-namespace", AGENT_NS])
-                .map(Into::into)
-                .collect(),
-        })
-        .expect("coroner starts with --kube on");
-        let up = kubelet
-            .tokio()
-            .block_on(server.wait_until(Duration::from_secs(10), |s| s.open_watches() >= 1));
-        assert!(up, "the agent's pod watch is open:\n{}", agent.log_tail());
         let dir = tempfile::tempdir().expect("a temporary directory");
         let kubeconfig = exec_kubeconfig(&server, dir.path());
         Some(Self {
