@@ -1,6 +1,7 @@
-//! deploy/ as it ships: the alert rules checked and unit-tested by the real promtool, and the
-//! manifests (built by kustomize, as `kubectl apply -k deploy/` would) checked for what they
-//! promise. The checks live in deploy/test/ so they can run without cargo too.
+//! deploy/ as it ships: the alert rules and the dashboard's queries checked and unit-tested by
+//! the real promtool, and the manifests (built by kustomize, as `kubectl apply -k deploy/`
+//! would) checked for what they promise. The checks live in deploy/test/ so they can run
+//! without cargo too.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -30,6 +31,18 @@ fn deploy_test_with(script: &str, args: &[&str]) -> (bool, String) {
 fn alert_rules_pass_promtool_check_and_unit_tests() {
     let (ok, out) = deploy_test("rules.sh");
     assert!(ok, "deploy/test/rules.sh failed:\n{out}");
+    assert!(
+        out.contains("SUCCESS"),
+        "promtool reported no success:\n{out}"
+    );
+}
+
+/// The dashboard's death counts (first deaths, series retired and born again, a scrape gap, a
+/// range longer than a series' life), with the real promtool.
+#[test]
+fn dashboard_queries_count_deaths_right() {
+    let (ok, out) = deploy_test("dashboard.sh");
+    assert!(ok, "deploy/test/dashboard.sh failed:\n{out}");
     assert!(
         out.contains("SUCCESS"),
         "promtool reported no success:\n{out}"
