@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use crate::export::AuthMode;
+use crate::export::{AuthMode, MetricsConfig};
 use crate::kube::{EventTypes, KubeMode, NamespaceFilter};
 
 #[derive(clap::Parser, Debug, Clone)]
@@ -66,6 +66,10 @@ pub struct Args {
         value_delimiter = ','
     )]
     pub exclude_namespaces: Vec<String>,
+    /// Seconds a pod's series stay at /metrics after the pod was last known to exist (in the pod
+    /// index; standalone, at its last death).
+    #[arg(long = "metrics-retention-seconds", env = "CORONER_METRICS_RETENTION_SECONDS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..))]
+    pub metrics_retention_seconds: u64,
     /// Who may read /v1/terminations: anyone who reaches the port (off), or a caller whose
     /// bearer token and access the API server reviews (kubernetes; docs/access.md).
     #[arg(long = "http-auth", env = "CORONER_HTTP_AUTH", value_enum, default_value_t = AuthMode::Off)]
@@ -133,6 +137,13 @@ impl Args {
             self.namespaces.iter().cloned(),
             self.exclude_namespaces.iter().cloned(),
         )
+    /// The metrics flags.
+    #[must_use]
+    pub fn metrics(&self) -> MetricsConfig {
+        MetricsConfig {
+            retention: std::time::Duration::from_secs(self.metrics_retention_seconds),
+            ..MetricsConfig::default()
+        }
     }
 
     /// `--node-name`, or the hostname.

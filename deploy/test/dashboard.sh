@@ -85,7 +85,7 @@ fi
     n=0
     while IFS= read -r expr; do
         n=$((n + 1))
-        expr=$(printf '%s' "$expr" | sed -e 's/\$__rate_interval/2m/g' -e 's/\$__range/6h/g' \
+        expr=$(printf '%s' "$expr" | sed -e 's/\$__rate_interval/2m/g' -e 's/\$__interval/1m/g' -e 's/\$__range/6h/g' \
             -e 's/\$cluster/.*/g' -e 's/\$namespace/.*/g' -e 's/\$pod/.*/g' -e 's/\$node/.*/g')
         echo "      - record: dashboard:query$n"
         printf '        expr: %s\n' "$(printf '%s' "$expr" | jq -Rs .)"

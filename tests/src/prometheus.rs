@@ -44,6 +44,13 @@ pub struct Sample {
     pub value: f64,
 }
 
+/// One series of a range query: its values by Unix time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Series {
+    pub labels: BTreeMap<String, String>,
+    pub values: Vec<(f64, f64)>,
+}
+
 /// Prometheus as a child process, killed on drop.
 pub struct Prometheus {
     child: Option<Child>,
@@ -159,20 +166,69 @@ scrape_configs:
 
     /// `GET /api/v1/query?query=…`: the instant vector now.
     pub fn query(&self, promql: &str) -> Result<Vec<Sample>> {
-        let path = format!("/api/v1/query?query={}", percent_encode(promql));
-        let Response { status, body, .. } = http::get(self.addr, &path)?;
+        self.instant(promql, "")
+    }
+
+    /// The instant vector at `time` (Unix seconds).
+    pub fn query_at(&self, promql: &str, time: f64) -> Result<Vec<Sample>> {
+        self.instant(promql, &format!("&time={time:.3}"))
+    }
+
+    fn instant(&self, promql: &str, time: &str) -> Result<Vec<Sample>> {
+        let path = format!("/api/v1/query?query={}{time}", percent_encode(promql));
+        let answer = self.api(promql, &path, "vector")?;
+        answer["data"]["result"]
+            .as_array()
+            .with_context(|| format!("{promql}: no result in {answer}"))?
+            .iter()
+            .map(|s| sample(promql, s))
+            .collect()
+    }
+
+    /// `GET /api/v1/query_range`: every series of `promql` evaluated from `start` to `end`
+    /// (Unix seconds) every `step` seconds.
+    pub fn query_range(
+        &self,
+        promql: &str,
+        start: f64,
+        end: f64,
+        step: f64,
+    ) -> Result<Vec<Series>> {
+        let path = format!(
+            "/api/v1/query_range?query={}&start={start:.3}&end={end:.3}&step={step}",
+            percent_encode(promql)
+        );
+        let answer = self.api(promql, &path, "matrix")?;
+        let series = answer["data"]["result"]
+            .as_array()
+            .with_context(|| format!("{promql}: no result in {answer}"))?;
+        series
+            .iter()
+            .map(|s| {
+                let labels = labels(promql, s)?;
+                let values = s["values"]
+                    .as_array()
+                    .with_context(|| format!("{promql}: a series without values: {s}"))?
+                    .iter()
+                    .map(|point| point_of(promql, point))
+                    .collect::<Result<_>>()?;
+                Ok(Series { labels, values })
+            })
+            .collect()
+    }
+
+    /// One API answer, `success` with a result of `result_type`.
+    fn api(&self, promql: &str, path: &str, result_type: &str) -> Result<Value> {
+        let Response { status, body, .. } = http::get(self.addr, path)?;
         let answer: Value = serde_json::from_str(&body)
             .with_context(|| format!("{promql}: answer is not JSON ({status}): {body}"))?;
         if status != 200 || answer["status"] != "success" {
             bail!("{promql}: {status} {answer}");
         }
-        if answer["data"]["resultType"] != "vector" {
-            bail!("{promql}: not an instant vector: {answer}");
+        if answer["data"]["resultType"] != result_type {
+            bail!("{promql}: not a {result_type}: {answer}");
         }
-        let series = answer["data"]["result"]
-            .as_array()
-            .with_context(|| format!("{promql}: no result in {answer}"))?;
-        series.iter().map(|s| sample(promql, s)).collect()
+        Ok(answer)
     }
 
     /// Queries `promql` until `ok` holds of the answer; fails after `limit` with the last one.
@@ -231,18 +287,26 @@ impl Drop for Prometheus {
     }
 }
 
-fn sample(promql: &str, series: &Value) -> Result<Sample> {
-    let labels = series["metric"]
+fn labels(promql: &str, series: &Value) -> Result<BTreeMap<String, String>> {
+    Ok(series["metric"]
         .as_object()
         .with_context(|| format!("{promql}: a series without labels: {series}"))?
         .iter()
         .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-        .collect();
-    // `[unix time, "value"]`: the value is a string, as in every Prometheus answer.
-    let value = series["value"][1]
-        .as_str()
-        .and_then(|v| v.parse().ok())
-        .with_context(|| format!("{promql}: a series without a value: {series}"))?;
+        .collect())
+}
+
+/// `[unix time, "value"]`: the value is a string, as in every Prometheus answer.
+fn point_of(promql: &str, point: &Value) -> Result<(f64, f64)> {
+    let time = point[0].as_f64();
+    let value = point[1].as_str().and_then(|v| v.parse().ok());
+    time.zip(value)
+        .with_context(|| format!("{promql}: not a [time, value] point: {point}"))
+}
+
+fn sample(promql: &str, series: &Value) -> Result<Sample> {
+    let labels = labels(promql, series)?;
+    let (_, value) = point_of(promql, &series["value"])?;
     Ok(Sample { labels, value })
 }
 

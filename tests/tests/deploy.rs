@@ -1,8 +1,8 @@
-//! deploy/ as it ships: the alert rules checked and unit-tested by the real promtool, the
-//! manifests (built by kustomize, as `kubectl apply -k` would: the base, the overlays with the
-//! Prometheus Operator's components, a user's overlay elsewhere) checked for what they promise,
-//! and the Grafana dashboard's queries. The checks live in deploy/test/ so they can run without
-//! cargo too.
+//! deploy/ as it ships: the alert rules and the dashboard's death counts checked and
+//! unit-tested by the real promtool, the manifests (built by kustomize, as `kubectl apply -k`
+//! would: the base, the overlays with the Prometheus Operator's components, a user's overlay
+//! elsewhere) checked for what they promise, and the Grafana dashboard's queries. The checks live
+//! in deploy/test/ so they can run without cargo too.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -36,6 +36,18 @@ fn deploy_test_with(script: &str, args: &[&str]) -> (bool, String) {
 fn alert_rules_pass_promtool_check_and_unit_tests() {
     let (ok, out) = deploy_test("rules.sh");
     assert!(ok, "deploy/test/rules.sh failed:\n{out}");
+    assert!(
+        out.contains("SUCCESS"),
+        "promtool reported no success:\n{out}"
+    );
+}
+
+/// The dashboard's death counts (first deaths, series retired and born again, a scrape gap, a
+/// range longer than a series' life), with the real promtool.
+#[test]
+fn dashboard_queries_count_deaths_right() {
+    let (ok, out) = deploy_test("dashboard-counts.sh");
+    assert!(ok, "deploy/test/dashboard-counts.sh failed:\n{out}");
     assert!(
         out.contains("SUCCESS"),
         "promtool reported no success:\n{out}"

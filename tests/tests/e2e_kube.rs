@@ -115,9 +115,10 @@ fn real_deaths_carry_pod_container_and_workload_and_become_events() {
     let labels = [
         ("namespace", NS),
         ("pod", api_pod.as_str()),
+        ("uid", api.pod_uid.as_str()),
         ("container", "api"),
-        ("owner_kind", "Deployment"),
-        ("owner_name", "api"),
+        ("workload_kind", "Deployment"),
+        ("workload_name", "api"),
         ("scope", "memcg"),
     ];
     assert_eq!(

@@ -1,15 +1,16 @@
 //! End to end with the monitoring side: a real Prometheus (Debian's package) scrapes the real
 //! `coroner` binary every second while processes die in kubelet-style memory cgroups, and the
-//! deaths must be queryable through Prometheus' HTTP API; `promtool check metrics` must accept
-//! the agent's real exposition. Needs root and `/usr/bin/prometheus` (`cargo xtask test`
+//! deaths must be queryable through Prometheus' HTTP API, counted right over a range in which a
+//! series is born, retired and born again; `promtool check metrics` must accept the agent's real
+//! exposition. Needs root and `/usr/bin/prometheus` (`cargo xtask test`
 //! installs it); a missing Prometheus fails these tests, it does not skip them.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use coroner::export::LossStage;
 use coroner_tests::agent::expect::{Container, death};
-use coroner_tests::agent::{Agent, Record};
+use coroner_tests::agent::{Agent, Options, Record};
 use coroner_tests::cgroups::Layout;
 use coroner_tests::prometheus::{self, Prometheus, Sample};
 use coroner_tests::victim::{reap, signal_pid};
@@ -182,5 +183,115 @@ fn promtool_check_metrics_accepts_the_real_exposition() {
         lint.success,
         "promtool check metrics found problems in the agent's /metrics:\n{}\n--- the exposition:\n{}",
         lint.output, metrics.body
+    );
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs_f64()
+}
+
+/// A vector of one sample of `want`.
+fn single(want: f64) -> impl Fn(&[Sample]) -> bool {
+    move |s| s.len() == 1 && (s[0].value - want).abs() < 1e-9
+}
+
+/// One `exit 1` as the init of container `c`, recorded.
+fn exit_1(agent: &mut Agent, c: &Container) -> Record {
+    let child = c.spawn(&["exit", "1"]).unwrap();
+    let pid = child.id();
+    reap(child).unwrap();
+    let record = agent.wait_for_pid(pid, RECORD_WAIT).unwrap();
+    assert_eq!(record.reason(), "Error", "{}", record.json);
+    record
+}
+
+/// What the alerts and the dashboard count (docs/metrics.md, "Counting deaths"): each step's
+/// gain of `series`, at a step of one second (the scrape interval).
+fn gains(series: &str) -> String {
+    format!("{series} - (last_over_time({series}[15m] offset 1s) <= {series} or {series} * 0)")
+}
+
+/// A pod's series is born at 1, counts a second death, is retired (standalone: the retention
+/// after its last death, 5 s here) and born again at 1 by a third death. Prometheus, asked over
+/// the whole range as the alerts (a subquery) and the dashboard's graphs (a range query) ask,
+/// counts 3; `increase()` does not. The deaths are those of three containers' inits in one pod:
+/// standalone their series are one (`container` unknown), and a second process exiting in one
+/// container would be a child's plain exit, not recorded.
+#[test]
+fn a_series_born_retired_and_born_again_is_counted_whole_over_a_range() {
+    let options = Options {
+        args: vec!["--metrics-retention-seconds".into(), "5".into()],
+        ..Options::default()
+    };
+    let mut agent = Agent::start_with(&options).unwrap();
+    let mut prometheus = Prometheus::start(JOB, agent.addr()).unwrap();
+    prometheus
+        .wait_for(&format!("up{{job=\"{JOB}\"}}"), SCRAPE_WAIT, |s| {
+            s.len() == 1 && (s[0].value - 1.0).abs() < f64::EPSILON
+        })
+        .unwrap();
+    let c = Container::new(Layout::CgroupfsBurstable).unwrap();
+    let (second, third) = (c.sibling().unwrap(), c.sibling().unwrap());
+    // The pod's uid (from the cgroup path, standalone too) keeps deaths staged elsewhere out.
+    let series = format!(
+        "coroner_terminations_total{{uid=\"{}\",reason=\"Error\"}}",
+        c.pod_uid
+    );
+    let sum = format!("sum({series})");
+    let start = unix_now() - 2.0;
+
+    let first = exit_1(&mut agent, &c);
+    assert_eq!(first.record.pod_uid.as_deref(), Some(c.pod_uid.as_str()));
+    prometheus.wait_for(&sum, SCRAPE_WAIT, single(1.0)).unwrap();
+    exit_1(&mut agent, &second);
+    prometheus.wait_for(&sum, SCRAPE_WAIT, single(2.0)).unwrap();
+    // Retired by the agent, marked stale by Prometheus.
+    prometheus
+        .wait_for(&series, SCRAPE_WAIT, <[Sample]>::is_empty)
+        .unwrap();
+    assert!(
+        !agent.get("/metrics").unwrap().body.contains(&c.pod_uid),
+        "the agent still has series of the pod"
+    );
+    let reborn = exit_1(&mut agent, &third);
+    prometheus.wait_for(&sum, SCRAPE_WAIT, single(1.0)).unwrap();
+    // A step of the grid after the scrape that saw it (the series stays 5 s).
+    std::thread::sleep(Duration::from_millis(1500));
+    let end = unix_now();
+
+    // The alerts' and the tables' form: one instant query over the range.
+    #[expect(clippy::cast_possible_truncation, reason = "a minute or so")]
+    let range = (end - start).ceil() as u64 + 1;
+    let subquery = format!("sum(sum_over_time(({})[{range}s:1s]))", gains(&series));
+    let counted = prometheus.query_at(&subquery, end).unwrap();
+    assert!(
+        single(3.0)(&counted),
+        "{subquery} = {counted:?}, three deaths"
+    );
+    // The graphs' form: every step's gain, summed over the range.
+    let per_step = format!("sum({})", gains(&series));
+    let steps = prometheus.query_range(&per_step, start, end, 1.0).unwrap();
+    let total: f64 = steps.iter().flat_map(|s| &s.values).map(|(_, v)| v).sum();
+    assert!(
+        (total - 3.0).abs() < 1e-9,
+        "{per_step} over the range: {steps:?}"
+    );
+    let increase = format!("sum(increase({series}[{range}s]))");
+    println!(
+        "{subquery} = 3; {increase} = {:?}",
+        prometheus.query_at(&increase, end).unwrap()
+    );
+
+    // Prometheus read the `_created` of the series born again: the time of its first death.
+    let created = format!("coroner_terminations_created{{uid=\"{}\"}}", c.pod_uid);
+    let created = prometheus.query_at(&created, end).unwrap();
+    #[expect(clippy::cast_precision_loss, reason = "seconds")]
+    let born = reborn.record.time.unix_timestamp_nanos() as f64 / 1e9;
+    assert!(
+        created.len() == 1 && (created[0].value - born).abs() < 0.01,
+        "{created:?} vs {born}"
     );
 }

@@ -21,8 +21,8 @@ use crate::cli::Args;
 use crate::correlate::{BootClock, Correlator, CorrelatorConfig, page_size};
 use crate::events::EventReader;
 use crate::export::{
-    Access, AccessConfig, AuthMode, HttpState, JsonLines, KubeReviewer, Metrics, MetricsConfig,
-    Readiness, RecentRecords,
+    Access, AccessConfig, AuthMode, HttpState, JsonLines, KubeReviewer, Metrics, Readiness,
+    RecentRecords,
 };
 use crate::kube::{self, KubeClient, KubeOptions};
 use crate::probes::Probes;
@@ -100,7 +100,7 @@ pub async fn run(args: Args, privileged: Privileged) -> anyhow::Result<()> {
         hierarchy,
     } = privileged;
     let node = args.node();
-    let metrics = Metrics::new(MetricsConfig::default());
+    let metrics = Metrics::new(args.metrics());
     let recent = RecentRecords::new(RECENT_RECORDS);
     let readiness = Readiness::not_ready("starting");
     for probe in &probes.status {
@@ -269,10 +269,12 @@ async fn connect_kube(
     Ok(kube)
 }
 
-/// Every 30 s: drop the series of pods gone for a while.
+/// Every 30 s (a quarter of the retention when that is shorter, at least a second): drop the
+/// series of pods gone for the retention. A pod is found gone up to an interval late.
 fn spawn_housekeeping(metrics: Metrics) -> tokio::task::JoinHandle<()> {
+    let every = (metrics.retention() / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        let mut tick = tokio::time::interval(every);
         // The first tick is immediate: nothing is old yet.
         tick.tick().await;
         loop {

@@ -206,13 +206,20 @@ async fn metrics_are_openmetrics_text_for_who_asks_and_classic_text_otherwise() 
     let labels = [
         ("namespace", "shop"),
         ("pod", "cart-7f9c"),
+        ("uid", "1"),
         ("container", "app"),
-        ("owner_kind", ""),
-        ("owner_name", ""),
+        ("workload_kind", ""),
+        ("workload_name", ""),
         ("reason", "OOMKilled"),
         ("main_process", "true"),
     ];
     assert_eq!(e.value("coroner_terminations_total", &labels), 1.0);
+    // OpenMetrics only: the series' birth, the record's time.
+    assert_eq!(
+        e.value("coroner_terminations_created", &labels),
+        1_700_000_000.123
+    );
+    assert!(!classic.body.contains("_created"), "{}", classic.body);
     assert_eq!(
         e.value("coroner_events_lost_total", &[("stage", "kernel")]),
         0.0

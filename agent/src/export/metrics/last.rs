@@ -6,15 +6,15 @@
 //!
 //! Only the death of a container's init (role `init`) is the container's termination. A
 //! container's series live as long as its pod: removed once the pod has left the agent's pod
-//! index (deleted, and its retention over), checked at each sweep; without the API (or while
-//! the pod watch is down) after the per-pod retention without a death, like the other per-pod
-//! series. At most `max` containers: the one touched longest ago makes room.
+//! index (deleted, and the index's own retention over), checked at each sweep, as KSM drops its
+//! own; without the API (or while the pod watch is down) the per-pod retention after the pod
+//! was last known to exist, like the other per-pod series. At most `max` containers: the one
+//! touched longest ago makes room.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::time::Instant;
 
-use super::text::{Format, push_label};
+use super::text::{Format, push_label, push_seconds, unix_seconds};
 use crate::record::{Initiator, Reason, Role, TerminationRecord};
 
 #[derive(Debug)]
@@ -28,6 +28,8 @@ struct Last {
     /// Unix seconds, as the record dates the death.
     at: f64,
     touched: Instant,
+    /// When the pod was last known to exist: the death, or a sweep that found it.
+    seen: Instant,
 }
 
 #[derive(Debug)]
@@ -92,8 +94,7 @@ impl LastTerminations {
                 evicted += 1;
             }
         }
-        #[expect(clippy::cast_precision_loss, reason = "seconds with ms precision")]
-        let at = (r.time.unix_timestamp_nanos() / 1_000_000) as f64 / 1000.0;
+        let at = unix_seconds(r);
         self.containers.insert(
             labels.clone().into_boxed_str(),
             Last {
@@ -104,17 +105,30 @@ impl LastTerminations {
                 cause: r.cause.as_ref().map(|c| c.reason),
                 at,
                 touched: now,
+                seen: now,
             },
         );
         evicted
     }
 
-    /// Drops the containers of pods gone: `present(uid)` says whether the pod is still there
-    /// (`None`: cannot tell, then those untouched since `cutoff` go). Returns how many went.
-    pub fn sweep(&mut self, present: &dyn Fn(&str) -> Option<bool>, cutoff: Instant) -> usize {
+    /// A sweep at `now`: drops the containers of pods gone; `present(uid)` says whether the
+    /// pod is still there (`None`: cannot tell, then those not known to exist since `cutoff`
+    /// go). Returns how many went.
+    pub fn sweep(
+        &mut self,
+        present: &dyn Fn(&str) -> Option<bool>,
+        now: Instant,
+        cutoff: Option<Instant>,
+    ) -> usize {
         let before = self.containers.len();
-        self.containers
-            .retain(|_, l| present(&l.pod_uid).unwrap_or(l.touched >= cutoff));
+        self.containers.retain(|_, l| match present(&l.pod_uid) {
+            Some(true) => {
+                l.seen = l.seen.max(now);
+                true
+            }
+            Some(false) => false,
+            None => cutoff.is_none_or(|cutoff| l.seen >= cutoff),
+        });
         before - self.containers.len()
     }
 
@@ -162,7 +176,8 @@ impl LastTerminations {
                     out.push_str("\"} 1\n");
                 } else {
                     out.extend([TIMESTAMP, "{", &l.labels, "} "]);
-                    let _ = writeln!(out, "{:.3}", l.at);
+                    push_seconds(out, l.at);
+                    out.push('\n');
                 }
             }
             cursor.family += 1;
@@ -243,12 +258,16 @@ mod tests {
         last.observe(&death("gone", "app"), t0);
         last.observe(&death("here", "app"), t0);
         let present = |uid: &str| Some(uid == "uid-here");
-        assert_eq!(last.sweep(&present, t0), 1);
+        // An hour after the deaths: the pod still there keeps its series.
+        let hour = t0 + Duration::from_hours(1);
+        assert_eq!(last.sweep(&present, hour, Some(t0)), 1);
         assert_eq!(last.len(), 1);
-        // The watch is down: only the retention applies.
+        // The watch is down: the retention runs from when the pod was last seen, not from its
+        // death an hour ago.
         let unknown = |_: &str| None;
-        assert_eq!(last.sweep(&unknown, t0), 0);
-        assert_eq!(last.sweep(&unknown, t0 + Duration::from_secs(1)), 1);
+        assert_eq!(last.sweep(&unknown, hour, Some(hour)), 0);
+        let later = hour + Duration::from_secs(1);
+        assert_eq!(last.sweep(&unknown, later, Some(later)), 1);
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! The Prometheus registry: what deaths, losses and the agent's health look like at `/metrics`.
 //!
 //! Per-pod series (terminations, OOM kills, exec failures, memory gauges) are remembered by pod
-//! and removed by [`Metrics::sweep`] once the pod has been quiet for the retention, or when the
-//! pod cap pushes them out; the rest have closed label sets and live for the whole run.
+//! (namespace, name and uid) and live while the pod index has the pod; [`Metrics::sweep`]
+//! removes them the retention after the pod was last known to exist (in the index, or, without
+//! one, at its last death), or the pod cap pushes them out; the rest have closed label sets and
+//! live for the whole run.
 //!
 //! The per-pod families are the cardinality (100k series on a busy node), so they are not
 //! prometheus-client `Family`s: `series` keeps them compactly (label blocks escaped once per
@@ -21,6 +23,8 @@ mod families;
 mod inventory_tests;
 mod labels;
 mod last;
+#[cfg(test)]
+mod lifecycle_tests;
 #[cfg(test)]
 mod oracle_tests;
 mod scrape;
@@ -51,7 +55,8 @@ pub const AUTH_DECISIONS: [&str; 4] = ["allowed", "unauthenticated", "forbidden"
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MetricsConfig {
-    /// How long a pod's series stay after its last death.
+    /// How long a pod's series stay after the pod was last known to exist: the last sweep that
+    /// found it in the pod index, or, when the index cannot tell, its last death.
     pub retention: Duration,
     /// How many pods may have series at once; the least recently seen one makes room.
     pub max_pods: usize,
@@ -214,7 +219,8 @@ impl Metrics {
         }
     }
 
-    /// Removes the series of every pod without a death for longer than the retention, and the
+    /// Removes the series of every pod not known to exist for longer than the retention (not
+    /// in the pod index, or, when the index cannot tell, without a death), and the
     /// last-termination series of containers whose pod is gone; returns how many pods were
     /// forgotten.
     #[expect(
@@ -222,19 +228,24 @@ impl Metrics {
         reason = "called for its effect; the count is for logs"
     )]
     pub fn sweep(&self, now: Instant) -> usize {
-        let Some(cutoff) = now.checked_sub(self.inner.retention) else {
-            return 0;
-        };
-        let expired = lock(&self.inner.series).expire(cutoff);
+        // None this early after boot: nothing is that old.
+        let cutoff = now.checked_sub(self.inner.retention);
         let present = |uid: &str| self.inner.pods.get().and_then(|f| f(uid));
+        let expired = lock(&self.inner.series).expire(&present, now, cutoff);
         // Not a drop: these follow their pod, and go with it.
-        lock(&self.inner.last).sweep(&present, cutoff);
+        lock(&self.inner.last).sweep(&present, now, cutoff);
         self.inner
             .families
             .pod_series_dropped
             .get_or_create(&CauseLabels { cause: "expired" })
             .inc_by(expired as u64);
         expired
+    }
+
+    /// How long a pod's series outlive what is known of it ([`MetricsConfig::retention`]).
+    #[must_use]
+    pub fn retention(&self) -> Duration {
+        self.inner.retention
     }
 
     /// How many pods currently have series.
@@ -261,8 +272,9 @@ impl Metrics {
         }
     }
 
-    /// Where [`Metrics::sweep`] asks whether a pod is still in the pod index: a container's
-    /// last-termination series live as long as its pod. The first call wins.
+    /// Where [`Metrics::sweep`] asks whether a pod is still in the pod index (`None`: the watch
+    /// is down): per-pod series live as long as their pod, and the retention after. The first
+    /// call wins.
     pub fn watch_pods(&self, present: impl Fn(&str) -> Option<bool> + Send + Sync + 'static) {
         if self.inner.pods.set(Box::new(present)).is_err() {
             tracing::warn!("the pod index is already watched; ignoring a second source");

@@ -1,23 +1,27 @@
 //! The per-pod series (terminations, OOM kills, exec failures, memory gauges), stored compactly
 //! and bounded: what keeps `/metrics` cheap at 100k series and cardinality bounded.
 //!
-//! A pod's label block (`namespace="…",pod="…"`) is escaped once and is the pod's key; each
-//! container's and each owner's label block likewise, once per pod. A series is then a few
-//! bytes of what varies (verdict, scope, errno) and its value, next to its siblings, so a scrape
-//! copies pre-escaped blocks and walks memory in order. Forgetting a pod (quiet for the
-//! retention, or pushed out by the cap) drops its entry, and with it every series it had.
+//! A pod's label block (`namespace="…",pod="…",uid="…"`) is escaped once and is the pod's key;
+//! each container's and each workload's label block likewise, once per pod. A series is then a
+//! few bytes of what varies (verdict, scope, errno), its value and when it was born, next to its
+//! siblings, so a scrape copies pre-escaped blocks and walks memory in order.
+//!
+//! A pod's series live while the pod index has the pod, and for the retention after the last
+//! sweep that found it there; without an index (standalone, the watch down, a pod without a
+//! uid) for the retention after its last death. Forgetting a pod (so, or pushed out by the
+//! cap) drops its entry, and with it every series it had.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::text::{push_escaped, push_label};
+use super::text::{push_escaped, push_label, unix_seconds};
 use crate::record::{Initiator, OomScope, Reason, TerminationRecord};
 
 #[derive(Debug)]
 pub(super) struct TerminationCount {
-    /// Index into the pod's owners.
-    pub owner: u32,
+    /// Index into the pod's workloads.
+    pub workload: u32,
     pub reason: Reason,
     pub main_process: bool,
     /// An enum of 17 values: the label stays bounded.
@@ -25,13 +29,16 @@ pub(super) struct TerminationCount {
     /// The verdict of the child's death that explains an init's exit: 11 values or none.
     pub cause: Option<Reason>,
     pub count: u64,
+    /// Unix seconds of the death that made the series: its `OpenMetrics` `_created`.
+    pub created: f64,
 }
 
 #[derive(Debug)]
 pub(super) struct OomCount {
-    pub owner: u32,
+    pub workload: u32,
     pub scope: OomScope,
     pub count: u64,
+    pub created: f64,
 }
 
 #[derive(Debug)]
@@ -39,6 +46,7 @@ pub(super) struct ExecFailureCount {
     /// Escaped.
     pub errno: Box<str>,
     pub count: u64,
+    pub created: f64,
 }
 
 /// One container's series; unknown metadata is the empty string.
@@ -56,28 +64,35 @@ pub(super) struct ContainerSeries {
 
 #[derive(Debug)]
 pub(super) struct PodSeries {
-    pub last_touched: Instant,
-    /// `owner_kind="…",owner_name="…"` blocks, escaped; usually one, two when the workload
-    /// became known after the first death.
-    owners: Vec<Box<str>>,
+    /// The pod's uid as the record has it (unescaped), asked of the pod index; empty when
+    /// unknown.
+    uid: Box<str>,
+    /// When the last death was counted.
+    last_death: Instant,
+    /// When the pod was last known to exist: its last death, or the last sweep that found it
+    /// in the pod index. The retention runs from here.
+    seen: Instant,
+    /// `workload_kind="…",workload_name="…"` blocks, escaped; usually one, two when the
+    /// workload became known after the first death.
+    workloads: Vec<Box<str>>,
     pub containers: Vec<ContainerSeries>,
 }
 
 impl PodSeries {
-    pub fn owner(&self, index: u32) -> &str {
-        self.owners.get(index as usize).map_or("", |o| o)
+    pub fn workload(&self, index: u32) -> &str {
+        self.workloads.get(index as usize).map_or("", |o| o)
     }
 
-    fn owner_index(&mut self, block: &str) -> u32 {
+    fn workload_index(&mut self, block: &str) -> u32 {
         let at = self
-            .owners
+            .workloads
             .iter()
             .position(|o| **o == *block)
             .unwrap_or_else(|| {
-                self.owners.push(block.into());
-                self.owners.len() - 1
+                self.workloads.push(block.into());
+                self.workloads.len() - 1
             });
-        // Four billion owners of one pod would not fit in memory first.
+        // Four billion workloads of one pod would not fit in memory first.
         u32::try_from(at).unwrap_or(u32::MAX)
     }
 
@@ -99,6 +114,20 @@ impl PodSeries {
                 self.containers.len() - 1
             });
         &mut self.containers[at]
+    }
+
+    /// Whether the pod stays at a sweep at `now`: asks the pod index, else the retention.
+    fn stays(
+        &mut self,
+        present: &dyn Fn(&str) -> Option<bool>,
+        now: Instant,
+        cutoff: Option<Instant>,
+    ) -> bool {
+        if !self.uid.is_empty() && present(&self.uid) == Some(true) {
+            self.seen = self.seen.max(now);
+            return true;
+        }
+        cutoff.is_none_or(|cutoff| self.seen >= cutoff)
     }
 
     /// How many series the pod has.
@@ -126,8 +155,8 @@ fn bytes_gauge(value: u64) -> i64 {
 /// All pods with series, bounded by `max_pods`.
 #[derive(Debug)]
 pub(super) struct SeriesIndex {
-    /// By the pod's label block, `namespace="…",pod="…"` escaped; shared with scrapes under
-    /// way, which name the pods they have yet to write by it.
+    /// By the pod's label block, `namespace="…",pod="…",uid="…"` escaped; shared with scrapes
+    /// under way, which name the pods they have yet to write by it.
     pods: HashMap<Arc<str>, PodSeries>,
     max_pods: usize,
 }
@@ -153,34 +182,57 @@ impl SeriesIndex {
         self.pods.get(key)
     }
 
-    /// Counts the record in its pod's series, touched at `now`; returns how many pods were
-    /// pushed out to make room for it.
-    pub fn observe(&mut self, record: &TerminationRecord, now: Instant) -> usize {
+    /// The pod's entry, made (room first) when it has none; and how many pods made room.
+    fn entry(
+        &mut self,
+        record: &TerminationRecord,
+        now: Instant,
+    ) -> (Option<&mut PodSeries>, usize) {
         let text = Option::unwrap_or_default;
+        let uid = text(record.pod_uid.as_deref());
         let mut key = String::new();
         push_label(&mut key, "namespace", text(record.namespace.as_deref()));
         key.push(',');
         push_label(&mut key, "pod", text(record.pod.as_deref()));
+        key.push(',');
+        push_label(&mut key, "uid", uid);
         let mut evicted = 0;
         if !self.pods.contains_key(key.as_str()) {
             evicted = self.make_room();
             let pod = PodSeries {
-                last_touched: now,
-                owners: Vec::new(),
+                uid: uid.into(),
+                last_death: now,
+                seen: now,
+                workloads: Vec::new(),
                 containers: Vec::new(),
             };
             self.pods.insert(Arc::from(key.as_str()), pod);
         }
-        let Some(pod) = self.pods.get_mut(key.as_str()) else {
-            return evicted;
+        let pod = self.pods.get_mut(key.as_str());
+        if let Some(pod) = pod {
+            pod.last_death = pod.last_death.max(now);
+            pod.seen = pod.seen.max(now);
+            return (Some(pod), evicted);
+        }
+        (None, evicted)
+    }
+
+    /// Counts the record in its pod's series, touched at `now`; returns how many pods were
+    /// pushed out to make room for it.
+    pub fn observe(&mut self, record: &TerminationRecord, now: Instant) -> usize {
+        let text = Option::unwrap_or_default;
+        let created = unix_seconds(record);
+        let (Some(pod), evicted) = self.entry(record, now) else {
+            return 0;
         };
-        pod.last_touched = now;
 
         let mut block = String::new();
-        push_label(&mut block, "owner_kind", text(record.owner_kind.as_deref()));
+        let kind = record.owner_kind.as_deref();
+        push_label(&mut block, "workload_kind", text(kind));
         block.push(',');
-        push_label(&mut block, "owner_name", text(record.owner_name.as_deref()));
-        let owner = pod.owner_index(&block);
+        let name = record.owner_name.as_deref();
+        push_label(&mut block, "workload_name", text(name));
+        let workload = pod.workload_index(&block);
         block.clear();
         push_label(&mut block, "container", text(record.container.as_deref()));
         let c = pod.container(&block);
@@ -189,7 +241,7 @@ impl SeriesIndex {
             (record.reason, record.main_process, record.initiator);
         let cause = record.cause.as_ref().map(|c| c.reason);
         let found = c.terminations.iter_mut().find(|t| {
-            t.owner == owner
+            t.workload == workload
                 && t.reason == reason
                 && t.main_process == main_process
                 && t.initiator == initiator
@@ -198,12 +250,13 @@ impl SeriesIndex {
         match found {
             Some(t) => t.count += 1,
             None => c.terminations.push(TerminationCount {
-                owner,
+                workload,
                 reason,
                 main_process,
                 initiator,
                 cause,
                 count: 1,
+                created,
             }),
         }
         if let Some(oom) = &record.oom {
@@ -211,13 +264,14 @@ impl SeriesIndex {
             match c
                 .oom_kills
                 .iter_mut()
-                .find(|o| o.owner == owner && o.scope == scope)
+                .find(|o| o.workload == workload && o.scope == scope)
             {
                 Some(o) => o.count += 1,
                 None => c.oom_kills.push(OomCount {
-                    owner,
+                    workload,
                     scope,
                     count: 1,
+                    created,
                 }),
             }
             // An unknown RSS leaves the last known one: never a 0 that reads as a figure.
@@ -239,22 +293,24 @@ impl SeriesIndex {
                 None => c.exec_failures.push(ExecFailureCount {
                     errno: block.into_boxed_str(),
                     count: 1,
+                    created,
                 }),
             }
         }
         evicted
     }
 
-    /// Removes the least recently touched pods until one more fits.
+    /// Removes the pods least recently known to exist until one more fits.
     fn make_room(&mut self) -> usize {
         let mut evicted = 0;
         while self.pods.len() >= self.max_pods {
             // A linear scan per new pod at the cap: the cap is thousands, new pods are rare
-            // next to the scrape and sweep work, and it keeps a single map to get right.
+            // next to the scrape and sweep work, and it keeps a single map to get right. Pods
+            // the index has are all seen at the last sweep: the one quiet longest goes first.
             let Some(oldest) = self
                 .pods
                 .iter()
-                .min_by_key(|(_, pod)| pod.last_touched)
+                .min_by_key(|(_, pod)| (pod.seen, pod.last_death))
                 .map(|(k, _)| Arc::clone(k))
             else {
                 break;
@@ -265,76 +321,27 @@ impl SeriesIndex {
         evicted
     }
 
-    /// Removes every pod untouched since `cutoff`; returns how many.
-    pub fn expire(&mut self, cutoff: Instant) -> usize {
+    /// A sweep at `now`: keeps the pods `present(uid)` says are in the pod index (`None`: it
+    /// cannot tell), removes the others not known to exist since `cutoff` (`None`: nothing is
+    /// that old); returns how many went.
+    pub fn expire(
+        &mut self,
+        present: &dyn Fn(&str) -> Option<bool>,
+        now: Instant,
+        cutoff: Option<Instant>,
+    ) -> usize {
         let before = self.pods.len();
-        self.pods.retain(|_, pod| pod.last_touched >= cutoff);
+        self.pods.retain(|_, pod| pod.stays(present, now, cutoff));
         before - self.pods.len()
     }
 
     #[cfg(test)]
-    pub fn pod(&self, namespace: &str, pod: &str) -> Option<&PodSeries> {
+    pub fn pod(&self, namespace: &str, pod: &str, uid: &str) -> Option<&PodSeries> {
         self.pods
-            .get(format!("namespace=\"{namespace}\",pod=\"{pod}\"").as_str())
+            .get(format!("namespace=\"{namespace}\",pod=\"{pod}\",uid=\"{uid}\"").as_str())
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-    use crate::export::recent::tests::record;
-
-    fn death(pod: &str) -> TerminationRecord {
-        record(Some("ns"), Some(pod), 1)
-    }
-
-    #[test]
-    fn the_least_recently_touched_pod_makes_room() {
-        let t0 = Instant::now();
-        let mut index = SeriesIndex::new(2);
-        assert_eq!(index.observe(&death("a"), t0), 0);
-        assert_eq!(index.observe(&death("b"), t0 + Duration::from_secs(1)), 0);
-        // a is touched again: b is now the oldest.
-        assert_eq!(index.observe(&death("a"), t0 + Duration::from_secs(2)), 0);
-        assert_eq!(index.observe(&death("c"), t0 + Duration::from_secs(3)), 1);
-        assert_eq!(index.len(), 2);
-        assert!(index.pod("ns", "a").is_some());
-        assert!(index.pod("ns", "b").is_none());
-        assert!(index.pod("ns", "c").is_some());
-    }
-
-    #[test]
-    fn expire_keeps_what_was_touched_after_the_cutoff() {
-        let t0 = Instant::now();
-        let mut index = SeriesIndex::new(10);
-        index.observe(&death("old"), t0);
-        index.observe(&death("fresh"), t0 + Duration::from_secs(100));
-        assert_eq!(index.expire(t0 + Duration::from_secs(50)), 1);
-        assert_eq!(index.len(), 1);
-        assert!(index.pod("ns", "fresh").is_some());
-    }
-
-    #[test]
-    fn a_series_is_counted_once_per_distinct_label_set() {
-        let t0 = Instant::now();
-        let mut index = SeriesIndex::new(10);
-        let mut r = death("p");
-        index.observe(&r, t0);
-        index.observe(&r, t0);
-        r.main_process = false;
-        index.observe(&r, t0);
-        // The workload became known: a new series, as a new label value would make.
-        r.owner_kind = Some("Deployment".into());
-        index.observe(&r, t0);
-        r.container = Some("sidecar".into());
-        index.observe(&r, t0);
-        let pod = index.pod("ns", "p").expect("pod p");
-        assert_eq!(pod.series(), 4);
-        assert_eq!(pod.containers[0].terminations[0].count, 2);
-        assert_eq!(pod.owner(pod.containers[1].terminations[0].owner), {
-            "owner_kind=\"Deployment\",owner_name=\"\""
-        });
-    }
-}
+#[path = "series_tests.rs"]
+mod tests;

@@ -4,19 +4,17 @@
     reason = "the values are small integers, written and read back exactly"
 )]
 
-use std::time::{Duration, Instant};
-
 use super::exposition::{Exposition, parse};
 
 use super::*;
 use crate::export::recent::tests::record;
 use crate::record::{ExecFailure, OomKill, OomScope, Reason, Sender, SenderKind};
 
-fn scrape(metrics: &Metrics) -> Exposition {
+pub(super) fn scrape(metrics: &Metrics) -> Exposition {
     parse(&metrics.encode())
 }
 
-fn dying(namespace: &str, pod: &str) -> TerminationRecord {
+pub(super) fn dying(namespace: &str, pod: &str) -> TerminationRecord {
     let mut r = record(Some(namespace), Some(pod), 7);
     r.owner_kind = Some("Deployment".into());
     r.owner_name = Some("cart".into());
@@ -57,9 +55,10 @@ pub(super) fn oom_killed(namespace: &str, pod: &str) -> TerminationRecord {
     r
 }
 
-const POD: [(&str, &str); 3] = [
+const POD: [(&str, &str); 4] = [
     ("namespace", "shop"),
     ("pod", "cart-1"),
+    ("uid", "1"),
     ("container", "app"),
 ];
 
@@ -143,7 +142,7 @@ fn a_death_shows_in_every_family_it_concerns() {
     metrics.observe(&r);
 
     let e = scrape(&metrics);
-    let owner = [("owner_kind", "Deployment"), ("owner_name", "cart")];
+    let owner = [("workload_kind", "Deployment"), ("workload_name", "cart")];
     let term = |reason, main| {
         let mut l: Vec<(&str, &str)> = POD.to_vec();
         l.extend(owner);
@@ -204,7 +203,13 @@ fn unknown_metadata_is_an_empty_label_never_a_missing_one() {
     let e = scrape(&metrics);
     let terminations = e.find("coroner_terminations_total", &[("reason", "Crashed")]);
     assert_eq!(terminations.len(), 1);
-    for key in ["namespace", "pod", "container", "owner_kind", "owner_name"] {
+    for key in [
+        "namespace",
+        "pod",
+        "container",
+        "workload_kind",
+        "workload_name",
+    ] {
         assert_eq!(
             terminations[0].labels.get(key).map(String::as_str),
             Some(""),
@@ -223,83 +228,6 @@ fn unknown_metadata_is_an_empty_label_never_a_missing_one() {
             &[("signal", "SIGSEGV"), ("sender_kind", "")]
         ),
         1.0
-    );
-}
-
-#[test]
-fn sweep_forgets_quiet_pods_in_every_family_and_keeps_fresh_ones() {
-    let metrics = Metrics::new(MetricsConfig {
-        retention: Duration::from_mins(15),
-        max_pods: 100,
-    });
-    let t0 = Instant::now();
-    metrics.observe_at(&oom_killed("shop", "old"), t0);
-    metrics.observe_at(&oom_killed("shop", "fresh"), t0);
-    metrics.observe_at(&dying("shop", "fresh"), t0 + Duration::from_mins(10));
-
-    assert_eq!(metrics.sweep(t0 + Duration::from_mins(14)), 0);
-    assert_eq!(metrics.sweep(t0 + Duration::from_mins(16)), 1);
-    assert_eq!(metrics.tracked_pods(), 1);
-
-    let e = scrape(&metrics);
-    for family in [
-        "coroner_terminations_total",
-        "coroner_oom_kills_total",
-        "coroner_oom_victim_rss_bytes",
-        "coroner_container_memory_peak_bytes",
-        "coroner_container_memory_limit_bytes",
-        "coroner_exec_failures_total",
-        "coroner_container_last_termination_info",
-        "coroner_container_last_termination_timestamp_seconds",
-    ] {
-        assert!(
-            e.find(family, &[("pod", "old")]).is_empty(),
-            "{family} of old"
-        );
-        assert!(
-            !e.find(family, &[("pod", "fresh")]).is_empty(),
-            "{family} of fresh"
-        );
-    }
-    assert_eq!(
-        e.value("coroner_pod_series_dropped_total", &[("cause", "expired")]),
-        1.0
-    );
-    // Node-wide series are not per pod: they stay.
-    assert!(!e.find("coroner_signals_total", &[]).is_empty());
-
-    // The fresh pod goes too once it has been quiet long enough.
-    assert_eq!(metrics.sweep(t0 + Duration::from_mins(26)), 1);
-    assert!(
-        scrape(&metrics)
-            .find("coroner_terminations_total", &[])
-            .is_empty()
-    );
-}
-
-#[test]
-fn the_pod_cap_pushes_out_the_least_recently_seen_pod() {
-    let metrics = Metrics::new(MetricsConfig {
-        retention: Duration::from_mins(15),
-        max_pods: 2,
-    });
-    let t0 = Instant::now();
-    for (i, pod) in ["a", "b", "c", "d"].into_iter().enumerate() {
-        metrics.observe_at(&oom_killed("ns", pod), t0 + Duration::from_secs(i as u64));
-    }
-    assert_eq!(metrics.tracked_pods(), 2);
-    let e = scrape(&metrics);
-    let pods: Vec<&str> = e
-        .find("coroner_terminations_total", &[])
-        .iter()
-        .map(|s| s.labels["pod"].as_str())
-        .collect();
-    assert_eq!(pods.len(), 2);
-    assert!(pods.contains(&"c") && pods.contains(&"d"), "{pods:?}");
-    assert_eq!(e.find("coroner_oom_victim_rss_bytes", &[]).len(), 2);
-    assert_eq!(
-        e.value("coroner_pod_series_dropped_total", &[("cause", "capacity")]),
-        2.0
     );
 }
 

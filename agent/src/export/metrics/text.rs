@@ -1,11 +1,13 @@
 //! The per-pod families written straight into the exposition, in the format the client asked
 //! for: the same lines prometheus-client's `Family` would write (label order, escaping, value
-//! format), without its per-series label encoding, hashing and virtual calls.
+//! format), without its per-series label encoding, hashing and virtual calls; and, in
+//! `OpenMetrics`, each counter's `_created` after its `_total`, which `Family` does not write.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use super::series::{ContainerSeries, PodSeries, SeriesIndex};
-use crate::record::Reason;
+use crate::record::{Reason, TerminationRecord};
 
 /// Which text exposition a scrape gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,6 +95,19 @@ pub(super) fn push_escaped(out: &mut String, value: &str) {
     out.push_str(rest);
 }
 
+/// The record's time in Unix seconds, to the millisecond: what `_created` and the
+/// last-termination timestamp say.
+pub(super) fn unix_seconds(record: &TerminationRecord) -> f64 {
+    #[expect(clippy::cast_precision_loss, reason = "seconds with ms precision")]
+    let seconds = (record.time.unix_timestamp_nanos() / 1_000_000) as f64 / 1000.0;
+    seconds
+}
+
+/// Appends Unix seconds as the expositions write them, to the millisecond.
+pub(super) fn push_seconds(out: &mut String, seconds: f64) {
+    let _ = write!(out, "{seconds:.3}");
+}
+
 /// Appends `key="value"`, the value escaped.
 pub(super) fn push_label(out: &mut String, key: &str, value: &str) {
     out.push_str(key);
@@ -138,6 +153,24 @@ impl FamilyWriter<'_> {
         }
     }
 
+    /// Writes one counter's `_total` and, in `OpenMetrics`, its `_created` (the same labels,
+    /// written once by `labels`).
+    fn counter(&mut self, labels: impl FnOnce(&mut String), count: u64, created: f64) {
+        let (name, format) = (self.family.name, self.format);
+        let out = self.sample();
+        let start = out.len();
+        labels(out);
+        let end = out.len();
+        push_value(out, count);
+        if format == Format::OpenMetrics {
+            out.extend([name, "_created{"]);
+            out.extend_from_within(start..end);
+            out.push_str("} ");
+            push_seconds(out, created);
+            out.push('\n');
+        }
+    }
+
     /// Starts a sample: the output after `name{`, for the labels.
     fn sample(&mut self) -> &mut String {
         if !*self.started {
@@ -163,13 +196,14 @@ fn push_value(out: &mut String, value: impl itoa::Integer) {
 fn terminations(w: &mut FamilyWriter, pod_labels: &str, pod: &PodSeries) {
     for c in &pod.containers {
         for t in &c.terminations {
-            let out = w.sample();
-            out.extend([pod_labels, ",", &c.label, ",", pod.owner(t.owner)]);
-            out.extend([",reason=\"", t.reason.as_str(), "\",main_process=\""]);
-            out.push_str(if t.main_process { "true\"" } else { "false\"" });
-            out.extend([",initiator=\"", t.initiator.as_str(), "\""]);
-            out.extend([",cause=\"", t.cause.map_or("", Reason::as_str), "\""]);
-            push_value(out, t.count);
+            let labels = |out: &mut String| {
+                out.extend([pod_labels, ",", &c.label, ",", pod.workload(t.workload)]);
+                out.extend([",reason=\"", t.reason.as_str(), "\",main_process=\""]);
+                out.push_str(if t.main_process { "true\"" } else { "false\"" });
+                out.extend([",initiator=\"", t.initiator.as_str(), "\""]);
+                out.extend([",cause=\"", t.cause.map_or("", Reason::as_str), "\""]);
+            };
+            w.counter(labels, t.count, t.created);
         }
     }
 }
@@ -177,10 +211,11 @@ fn terminations(w: &mut FamilyWriter, pod_labels: &str, pod: &PodSeries) {
 fn oom_kills(w: &mut FamilyWriter, pod_labels: &str, pod: &PodSeries) {
     for c in &pod.containers {
         for o in &c.oom_kills {
-            let out = w.sample();
-            out.extend([pod_labels, ",", &c.label, ",", pod.owner(o.owner)]);
-            out.extend([",scope=\"", o.scope.as_str(), "\""]);
-            push_value(out, o.count);
+            let labels = |out: &mut String| {
+                out.extend([pod_labels, ",", &c.label, ",", pod.workload(o.workload)]);
+                out.extend([",scope=\"", o.scope.as_str(), "\""]);
+            };
+            w.counter(labels, o.count, o.created);
         }
     }
 }
@@ -203,9 +238,10 @@ fn gauge(
 fn exec_failures(w: &mut FamilyWriter, pod_labels: &str, pod: &PodSeries) {
     for c in &pod.containers {
         for e in &c.exec_failures {
-            let out = w.sample();
-            out.extend([pod_labels, ",", &c.label, ",errno=\"", &e.errno, "\""]);
-            push_value(out, e.count);
+            let labels = |out: &mut String| {
+                out.extend([pod_labels, ",", &c.label, ",errno=\"", &e.errno, "\""]);
+            };
+            w.counter(labels, e.count, e.created);
         }
     }
 }
@@ -277,7 +313,56 @@ impl SeriesIndex {
 }
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::*;
+    use crate::export::recent::tests::record;
+
+    fn exposition(format: Format) -> String {
+        let mut index = SeriesIndex::new(10);
+        let mut r = super::super::tests::oom_killed("shop", "cart-1");
+        index.observe(&r, Instant::now());
+        r.time += time::Duration::seconds(5);
+        index.observe(&r, Instant::now());
+        index.observe(&record(Some("shop"), Some("we\"ird"), 1), Instant::now());
+        let mut out = String::new();
+        index.encode(&mut index.cursor(), &mut out, format, usize::MAX);
+        out
+    }
+
+    #[test]
+    fn openmetrics_counters_say_when_their_series_was_born() {
+        let text = exposition(Format::OpenMetrics);
+        let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        let mut counters = 0;
+        for (at, line) in lines.iter().enumerate() {
+            let Some((family, rest)) = line.split_once("_total{") else {
+                continue;
+            };
+            counters += 1;
+            let (labels, _) = rest.rsplit_once(' ').expect("a value");
+            // The first death of the series made it, the second did not move it.
+            assert_eq!(
+                lines.get(at + 1).copied(),
+                Some(format!("{family}_created{{{labels} 1700000000.123").as_str()),
+                "{text}"
+            );
+        }
+        // Terminations of two pods, one OOM kill and one exec failure.
+        assert_eq!(counters, 4, "{text}");
+        assert_eq!(text.matches("_created{").count(), 4, "{text}");
+        assert!(
+            text.contains("pod=\"we\\\"ird\",uid=\"1\",container=\"app\""),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn classic_text_has_no_created_samples() {
+        let text = exposition(Format::Classic);
+        assert!(text.contains("coroner_terminations_total{"), "{text}");
+        assert!(!text.contains("_created"), "{text}");
+    }
 
     #[test]
     fn escaping_covers_backslash_quote_and_newline_only() {
