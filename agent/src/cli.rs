@@ -137,6 +137,8 @@ impl Args {
             self.namespaces.iter().cloned(),
             self.exclude_namespaces.iter().cloned(),
         )
+    }
+
     /// The metrics flags.
     #[must_use]
     pub fn metrics(&self) -> MetricsConfig {
