@@ -144,7 +144,7 @@ fn prometheus_sees_the_staged_deaths() {
         assert!(stages.contains(stage), "stage {stage:?} among {stages:?}");
     }
 
-    // Prometheus drops empty labels; the exposition itself must carry them (RECORD.md).
+    // Prometheus drops empty labels; the exposition itself must carry them (docs/metrics.md).
     let body = agent.get("/metrics").unwrap().body;
     let line = body
         .lines()

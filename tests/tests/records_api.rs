@@ -157,7 +157,7 @@ fn deaths_outside_containers_have_no_record() {
 
 #[test]
 fn deaths_outside_containers_are_counted() {
-    // RECORD.md: "Deaths outside containers are counted but not recorded"; the agent counts
+    // docs/record.md: "Deaths outside containers are counted but not recorded"; the agent counts
     // them in coroner_deaths_outside_containers_total, which it updates every second.
     let mut agent = Agent::start().unwrap();
     let before = counter(&agent, "coroner_deaths_outside_containers_total");

@@ -129,7 +129,7 @@ fn an_exec_failure_of_another_main_process_is_not_this_ones() {
     // An exec probe (`kubectl exec`, a liveness probe) runs in the container with its parent
     // outside, like the main process. Its failure to find a command must not become the
     // main process's exec_failure, nor turn the main process's exit 1 into CommandNotFound:
-    // RECORD.md says "by this process or a child of it".
+    // docs/record.md: the failed execve "by it or a child it forked".
     let mut agent = Agent::start().unwrap();
     let scratch = Scratch::new();
     let fifo = scratch.path().join("go");

@@ -142,7 +142,7 @@ fn sigusr1_from_the_host_is_signaled() {
 
 #[test]
 fn sigterm_to_itself_is_signaled() {
-    // RECORD.md: Terminated is a SIGTERM "from another process"; one a process raised itself
+    // docs/record.md: Terminated is a SIGTERM "from another process"; one a process raised itself
     // is any other signal's death.
     let mut agent = Agent::start().unwrap();
     let container = Container::new(Layout::SystemdCrio).unwrap();
