@@ -1,4 +1,4 @@
-//! The command line of docs/flags.md: names and defaults are part of the contract.
+//! The command line of `docs/flags.md`: names and defaults are part of the contract.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,6 +1,6 @@
 //! The verdict and the sender's kind: pure rules, no state, from docs/record.md.
 //!
-//! Where the record contract (docs/record.md) leaves a case open, these rules decide it (and the tests pin them):
+//! Where the record contract (`docs/record.md`) leaves a case open, these rules decide it (and the tests pin them):
 //! - A SIGKILL that is not an OOM kill is `Killed` whoever sent it (a process, itself, or the
 //!   kernel, e.g. a PID namespace torn down after its init died); it is `GracePeriodExpired`
 //!   only when another process had sent a SIGTERM first and the SIGKILL was not raised by the

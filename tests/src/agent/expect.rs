@@ -12,7 +12,7 @@ use super::{Agent, Record};
 use crate::cgroups::{Layout, TestCgroup, container_path, kubepods_top, pod_uid, unique_hex};
 use crate::victim::{Reaped, spawn_in};
 
-/// Every field docs/record.md names: present in every record, null or not.
+/// Every field `docs/record.md` names: present in every record, null or not.
 pub use coroner::record::FIELDS as CONTRACT_FIELDS;
 
 /// How far a record's `time` may be from the test's clock when it reads the record.

@@ -1,4 +1,4 @@
-//! A record as JSON has exactly the field names of docs/record.md.
+//! A record as JSON has exactly the field names of `docs/record.md`.
 
 use agent_ebpf::KernelEvent;
 

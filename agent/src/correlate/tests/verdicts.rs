@@ -1,4 +1,4 @@
-//! Every verdict of docs/record.md, and who sent what, through the whole correlator.
+//! Every verdict of `docs/record.md`, and who sent what, through the whole correlator.
 
 use super::fixtures::*;
 use crate::correlate::verdict::sig::*;
