@@ -70,16 +70,21 @@ fn loss_lines(agent: &Agent) -> String {
         .join("\n")
 }
 
-#[test]
-fn churn_of_short_lived_containers_leaves_the_agent_flat() {
-    let mut agent = Agent::start_with(&Options {
+/// The agent, its per-pod series kept [`METRICS_RETENTION_SECONDS`] after their pod's last death.
+fn agent_with_short_retention() -> Agent {
+    Agent::start_with(&Options {
         args: vec![
             "--metrics-retention-seconds".into(),
             METRICS_RETENTION_SECONDS.into(),
         ],
         ..Options::default()
     })
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn churn_of_short_lived_containers_leaves_the_agent_flat() {
+    let mut agent = agent_with_short_retention();
     let pid = agent.pid().unwrap();
     let lost_before = losses(&agent);
     let layouts = [
