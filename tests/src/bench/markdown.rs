@@ -140,16 +140,7 @@ fn footprint(r: &Report, out: &mut String) {
             s.deaths,
             s.records,
             s.lost,
-            if s.lost_by_stage.is_empty() {
-                String::new()
-            } else {
-                let stages: Vec<String> = s
-                    .lost_by_stage
-                    .iter()
-                    .map(|(stage, n)| format!("{stage}: {n}"))
-                    .collect();
-                format!(" ({})", stages.join(", "))
-            }
+            by_stage(&s.lost_by_stage)
         );
     }
     if let Some(c) = &f.churn {
@@ -165,16 +156,7 @@ fn footprint(r: &Report, out: &mut String) {
             c.records,
             c.events,
             c.lost,
-            if c.lost_by_stage.is_empty() {
-                String::new()
-            } else {
-                let stages: Vec<String> = c
-                    .lost_by_stage
-                    .iter()
-                    .map(|(s, n)| format!("{s}: {n}"))
-                    .collect();
-                format!(" ({})", stages.join(", "))
-            },
+            by_stage(&c.lost_by_stage),
             c.cpu_ns as f64 / 1e9,
             c.rss_by_records
                 .iter()
@@ -226,4 +208,13 @@ fn series(r: &Report, out: &mut String) {
         );
     }
     out.push('\n');
+}
+
+/// ` (stage: n, …)` after a loss count; empty when nothing was lost.
+fn by_stage(lost: &[(String, u64)]) -> String {
+    if lost.is_empty() {
+        return String::new();
+    }
+    let stages: Vec<String> = lost.iter().map(|(s, n)| format!("{s}: {n}")).collect();
+    format!(" ({})", stages.join(", "))
 }
