@@ -11,13 +11,9 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::crashloop_line::LoopSample;
-use super::events::{self, Command, log_unlabelled, pod_reference};
-use super::index::{Found, IndexLimits, PodFacts};
-use super::message::event_note;
-use super::owner::OwnerResolver;
-use super::series::Death;
-use super::shared::Shared;
+use super::pods::{Found, IndexLimits, OwnerResolver, PodFacts, Shared};
+use super::recorder::message::event_note;
+use super::recorder::{self, Command, Death, LoopSample, log_unlabelled, pod_reference};
 use super::stats::bump;
 use super::{KubeMode, KubeOptions, LabelOutcome, Labelled, MAX_LABEL_WAIT, PodMetadata};
 use crate::record::TerminationRecord;
@@ -138,7 +134,7 @@ impl KubeClient {
             max_pods: options.max_pods.max(1),
             deleted_retention: options.deleted_retention,
         }));
-        let watch = tokio::spawn(super::watch::run(
+        let watch = tokio::spawn(super::pods::watch(
             client.clone(),
             options.node_name.clone(),
             Arc::clone(&shared),
@@ -152,7 +148,7 @@ impl KubeClient {
                 // events.k8s.io/v1 caps reportingInstance at 128 characters.
                 options.node_name.chars().take(128).collect()
             });
-        let poster = tokio::spawn(events::run(
+        let poster = tokio::spawn(recorder::post(
             client.clone(),
             options.events.clone(),
             instance,
@@ -172,28 +168,42 @@ impl KubeClient {
         })
     }
 
-    /// [`Self::label`] with the configured wait.
-    pub async fn label_default(&self, pod_uid: &str, container_id: &str) -> Labelled {
-        self.label(pod_uid, container_id, self.inner.options.label_wait)
-            .await
+    /// The rule for waiting on the API, one for everything a death waits for (its labels from
+    /// the pod watch, who decided it from the kubelet's publications): a record waits until
+    /// one deadline, the configured label wait from now (capped at [`MAX_LABEL_WAIT`]), for
+    /// all of its lookups together, then is written with what is known.
+    #[must_use]
+    pub fn api_deadline(&self) -> Instant {
+        Instant::now() + self.inner.options.label_wait.min(MAX_LABEL_WAIT)
+    }
+
+    /// [`Self::label_until`] `wait` from now (capped at [`MAX_LABEL_WAIT`]).
+    pub async fn label(&self, pod_uid: &str, container_id: &str, wait: Duration) -> Labelled {
+        let deadline = Instant::now() + wait.min(MAX_LABEL_WAIT);
+        self.label_until(pod_uid, container_id, deadline).await
     }
 
     /// The labels of a container. When its id is not in the pod's status (yet) — it may reach
-    /// the status only after the death — waits up to `wait` (capped at [`MAX_LABEL_WAIT`]) for
-    /// the watch to bring it, then answers what is known. A deleted pod's status will not
-    /// change: no wait. Returns within `wait` plus one owner lookup (its request timeout).
-    pub async fn label(&self, pod_uid: &str, container_id: &str, wait: Duration) -> Labelled {
+    /// the status only after the death — waits until `deadline` for the watch to bring it,
+    /// then answers what is known. A deleted pod's status will not change: no wait. Returns by
+    /// `deadline` plus one owner lookup (its request timeout).
+    pub async fn label_until(
+        &self,
+        pod_uid: &str,
+        container_id: &str,
+        deadline: Instant,
+    ) -> Labelled {
         let inner = &*self.inner;
         let c = &inner.shared.counters;
         bump(&c.lookups);
         let container_id = super::strip_runtime_prefix(container_id);
         let found = match inner.shared.find(pod_uid, container_id) {
             Found::Pod(pod) if !pod.deleted && !container_id.is_empty() => {
-                self.wait_for(pod_uid, container_id, wait, Found::Pod(pod))
+                self.wait_for(pod_uid, container_id, deadline, Found::Pod(pod))
                     .await
             }
             Found::Unknown => {
-                self.wait_for(pod_uid, container_id, wait, Found::Unknown)
+                self.wait_for(pod_uid, container_id, deadline, Found::Unknown)
                     .await
             }
             found => found,
@@ -211,6 +221,7 @@ impl KubeClient {
                     outcome: LabelOutcome::Unknown,
                     owner_source: None,
                     container_kind: None,
+                    opted_out: false,
                 };
             }
         };
@@ -221,7 +232,7 @@ impl KubeClient {
         &self,
         pod_uid: &str,
         container_id: &str,
-        wait: Duration,
+        deadline: Instant,
         mut found: Found,
     ) -> Found {
         let inner = &*self.inner;
@@ -230,7 +241,6 @@ impl KubeClient {
             return found;
         };
         bump(&inner.shared.counters.lookups_waited);
-        let deadline = Instant::now() + wait.min(MAX_LABEL_WAIT);
         let mut changes = inner.shared.subscribe();
         loop {
             changes.borrow_and_update();
@@ -298,9 +308,10 @@ impl KubeClient {
     fn labels(
         pod: PodFacts,
         container: Option<super::pods::ContainerSeen>,
-        workload: Option<super::owner::Workload>,
+        workload: Option<super::pods::Workload>,
     ) -> Labelled {
         Labelled {
+            opted_out: pod.ignored,
             outcome: if container.is_some() {
                 LabelOutcome::Complete
             } else {

@@ -10,8 +10,8 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::client::KubeClient;
-use super::events::Command;
-use super::index::Found;
+use super::pods::Found;
+use super::recorder::Command;
 use super::stats::bump;
 use super::{KubeOptions, KubeStats};
 use crate::record::TerminationRecord;
@@ -99,8 +99,13 @@ impl KubeClient {
             Found::Unknown => false,
         };
         if ignored {
-            bump(&shared.counters.records_ignored);
+            self.count_opted_out();
         }
         ignored
+    }
+
+    /// Counts a record left out because its pod opted out ([`super::Labelled::opted_out`]).
+    pub fn count_opted_out(&self) {
+        bump(&self.inner.shared.counters.records_ignored);
     }
 }

@@ -1,45 +1,36 @@
 //! Pod metadata from the Kubernetes API server, and Kubernetes Events on the pod.
 //!
-//! [`connect`] gives a [`KubeClient`] (or `None`, standalone): a watch of this node's pods
-//! feeds an index by pod uid and container id ([`KubeClient::label`]); deaths become Events
-//! through a bounded queue ([`KubeClient::record_event`]). Neither blocks on the API server:
-//! when it is down, lookups answer with what is known once their wait is over, and Events
-//! that cannot be posted are counted ([`KubeStats::events_lost`]). Who decided a death (the
-//! record's `initiator`) is read from the kubelet's publications ([`KubeClient::explain`],
-//! `kubelet/`). RBAC: `RBAC.md`.
+//! [`connect`] gives a [`KubeClient`] (or `None`, standalone), the one handle over three rooms:
+//! - `pods/`: a watch of this node's pods feeds an index by pod uid and container id
+//!   ([`KubeClient::label`]);
+//! - `kubelet/`: who decided a death (the record's `initiator`), read from the kubelet's
+//!   publications ([`KubeClient::explain`]);
+//! - `recorder/`: deaths become Events through a bounded queue ([`KubeClient::record_event`]).
+//!
+//! None blocks on the API server: when it is down, lookups answer with what is known once their
+//! wait is over, and Events that cannot be posted are counted ([`KubeStats::events_lost`]).
+//! RBAC: `RBAC.md`.
 
 mod client;
-mod crashloop;
-mod crashloop_line;
-mod crashloop_post;
-mod events;
-mod filter;
 mod handle;
-mod index;
 mod kubelet;
-mod lenient;
-pub mod message;
-#[cfg(any(test, feature = "fuzzing"))]
-pub mod object_checks;
-mod owner;
 mod pods;
-mod ratelimit;
-mod series;
-mod shared;
+mod recorder;
 mod stats;
-mod watch;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 pub use client::{KubeClient, KubeError, connect};
-pub use crashloop::{LOOP_REASON as CRASH_LOOP_REASON, LoopOptions};
-pub use events::{ACTION as EVENT_ACTION, EventOptions};
-pub use filter::{EventTypes, NamespaceFilter};
 pub use kubelet::without_api as initiator_without_api;
-pub use owner::{OwnerLimits, OwnerSource};
-pub use pods::{ContainerKind, IGNORE_ANNOTATION, strip_runtime_prefix};
-pub use ratelimit::Rate;
+#[cfg(any(test, feature = "fuzzing"))]
+pub use pods::object_checks;
+pub use pods::{ContainerKind, IGNORE_ANNOTATION, OwnerLimits, OwnerSource, strip_runtime_prefix};
+pub use recorder::message;
+pub use recorder::{
+    ACTION as EVENT_ACTION, EventOptions, EventTypes, LOOP_REASON as CRASH_LOOP_REASON,
+    LoopOptions, NamespaceFilter, Rate,
+};
 pub use stats::KubeStats;
 
 use crate::record::TerminationRecord;
@@ -93,6 +84,9 @@ pub struct Labelled {
     pub owner_source: Option<OwnerSource>,
     /// The container's place in the pod spec, when known.
     pub container_kind: Option<ContainerKind>,
+    /// The pod is annotated [`IGNORE_ANNOTATION`]`: "true"`: its deaths produce nothing (see
+    /// [`KubeClient::count_opted_out`]). `false` for an unknown pod: its deaths are recorded.
+    pub opted_out: bool,
 }
 
 impl Labelled {
@@ -131,7 +125,8 @@ pub struct KubeOptions {
     pub node_name: String,
     /// A kubeconfig to use instead of in-cluster config or `KUBECONFIG`.
     pub kubeconfig: Option<PathBuf>,
-    /// How long [`KubeClient::label_default`] waits for a container id to reach the status.
+    /// How long a record waits for the API ([`KubeClient::api_deadline`]): for its container id
+    /// to reach the pod's status and for the kubelet's Events on its death.
     pub label_wait: Duration,
     /// Lookups allowed to wait at once; the others answer at once with what is known.
     pub max_waiting_lookups: usize,

@@ -11,10 +11,9 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
 use crate::export::{LossStage, Metrics};
-use crate::kube::{KubeClient, MAX_LABEL_WAIT, initiator_without_api};
+use crate::kube::{KubeClient, initiator_without_api};
 use crate::record::TerminationRecord;
 
 use super::sink::Sink;
@@ -73,7 +72,8 @@ pub fn spawn(
 }
 
 /// A record's way to the sink: at once with what the index knows, or through a bounded wait
-/// for its labels and its initiator (`None`: it comes back through `waited`).
+/// for its labels and its initiator (`None`: it comes back through `waited`, or its pod opted
+/// out and it goes nowhere).
 fn route(
     mut record: TerminationRecord,
     kube: Option<&KubeClient>,
@@ -81,13 +81,25 @@ fn route(
     waited: &mpsc::Sender<TerminationRecord>,
     metrics: &Metrics,
 ) -> Option<TerminationRecord> {
-    let (Some(kube), Some(key)) = (kube, wait_key(&record)) else {
+    let Some(kube) = kube else {
+        record.initiator = initiator_without_api(record.initiator);
+        return Some(record);
+    };
+    let Some(key) = wait_key(&record) else {
+        // No container to label; the pod, when there is one, may still have opted out.
+        if kube.opted_out(&record) {
+            return None;
+        }
         record.initiator = initiator_without_api(record.initiator);
         return Some(record);
     };
     let Some(labelled) = kube.label_cached(&key.0, &key.1) else {
         return wait_for_api(kube, Some(key), record, permits, waited, metrics);
     };
+    if labelled.opted_out {
+        kube.count_opted_out();
+        return None;
+    }
     note_partial(metrics, &labelled);
     labelled.apply_to(&mut record);
     if kube.explain_cached(&mut record) {
@@ -121,6 +133,10 @@ fn wait_for_api(
     metrics: &Metrics,
 ) -> Option<TerminationRecord> {
     let Ok(permit) = permits.clone().try_acquire_owned() else {
+        // Handed back unlabelled; an opted-out pod the index knows still gets nothing.
+        if kube.opted_out(&record) {
+            return None;
+        }
         metrics.lost(LossStage::Label, 1);
         record.initiator = initiator_without_api(record.initiator);
         return Some(record);
@@ -129,9 +145,13 @@ fn wait_for_api(
     tokio::spawn(async move {
         let _permit = permit;
         // One bound for the whole record: the labels' wait and the initiator's share it.
-        let deadline = Instant::now() + kube.options().label_wait.min(MAX_LABEL_WAIT);
+        let deadline = kube.api_deadline();
         if let Some((pod_uid, container_id)) = key {
-            let labelled = kube.label_default(&pod_uid, &container_id).await;
+            let labelled = kube.label_until(&pod_uid, &container_id, deadline).await;
+            if labelled.opted_out {
+                kube.count_opted_out();
+                return;
+            }
             note_partial(&metrics, &labelled);
             labelled.apply_to(&mut record);
         }

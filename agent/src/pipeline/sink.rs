@@ -20,13 +20,9 @@ pub struct Sink {
 impl Sink {
     /// Every output for a batch of records: the JSON lines in one write, then the metrics,
     /// the Event, stdout and the recent ring for each. Records of pods annotated
-    /// `coroner.io/ignore: "true"` are left out (and counted).
+    /// `coroner.io/ignore: "true"` never get here: labelling leaves them out.
     pub fn emit_all(&mut self, records: impl IntoIterator<Item = TerminationRecord>) {
-        // A pod that opted out gets nothing: no JSON line, metric, Event or entry in the ring.
-        let records: Vec<TerminationRecord> = records
-            .into_iter()
-            .filter(|r| !self.kube.as_ref().is_some_and(|k| k.opted_out(r)))
-            .collect();
+        let records: Vec<TerminationRecord> = records.into_iter().collect();
         if records.is_empty() {
             return;
         }

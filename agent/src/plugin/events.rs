@@ -1,5 +1,5 @@
 //! The fallback when no agent has a pod's records (the agent restarted and its ring is empty,
-//! the pod or its node is gone): the Events coroner posted on the pod (kube/events.rs writes
+//! the pod or its node is gone): the Events coroner posted on the pod (kube/recorder/poster.rs writes
 //! them: events.k8s.io/v1, `reportingController` coroner, `action` Died, the verdict as
 //! `reason`, the cause of death in one line as `note`, repeats counted in `series`). They live
 //! as long as the API server keeps Events (`--event-ttl`, one hour by default).

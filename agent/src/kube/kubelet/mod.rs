@@ -24,8 +24,8 @@ pub use decide::{DeathView, Decision, decide, without_api};
 pub use pod_state::{PodTermination, UnixMs};
 pub use published::KubeletEvent;
 
-use super::index::Found;
-use super::shared::Shared;
+use super::pods::Found;
+use super::pods::Shared;
 use super::stats::bump;
 use crate::record::{Initiator, TerminationRecord};
 

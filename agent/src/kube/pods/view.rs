@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 
-use super::kubelet::PodTermination;
+use crate::kube::kubelet::PodTermination;
 
 /// Which list of the pod spec a container belongs to: Events name it in `fieldPath` the way the
 /// kubelet does.

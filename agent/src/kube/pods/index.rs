@@ -5,8 +5,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::kubelet::PodTermination;
-use super::pods::{ContainerSeen, OwnerRef, PodView};
+use super::view::{ContainerSeen, OwnerRef, PodView};
+use crate::kube::kubelet::PodTermination;
 
 /// How many container ids a pod remembers: a crash-looping container gets a new id per restart
 /// and the status only shows the last two, but a record may name an older one.

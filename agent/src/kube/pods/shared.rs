@@ -6,7 +6,7 @@ use std::sync::{PoisonError, RwLock};
 use tokio::sync::watch;
 
 use super::index::{Found, IndexLimits, PodIndex};
-use super::stats::Counters;
+use crate::kube::stats::Counters;
 
 #[derive(Debug)]
 pub(crate) struct Shared {

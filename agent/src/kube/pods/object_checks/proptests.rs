@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
 use super::{Outcome, check, check_pod};
-use crate::kube::index::{Found, IndexLimits, PodIndex};
-use crate::kube::pods::PodView;
+use crate::kube::pods::index::{Found, IndexLimits, PodIndex};
+use crate::kube::pods::view::PodView;
 
 /// Strings a hostile or broken object may carry: empty, unicode, quotes, very long.
 fn text() -> impl Strategy<Value = String> {

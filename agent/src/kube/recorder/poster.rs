@@ -29,8 +29,8 @@ use super::crashloop_post::Writer;
 use super::filter::{EventTypes, NamespaceFilter};
 use super::ratelimit::Rate;
 use super::series::{Death, Outcome, Request, SeriesBook};
-use super::shared::Shared;
-use super::stats::{add, bump};
+use crate::kube::pods::Shared;
+use crate::kube::stats::{add, bump};
 
 /// What an Event's `action` says coroner did: it saw a process die.
 pub const ACTION: &str = "Died";

@@ -13,8 +13,8 @@ use kube::{Api, Client};
 use tokio::sync::OnceCell;
 use tracing::debug;
 
-use super::pods::OwnerRef;
-use super::stats::{Counters, bump};
+use super::view::OwnerRef;
+use crate::kube::stats::{Counters, bump};
 
 /// How the workload was found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -16,9 +16,9 @@ use tracing::{debug, info, warn};
 
 use super::index::PodIndex;
 use super::lenient::WatchedPod;
-use super::pods::PodView;
 use super::shared::Shared;
-use super::stats::bump;
+use super::view::PodView;
+use crate::kube::stats::bump;
 
 /// Runs until the task is aborted; the backoff never gives up.
 pub(crate) async fn run(client: Client, node_name: String, shared: Arc<Shared>) {

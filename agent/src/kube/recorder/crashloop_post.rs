@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use tracing::warn;
 
 use super::crashloop::{LOOP_REASON, LoopOutcome, LoopWrite};
-use super::events::{ACTION, EventOptions, event_name};
+use super::poster::{ACTION, EventOptions, event_name};
 
 /// Who writes: the controller and the node, as in the per-death Events.
 pub(crate) struct Writer<'a> {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Pod;
 
 use super::index::{Found, IndexLimits, PodIndex};
-use super::pods::{PodView, strip_runtime_prefix};
+use super::view::{PodView, strip_runtime_prefix};
 
 /// Container ids a pod's index entry remembers (`index::IDS_PER_POD`).
 const IDS_PER_POD: usize = 32;

@@ -1,7 +1,7 @@
 use time::macros::datetime;
 
 use super::*;
-use crate::kube::crashloop_line::{LoopSample, short_duration};
+use crate::kube::recorder::crashloop_line::{LoopSample, short_duration};
 
 const SEC: Duration = Duration::from_secs(1);
 

@@ -294,7 +294,7 @@ fn settle_at_random(b: &mut SeriesBook, request: &Request, pick: u64, now: Insta
 }
 
 /// Per-call cost of `next_due` with every series held back, against the scan it replaced.
-/// `cargo test --release -p coroner --lib kube::series -- --ignored --nocapture`
+/// `cargo test --release -p coroner --lib kube::recorder::series -- --ignored --nocapture`
 #[test]
 #[ignore = "a measurement, not a check"]
 fn measure_next_due() {
