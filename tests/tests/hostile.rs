@@ -39,18 +39,27 @@ fn kubepods_paths_of_no_layout_are_counted_and_logged_not_recorded() {
         ),
     ];
     let outside_before = metric(&agent, "coroner_deaths_outside_containers_total");
-    let mut pids = Vec::new();
-    let mut cgroups = Vec::new();
-    for path in &bogus {
-        let cgroup = TestCgroup::create(path).unwrap();
-        for args in [&["segv"][..], &["exit", "1"]] {
-            let child = spawn_in(&cgroup, args).unwrap();
-            pids.push(child.id());
-            reap(child).unwrap();
-        }
-        cgroups.push(cgroup);
-    }
+    let cgroups: Vec<TestCgroup> = bogus
+        .iter()
+        .map(|path| TestCgroup::create(path).unwrap())
+        .collect();
+    // A record after the mkdirs: the agent has read them (one ring, in order). From then on the
+    // kernel knows these cgroups are no container's, however fast their processes come: the
+    // second exec in one is no exec session, its plain exit no exec session's (which would
+    // be counted as such, not as a death outside containers).
     let container = Container::new(Layout::CgroupfsBurstable).unwrap();
+    still_records(&mut agent, &container).unwrap();
+    let mut pids = Vec::new();
+    for cgroup in &cgroups {
+        // Two processes in the cgroup at once, so that the second execs before any death in
+        // the cgroup could have told the kernel: a plain exit and a kill.
+        let first = spawn_in(cgroup, &["sleep", "30"]).unwrap();
+        let second = spawn_in(cgroup, &["exit", "1"]).unwrap();
+        pids.extend([first.id(), second.id()]);
+        reap(second).unwrap();
+        signal_pid(first.id(), libc::SIGKILL);
+        reap(first).unwrap();
+    }
     still_records(&mut agent, &container).unwrap();
     let log = agent.log_tail();
     assert!(
@@ -64,7 +73,9 @@ fn kubepods_paths_of_no_layout_are_counted_and_logged_not_recorded() {
     {
         assert!(
             Instant::now() < deadline,
-            "deaths in bogus cgroups not counted"
+            "deaths in bogus cgroups not counted: {} of {}",
+            metric(&agent, "coroner_deaths_outside_containers_total") - outside_before,
+            pids.len()
         );
         std::thread::sleep(Duration::from_millis(100));
     }

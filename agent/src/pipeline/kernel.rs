@@ -10,7 +10,7 @@ use agent_ebpf::{KernelEvent, counter};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::correlate::{BootClock, Correlator, boottime_ns};
+use crate::correlate::{BootClock, CgroupLookup as _, Correlator, boottime_ns};
 use crate::events::{EventReader, describe};
 use crate::export::{
     EventCounts, EventKind, Heartbeat, KernelCounters, KernelStageStats, LossStage, Metrics,
@@ -138,6 +138,10 @@ impl KernelStage {
                 }
                 let path = String::from_utf8_lossy(agent_ebpf::c_str_bytes(&mkdir.path[..len]));
                 lookup.resolver.note_created(mkdir.memcg_id, &path);
+                // Classified now, not at its first death: until the kernel knows a cgroup is
+                // no container's, it takes the first exec in it for an init and the next for
+                // exec sessions, and counts their plain exits as such.
+                let _ = lookup.info(mkdir.memcg_id);
                 return;
             }
             correlator.ingest(&event, lookup);
