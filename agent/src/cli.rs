@@ -83,10 +83,22 @@ pub struct Args {
     /// The agent pod's namespace (default: the service account's namespace).
     #[arg(long = "pod-namespace", env = "POD_NAMESPACE")]
     pub pod_namespace: Option<String>,
+    /// on: failed execs (the path and errno behind an exit 126/127) are captured; off: the
+    /// syscall tracepoints that capture them are not attached, and no syscall on the node
+    /// pays for them (exit codes 126/127 still give the verdict, without `exec_failure`).
+    #[arg(long = "exec-failures", env = "CORONER_EXEC_FAILURES", value_enum, default_value_t = Switch::On)]
+    pub exec_failures: Switch,
     /// Size of the kernel → user ring buffer in KiB: a power of two, at least a page. Hidden:
     /// the default suits every node; tests shrink it to make the kernel drop events.
     #[arg(long = "ring-buffer-kib", hide = true, value_parser = ring_buffer_kib)]
     pub ring_buffer_kib: Option<u32>,
+}
+
+/// A capture the operator may turn off.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Switch {
+    On,
+    Off,
 }
 
 /// How log lines are written to stderr.

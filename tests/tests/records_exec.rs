@@ -1,14 +1,15 @@
 //! Failed execs from the real `coroner` binary: 127 and 126 with the path and errno of the
 //! failed `execve`, by the main process or by a child it forked — and not from a failure
-//! that does not explain the death. Needs root; run through `cargo xtask test` (or build
-//! `coroner` first).
+//! that does not explain the death; with `--exec-failures off`, no syscall tracepoint attached
+//! and the verdict from the exit code alone. Needs root; run through `cargo xtask test` (or
+//! build `coroner` first).
 
 use std::ffi::CString;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use coroner_tests::agent::expect::{Container, RECORD_WAIT, main_process_in, quiet};
-use coroner_tests::agent::{Agent, Record};
+use coroner_tests::agent::{Agent, Options, Record};
 use coroner_tests::cgroups::{Layout, unique_hex};
 use coroner_tests::victim::reap;
 
@@ -204,5 +205,70 @@ fn a_command_found_on_path_after_a_miss_is_no_command_not_found() {
         "Error",
         "a PATH miss before a successful exec: {}",
         record.json
+    );
+}
+
+/// The syscall tracepoints `pid` holds programs attached to: its BPF links' `tp_name` in
+/// `/proc/<pid>/fdinfo` (the agent attaches them as perf-event links).
+fn syscall_tracepoints_of(pid: u32) -> Vec<String> {
+    let mut tracepoints: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .expect("the agent's fdinfo")
+        .filter_map(|fd| std::fs::read_to_string(fd.ok()?.path()).ok())
+        .filter_map(|info| {
+            let tp = info.lines().find_map(|l| l.strip_prefix("tp_name:"))?;
+            Some(tp.trim().to_owned())
+        })
+        .filter(|tp| tp.starts_with("sys_"))
+        .collect();
+    tracepoints.sort();
+    tracepoints
+}
+
+#[test]
+fn with_exec_failures_off_no_syscall_pays_and_127_is_still_command_not_found() {
+    // The control: as deployed, the agent's exec-failure programs sit on syscall tracepoints.
+    let agent = Agent::start().unwrap();
+    let on = syscall_tracepoints_of(agent.pid().unwrap());
+    assert_eq!(
+        on.len(),
+        4,
+        "the four execve(at) enter/exit tracepoints: {on:?}"
+    );
+    agent.stop().unwrap();
+
+    let mut agent = Agent::start_with(&Options {
+        args: vec!["--exec-failures".into(), "off".into()],
+        ..Options::default()
+    })
+    .unwrap();
+    let off = syscall_tracepoints_of(agent.pid().unwrap());
+    assert_eq!(
+        off,
+        Vec::<String>::new(),
+        "--exec-failures off attaches none"
+    );
+    let missing = format!("/nonexistent/coroner-{}", unique_hex(8));
+    let (_container, record, _) =
+        main_process_in(&mut agent, Layout::SystemdCrio, &["exec", &missing]).unwrap();
+    assert_eq!(record.reason(), "CommandNotFound", "{}", record.json);
+    assert_eq!(record.record.exit_status, 127);
+    assert!(
+        record.field("exec_failure").is_null(),
+        "nothing captured the failed exec: {}",
+        record.json
+    );
+    let metrics = agent.get("/metrics").unwrap().body;
+    assert!(
+        metrics.contains("coroner_probe_attached{probe=\"signal_generate\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("probe=\"execve_enter\""),
+        "a probe the operator turned off is not a probe that failed: {metrics}"
+    );
+    assert_eq!(
+        agent.get("/readyz").unwrap().status,
+        200,
+        "ready without them"
     );
 }

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::cgroup::{CgroupResolver, MemoryHierarchy};
-use crate::cli::Args;
+use crate::cli::{Args, Switch};
 use crate::correlate::{BootClock, Correlator, CorrelatorConfig, page_size};
 use crate::events::EventReader;
 use crate::export::{
@@ -25,7 +25,7 @@ use crate::export::{
     RecentRecords,
 };
 use crate::kube::{self, KubeClient, KubeOptions};
-use crate::probes::Probes;
+use crate::probes::{LoadOptions, Probes};
 use crate::record::TerminationRecord;
 
 /// Records between the kernel stage and labelling: seconds of a death storm.
@@ -67,9 +67,11 @@ impl Privileged {
             .context("opening --events-json")?;
         let hierarchy = MemoryHierarchy::detect(&args.cgroup_root)
             .context("finding the memory cgroup hierarchy")?;
-        let ring_buffer_bytes = args.ring_buffer_kib.map(|kib| kib << 10);
-        let mut probes =
-            Probes::load_with(ring_buffer_bytes).context("loading the kernel probes")?;
+        let mut probes = Probes::load_with(&LoadOptions {
+            ring_buffer_bytes: args.ring_buffer_kib.map(|kib| kib << 10),
+            exec_failures: args.exec_failures == Switch::On,
+        })
+        .context("loading the kernel probes")?;
         probes.seed_roles(&crate::cgroup::running_containers(
             &hierarchy,
             std::path::Path::new("/proc"),

@@ -68,6 +68,26 @@ pub struct ProbeStatus {
     pub reason: Option<String>,
 }
 
+/// What the operator chose about the probes.
+#[derive(Clone, Copy, Debug)]
+pub struct LoadOptions {
+    /// A ring buffer of this many bytes (a power of two, at least a page) instead of the
+    /// object's `EVENTS_BYTES`.
+    pub ring_buffer_bytes: Option<u32>,
+    /// Attach the exec-failure probes (`--exec-failures`). Off, they are not attached and not
+    /// in [`Probes::status`]: nothing the operator turned off reads as a failure.
+    pub exec_failures: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            ring_buffer_bytes: None,
+            exec_failures: true,
+        }
+    }
+}
+
 /// The loaded programs and the maps user space talks to.
 pub struct Probes {
     /// Kept alive: dropping it detaches every program.
@@ -137,12 +157,15 @@ impl Probes {
     /// Resolves the layout, loads the object and attaches every probe this kernel supports.
     /// Exit and signal probes are required; the rest degrade with a logged reason.
     pub fn load() -> Result<Self, ProbeError> {
-        Self::load_with(None)
+        Self::load_with(&LoadOptions::default())
     }
 
-    /// [`Probes::load`] with a ring buffer of `ring_buffer_bytes` (a power of two, at least a
-    /// page) instead of the object's `EVENTS_BYTES`.
-    pub fn load_with(ring_buffer_bytes: Option<u32>) -> Result<Self, ProbeError> {
+    /// [`Probes::load`] as the operator asked ([`LoadOptions`]).
+    pub fn load_with(options: &LoadOptions) -> Result<Self, ProbeError> {
+        let LoadOptions {
+            ring_buffer_bytes,
+            exec_failures,
+        } = *options;
         raise_memlock();
         let started = std::time::Instant::now();
         let resolved = {
@@ -164,7 +187,7 @@ impl Probes {
             loader.map_max_entries(names::EVENTS, bytes);
         }
         let mut ebpf = loader.load(OBJECT)?;
-        let status = attach(&mut ebpf, &resolved)?;
+        let status = attach(&mut ebpf, &resolved, exec_failures)?;
 
         let take = |ebpf: &mut Ebpf, name: &'static str| {
             ebpf.take_map(name).ok_or(ProbeError::MissingMap(name))
@@ -280,9 +303,21 @@ impl Probes {
     }
 }
 
+/// The exec-failure probes and their syscall tracepoints.
+const EXEC_FAILURE_PROBES: [(&str, &str); 4] = [
+    (names::EXECVE_ENTER, "sys_enter_execve"),
+    (names::EXECVEAT_ENTER, "sys_enter_execveat"),
+    (names::EXECVE_EXIT, "sys_exit_execve"),
+    (names::EXECVEAT_EXIT, "sys_exit_execveat"),
+];
+
 /// Attaches every probe this kernel supports and logs how each fared. Exit and signal probes
 /// are required; the rest degrade with their reason in the status.
-fn attach(ebpf: &mut Ebpf, resolved: &layout::Resolved) -> Result<Vec<ProbeStatus>, ProbeError> {
+fn attach(
+    ebpf: &mut Ebpf,
+    resolved: &layout::Resolved,
+    exec_failures: bool,
+) -> Result<Vec<ProbeStatus>, ProbeError> {
     let kernel_btf = aya::Btf::from_sys_fs().map_err(|e| {
         ProbeError::Btf(btf::BtfError::Read {
             path: "/sys/kernel/btf/vmlinux".into(),
@@ -328,12 +363,15 @@ fn attach(ebpf: &mut Ebpf, resolved: &layout::Resolved) -> Result<Vec<ProbeStatu
         }),
     }
     let exec_ok = resolved.layout.flags & agent_ebpf::layout_flags::EXEC_TRACEPOINTS != 0;
-    for (name, event) in [
-        (names::EXECVE_ENTER, "sys_enter_execve"),
-        (names::EXECVEAT_ENTER, "sys_enter_execveat"),
-        (names::EXECVE_EXIT, "sys_exit_execve"),
-        (names::EXECVEAT_EXIT, "sys_exit_execveat"),
-    ] {
+    let exec_probes = if exec_failures {
+        EXEC_FAILURE_PROBES.as_slice()
+    } else {
+        // Enabling any syscall tracepoint puts every syscall of every task on the node on the
+        // tracing slow path; an operator may not want that for the context of an exit 127.
+        info!("--exec-failures off: the exec-failure probes are not attached");
+        &[]
+    };
+    for &(name, event) in exec_probes {
         let result = if exec_ok {
             (|| -> Result<(), aya::programs::ProgramError> {
                 let program: &mut TracePoint = ebpf
