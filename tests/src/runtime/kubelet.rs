@@ -322,9 +322,11 @@ impl Kubelet {
             c.container_status(request).await
         })?;
         let s = answer.status.context("ContainerStatus without a status")?;
+        let (name, attempt) = s.metadata.map(|m| (m.name, m.attempt)).unwrap_or_default();
         Ok(Status {
             id: s.id,
-            name: s.metadata.map(|m| m.name).unwrap_or_default(),
+            name,
+            attempt,
             state: k8s_cri::v1::ContainerState::try_from(s.state).map_or_else(
                 |_| format!("{}", s.state),
                 |st| st.as_str_name().to_string(),

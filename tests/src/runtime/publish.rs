@@ -19,19 +19,19 @@ use super::spec::{Pod, Status};
 use crate::apiserver::ApiServer;
 use crate::cgroups::unique_hex;
 
-/// The pod as the kubelet writes it for `node`: spec and a status per container the runtime
-/// has, from `ContainerStatus` now.
+/// The pod as the kubelet writes it for `node`: spec and one status per container name, from
+/// the runtime's `ContainerStatus` now (see [`by_name`]).
 pub fn pod_object(kubelet: &Kubelet, node: &str, pod: &Pod) -> Result<ApiPod> {
-    let statuses = kubelet.pod_containers(pod)?;
+    let statuses = by_name(kubelet.pod_containers(pod)?);
     let containers = statuses
         .iter()
-        .map(|s| Container {
+        .map(|(s, _)| Container {
             name: s.name.clone(),
             image: Some(images::TEST.into()),
             ..Container::default()
         })
         .collect();
-    let running = statuses.iter().any(|s| s.state == "CONTAINER_RUNNING");
+    let running = statuses.iter().any(|(s, _)| s.state == "CONTAINER_RUNNING");
     Ok(ApiPod {
         metadata: ObjectMeta {
             namespace: Some(pod.namespace.clone()),
@@ -47,23 +47,67 @@ pub fn pod_object(kubelet: &Kubelet, node: &str, pod: &Pod) -> Result<ApiPod> {
         }),
         status: Some(PodStatus {
             phase: Some(if running { "Running" } else { "Succeeded" }.into()),
-            container_statuses: Some(statuses.iter().map(container_status).collect()),
+            container_statuses: Some(
+                statuses
+                    .iter()
+                    .map(|(s, last)| container_status(s, last.as_ref()))
+                    .collect(),
+            ),
             ..PodStatus::default()
         }),
     })
 }
 
-/// What the kubelet's status manager writes for one container.
-fn container_status(s: &Status) -> ContainerStatus {
+/// The runtime's containers of a pod as the kubelet publishes them
+/// (`convertToAPIContainerStatuses`): per name, the newest attempt, and the attempt before it
+/// when that one has exited (its `lastState`). Older attempts are not published: a record may
+/// name an id the pod's status no longer shows.
+fn by_name(mut statuses: Vec<Status>) -> Vec<(Status, Option<Status>)> {
+    statuses.sort_by(|a, b| a.name.cmp(&b.name).then(b.attempt.cmp(&a.attempt)));
+    let mut out: Vec<(Status, Option<Status>)> = Vec::new();
+    for s in statuses {
+        match out.last_mut() {
+            Some((newest, last)) if newest.name == s.name => {
+                if last.is_none() && s.exited() {
+                    *last = Some(s);
+                }
+            }
+            _ => out.push((s, None)),
+        }
+    }
+    out
+}
+
+/// What the kubelet's status manager writes for one container: its newest attempt's state,
+/// the one before in `lastState`, the newest attempt as `restartCount`.
+fn container_status(s: &Status, last: Option<&Status>) -> ContainerStatus {
     let id = format!("containerd://{}", s.id);
-    let state = match s.state.as_str() {
+    ContainerStatus {
+        name: s.name.clone(),
+        container_id: Some(id),
+        image: images::TEST.into(),
+        image_id: images::TEST.into(),
+        ready: s.state == "CONTAINER_RUNNING",
+        started: Some(s.state == "CONTAINER_RUNNING"),
+        restart_count: i32::try_from(s.attempt).unwrap_or(i32::MAX),
+        state: Some(state(s)),
+        last_state: last.map(state),
+        ..ContainerStatus::default()
+    }
+}
+
+/// One attempt's `ContainerState`: running, terminated with the runtime's exit code, reason
+/// and message, or waiting.
+fn state(s: &Status) -> ContainerState {
+    let id = format!("containerd://{}", s.id);
+    match s.state.as_str() {
         "CONTAINER_RUNNING" => ContainerState {
             running: Some(ContainerStateRunning::default()),
             ..ContainerState::default()
         },
         "CONTAINER_EXITED" => ContainerState {
             terminated: Some(ContainerStateTerminated {
-                container_id: Some(id.clone()),
+                container_id: Some(id),
                 exit_code: s.exit_code,
                 reason: Some(s.reason.clone()).filter(|r| !r.is_empty()),
                 message: Some(s.message.clone()).filter(|m| !m.is_empty()),
@@ -78,16 +122,6 @@ fn container_status(s: &Status) -> ContainerStatus {
             }),
             ..ContainerState::default()
         },
-    };
-    ContainerStatus {
-        name: s.name.clone(),
-        container_id: Some(id),
-        image: images::TEST.into(),
-        image_id: images::TEST.into(),
-        ready: s.state == "CONTAINER_RUNNING",
-        started: Some(s.state == "CONTAINER_RUNNING"),
-        state: Some(state),
-        ..ContainerStatus::default()
     }
 }
 

@@ -94,6 +94,8 @@ impl ContainerSpec {
 pub struct Status {
     pub id: String,
     pub name: String,
+    /// The CRI `attempt` it was created with: the kubelet's restart count.
+    pub attempt: u32,
     /// `CONTAINER_CREATED`, `CONTAINER_RUNNING`, `CONTAINER_EXITED`, `CONTAINER_UNKNOWN`.
     pub state: String,
     pub exit_code: i32,
