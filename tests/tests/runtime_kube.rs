@@ -2,7 +2,8 @@
 //! runtime's container statuses (real `containerd://<id>` ids) to the API server double, as the
 //! kubelet does, and the agent runs with `--kube on`. Checked: the records name the pod and the
 //! container the API has for the runtime's ids, a `StartError` carries the runtime's message, and
-//! the agent's Event lands next to the kubelet's. With runc and with crun. Needs root and the
+//! the agent's Event lands next to the kubelet's, an attempt the status shows only as the
+//! restarted container's `lastState` is still named. With runc and with crun. Needs root and the
 //! runtime (`cargo xtask test` installs it).
 
 use std::time::Duration;
@@ -18,6 +19,7 @@ coroner_tests::with_both_runtimes!(
     records_name_the_pod_and_container_of_the_runtimes_ids,
     start_error_carries_the_runtimes_message,
     pod_teardown_is_recorded_as_the_sandbox_not_a_container_death,
+    a_restarted_container_names_its_killed_attempt_from_the_last_state,
 );
 
 fn records_name_the_pod_and_container_of_the_runtimes_ids(handler: Handler) {
@@ -205,4 +207,78 @@ fn pod_teardown_is_recorded_as_the_sandbox_not_a_container_death(handler: Handle
     };
     assert_eq!(count("Error"), Some(1.0), "the app's death counts:\n{body}");
     assert_eq!(count("Killed"), None, "the sandbox's does not:\n{body}");
+}
+
+/// The kubelet kills `app` for a failed liveness probe and restarts it before its status
+/// manager writes again: the first status the agent sees has the new attempt's id as
+/// `containerID` and the killed one only in `lastState.terminated` (an agent that was
+/// restarting, or a watch that was re-listing, never saw it current). The killed attempt's
+/// record still names the container, and with it the kubelet's reason for the kill.
+fn a_restarted_container_names_its_killed_attempt_from_the_last_state(handler: Handler) {
+    let Some(mut c) = Cluster::start(
+        "a_restarted_container_names_its_killed_attempt",
+        handler,
+        &[],
+    ) else {
+        return;
+    };
+    let pod = c.kubelet.run_pod(&PodOptions::default()).unwrap();
+    let attempt = |attempt| ContainerSpec {
+        attempt,
+        ..ContainerSpec::sh("app", "sleep 600")
+    };
+    let (killed, _) = c.kubelet.run_container(&pod, &attempt(0)).unwrap();
+    post_event(
+        &c.server,
+        &c.node,
+        &pod,
+        "app",
+        (
+            "Normal",
+            "Killing",
+            "Container app failed liveness probe, will be restarted",
+        ),
+    )
+    .unwrap();
+    c.kubelet.stop_container(&killed, 1).unwrap();
+    c.kubelet.wait_exited(&killed, EXIT_WAIT).unwrap();
+    let (restarted, _) = c.kubelet.run_container(&pod, &attempt(1)).unwrap();
+    let published = publish(&c.kubelet, &c.server, &c.node, &pod).unwrap();
+    let status = &published["status"]["containerStatuses"];
+    assert_eq!(
+        status.as_array().map(Vec::len),
+        Some(1),
+        "one status per container name: {status:#}"
+    );
+    assert_eq!(
+        status[0]["containerID"],
+        format!("containerd://{restarted}")
+    );
+    assert_eq!(
+        status[0]["lastState"]["terminated"]["containerID"],
+        format!("containerd://{killed}"),
+        "{status:#}"
+    );
+    assert_eq!(status[0]["restartCount"], 1, "{status:#}");
+
+    let record = c
+        .agent
+        .wait_for("the killed attempt's init", RECORD_WAIT, |r| {
+            r.record.container_id.as_deref() == Some(killed.as_str()) && r.field("role") == "init"
+        })
+        .unwrap();
+    let r = &record.record;
+    assert_eq!(
+        (r.pod.as_deref(), r.container.as_deref()),
+        (Some(pod.name.as_str()), Some("app")),
+        "named from lastState: {}\n{}",
+        record.json,
+        c.agent.log_tail()
+    );
+    assert_eq!(
+        record.field("initiator"),
+        "liveness_probe",
+        "the kubelet's Killing Event matched by the container's name: {}",
+        record.json
+    );
 }
