@@ -117,7 +117,9 @@ fn rounds(side: &SideBySide, out: &mut String) {
 }
 
 fn programs(r: &Report, out: &mut String) {
-    let Some(costs) = &r.program_cost else { return };
+    if r.program_cost.is_none() && r.program_floor.is_none() {
+        return;
+    }
     let _ = writeln!(
         out,
         "## Kernel programs\n\nBPF run-time statistics on (`BPF_ENABLE_STATS`, as `kernel.bpf_stats_enabled=1`, \
@@ -129,7 +131,7 @@ fn programs(r: &Report, out: &mut String) {
         out,
         "| program | storm | runs | average ns |\n|---|---|---|---|"
     );
-    for c in r.program_floor.iter().flatten().chain(costs) {
+    for c in r.program_floor.iter().chain(&r.program_cost).flatten() {
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} |",

@@ -7,7 +7,9 @@
 //! `coroner-bench [PATH TO coroner]` (default: `CORONER_BIN`, else `target/release/coroner`).
 //! Knobs (environment): `CORONER_BENCH_ROUNDS` (5; each runs every configuration on every
 //! storm; `CORONER_BENCH_PAIRS` is its former name), `CORONER_BENCH_CHURN_SECS` (280),
-//! `CORONER_BENCH_SERIES` (`10000,100000`; empty: skip). Needs root.
+//! `CORONER_BENCH_SERIES` (`10000,100000`; empty: skip), `CORONER_BENCH_ONLY` (words, comma
+//! separated: only the phases whose name holds one, e.g. `slowdown`; the others are "not
+//! measured"). Needs root.
 
 #[path = "../bench/mod.rs"]
 #[expect(
@@ -42,8 +44,21 @@ fn workspace_root() -> PathBuf {
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
+/// Whether `CORONER_BENCH_ONLY` (comma-separated words; unset: every phase) names the phase.
+fn wanted(phase: &str) -> bool {
+    std::env::var("CORONER_BENCH_ONLY").map_or(true, |only| {
+        only.split(',')
+            .map(str::trim)
+            .any(|word| !word.is_empty() && phase.contains(word))
+    })
+}
+
 /// Runs one phase; a failure is reported, not fatal, so the other figures still come out.
 fn phase<T>(name: &str, errors: &mut Vec<String>, run: impl FnOnce() -> Result<T>) -> Option<T> {
+    if !wanted(name) {
+        eprintln!("== {name}: left out (CORONER_BENCH_ONLY)");
+        return None;
+    }
     if check_interrupted().is_err() {
         errors.push(format!("{name}: skipped (interrupted)"));
         return None;
