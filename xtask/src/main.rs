@@ -36,7 +36,8 @@ enum Cmd {
         /// Only tests whose name contains this.
         filter: Option<String>,
     },
-    /// The benchmark: overhead, loss, footprint and latency (needs root).
+    /// The benchmark: overhead side by side with the empty-program floor and libbpf-tools
+    /// (installed from Debian), loss, footprint and latency (needs root).
     Bench,
     /// Install the build prerequisites only.
     Setup,
@@ -159,6 +160,7 @@ fn main() -> Result<()> {
         Cmd::Bench => {
             let binary = build(Targets::Bins)?;
             prereq::require_root("the benchmark")?;
+            prereq::ensure_bench_tools()?;
             run(Command::new(workspace_root().join("target/release/coroner-bench")).arg(&binary))
         }
     }

@@ -274,12 +274,32 @@ pub fn ensure_test_tools() -> Result<()> {
     // cargo-deny runs offline in the suite and reads every crate of the lock file, also those
     // of other platforms and targets no build here downloads: fetch them all first.
     run(crate::cargo().args(["fetch", "--locked"]))?;
+    ensure_tracefs("exec-failure tests will fail");
+    Ok(())
+}
+
+/// The syscall tracepoints (coroner's exec-failure probes, the bench's floor) are tracefs
+/// events: mounted here if the machine has not.
+fn ensure_tracefs(otherwise: &str) {
     if !Path::new("/sys/kernel/tracing/events").is_dir() {
         let _ = std::fs::create_dir_all("/sys/kernel/tracing");
         if !quiet(Command::new("mount").args(["-t", "tracefs", "tracefs", "/sys/kernel/tracing"])) {
-            eprintln!("xtask: could not mount tracefs; exec-failure tests will fail");
+            eprintln!("xtask: could not mount tracefs; {otherwise}");
         }
     }
+}
+
+/// What the bench drives besides the agent: bpftool (BTF ids for the floor's programs,
+/// program names) and what a user would run instead of coroner, libbpf-tools' exitsnoop,
+/// sigsnoop and execsnoop (Debian's `libbpf-tools`, 0.26 on bookworm).
+pub fn ensure_bench_tools() -> Result<()> {
+    ensure_debian(&[
+        ("/usr/sbin/bpftool", "bpftool"),
+        ("/usr/sbin/exitsnoop", "libbpf-tools"),
+        ("/usr/sbin/sigsnoop", "libbpf-tools"),
+        ("/usr/sbin/execsnoop", "libbpf-tools"),
+    ])?;
+    ensure_tracefs("the floor's syscall tracepoints will be left out");
     Ok(())
 }
 

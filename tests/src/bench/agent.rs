@@ -24,6 +24,8 @@ pub struct AgentConfig {
     /// `--kube on` with this kubeconfig (the API server double); `None`: `--kube off`.
     pub kubeconfig: Option<PathBuf>,
     pub node: Option<String>,
+    /// Further flags, after the bench's own (e.g. `--exec-failures off`).
+    pub extra_args: Vec<String>,
 }
 
 pub struct Agent {
@@ -60,6 +62,7 @@ impl Agent {
         if let Some(node) = &config.node {
             cmd.args(["--node-name", node]);
         }
+        cmd.args(&config.extra_args);
         cmd.env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())

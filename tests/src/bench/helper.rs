@@ -3,8 +3,8 @@
 //! storm inside a container's cgroup, a pod "shim" on the host.
 //!
 //! `__storm KIND START_NS DURATION_NS PROGRAM` — from `CLOCK_MONOTONIC` `START_NS` for
-//! `DURATION_NS`, repeat one operation (`spawn`, `fork`, `signal`, `kill`); print the count and
-//! the CPU time (ns) it took, its own and its reaped children's together.
+//! `DURATION_NS`, repeat one operation (`spawn`, `fork`, `signal`, `kill`, `getpid`, `pipe`);
+//! print the count and the CPU time (ns) it took, its own and its reaped children's together.
 //! `__deaths RATE START_NS DURATION_NS` — fork a child and kill it (SIGTERM and SIGKILL in
 //! turn) `RATE` times a second (0: as fast as possible); print the count.
 //! `__pods HOST_PROCS LIST` — for each container cgroup directory in the file `LIST`, stage
@@ -136,21 +136,98 @@ fn storm(kind: &str, start: u64, duration: u64, program: &str) -> Result<String,
             })
         }
         "kill" => Box::new(kill_one),
+        "getpid" => Box::new(|_| {
+            // SAFETY: getpid(2) has no preconditions; the raw syscall, so no libc cache.
+            unsafe { libc::syscall(libc::SYS_getpid) };
+        }),
+        "pipe" => {
+            let partner = EchoPartner::start()?;
+            Box::new(move |_| partner.round_trip())
+        }
         other => return Err(format!("unknown storm {other:?}")),
     };
     sleep_until(start);
     let end = start + duration;
     let cpu_before = cpu_ns();
     let mut ops = 0;
-    // The clock is read once per batch: a vDSO call is cheap, but not free next to a signal.
-    let batch = if kind == "signal" { 32 } else { 1 };
+    // The clock is read once per batch: a vDSO call is cheap, but not free next to a signal
+    // or a syscall.
+    let batch = if matches!(kind, "signal" | "getpid") {
+        32
+    } else {
+        1
+    };
     while monotonic_ns() < end {
         for _ in 0..batch {
             op(ops);
             ops += 1;
         }
     }
+    // The pipe's partner is reaped here, before the CPU time is read: its time counts.
+    drop(op);
     Ok(format!("{ops} {}", cpu_ns() - cpu_before))
+}
+
+/// A forked process that echoes every byte it reads back on a second pipe, until EOF.
+struct EchoPartner {
+    pid: i32,
+    to: i32,
+    from: i32,
+}
+
+impl EchoPartner {
+    fn start() -> Result<Self, String> {
+        let (mut there, mut back) = ([0i32; 2], [0i32; 2]);
+        // SAFETY: pipe(2) into arrays we own; the forked child only reads, writes and exits
+        // (the helper is single-threaded).
+        unsafe {
+            if libc::pipe(there.as_mut_ptr()) != 0 || libc::pipe(back.as_mut_ptr()) != 0 {
+                return Err(format!("pipe: {}", std::io::Error::last_os_error()));
+            }
+            let pid = libc::fork();
+            if pid == 0 {
+                libc::close(there[1]);
+                libc::close(back[0]);
+                let mut byte = 0u8;
+                while libc::read(there[0], (&raw mut byte).cast(), 1) == 1 {
+                    if libc::write(back[1], (&raw const byte).cast(), 1) != 1 {
+                        break;
+                    }
+                }
+                libc::_exit(0);
+            }
+            libc::close(there[0]);
+            libc::close(back[1]);
+            if pid < 0 {
+                return Err(format!("fork: {}", std::io::Error::last_os_error()));
+            }
+            Ok(Self {
+                pid,
+                to: there[1],
+                from: back[0],
+            })
+        }
+    }
+
+    fn round_trip(&self) {
+        let mut byte = 1u8;
+        // SAFETY: one byte each way on our own pipe ends.
+        unsafe {
+            libc::write(self.to, (&raw const byte).cast(), 1);
+            libc::read(self.from, (&raw mut byte).cast(), 1);
+        }
+    }
+}
+
+impl Drop for EchoPartner {
+    fn drop(&mut self) {
+        // SAFETY: closing our ends gives the partner EOF; then it is our child to reap.
+        unsafe {
+            libc::close(self.to);
+            libc::close(self.from);
+        }
+        wait_child(self.pid);
+    }
 }
 
 /// A child's death by a signal from its parent, in turn SIGTERM and SIGKILL.

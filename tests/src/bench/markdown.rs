@@ -3,6 +3,8 @@
 use std::fmt::Write as _;
 
 use super::report::Report;
+use super::rounds::SideBySide;
+use super::table::{self, Metric};
 
 pub fn render(r: &Report) -> String {
     let m = &r.machine;
@@ -36,63 +38,100 @@ pub fn render(r: &Report) -> String {
 }
 
 fn slowdown(r: &Report, out: &mut String) {
-    let Some(storms) = &r.slowdown else { return };
+    let Some(side) = &r.slowdown else { return };
     let _ = writeln!(
         out,
-        "## Workload slowdown\n\nEach storm runs {:.1} s with one helper per CPU inside a kubelet-style container \
-         cgroup; {} pairs alternate with and without the agent (the agent is started afresh for each \
-         \"with\"). Spawned program: {}. Throughput counts every operation of all helpers in the \
-         window; CPU time is the helpers' and their children's user + system time (getrusage), which \
-         includes the probes (they run in the task that hits the tracepoint) but not the agent's user \
-         space, and which other work on the machine does not inflate:\n",
-        r.storm_seconds, r.pairs, r.spawn_program
+        "## Workload slowdown, side by side\n\nEach storm runs {:.1} s with one helper per CPU inside a kubelet-style \
+         container cgroup. {} rounds; in each, every configuration attaches in turn (the order rotated by one \
+         place per round, so drift does not land on one) and runs every storm; an agent is started afresh each \
+         time. A slowdown is against the same round's run with nothing attached; cells give the median over \
+         the rounds and (min..max). BPF statistics are off meanwhile. Spawned program: {}. Floor: \
+         `r0 = 0; exit` on each of coroner's hooks (tp_btf sched_process_exit, sched_process_exec, \
+         signal_generate, cgroup_mkdir, mark_victim; tracepoint syscalls/sys_{{enter,exit}}_execve{{,at}}). \
+         Trio: exitsnoop, sigsnoop and execsnoop of libbpf-tools at once, output to /dev/null.\n",
+        side.storm_seconds, side.rounds, r.spawn_program
     );
     let _ = writeln!(
         out,
-        "| storm | pair | ops/s with agent | without | slowdown | CPU ns/op with agent | without | slowdown |\n|---|---|---|---|---|---|---|---|"
+        "Throughput (operations per second of all helpers; the first column is the rate itself):\n\n{}",
+        table::render(side, Metric::Throughput)
     );
-    for s in storms {
-        let (t, c) = (&s.throughput, &s.cpu_per_op);
-        for i in 0..t.with_agent.len().min(c.with_agent.len()) {
-            let _ = writeln!(
-                out,
-                "| {} | {} | {:.0} | {:.0} | {:+.2}% | {:.0} | {:.0} | {:+.2}% |",
-                s.storm,
-                i + 1,
-                t.with_agent[i],
-                t.without_agent.get(i).copied().unwrap_or(f64::NAN),
-                t.slowdown_pct.get(i).copied().unwrap_or(f64::NAN),
-                c.with_agent[i],
-                c.without_agent.get(i).copied().unwrap_or(f64::NAN),
-                c.slowdown_pct.get(i).copied().unwrap_or(f64::NAN),
-            );
+    let _ = writeln!(
+        out,
+        "Coroner's median throughput slowdown minus the other's, in percentage points:\n\n{}",
+        table::versus_lines(side)
+    );
+    let _ = writeln!(
+        out,
+        "CPU time per operation (the helpers' and their children's user + system time, getrusage: the \
+         probes are in it, since they run in the task that hits the tracepoint; the agent's and the \
+         tools' user space is not, and other work on the machine does not inflate it):\n\n{}",
+        table::render(side, Metric::CpuPerOp)
+    );
+    if !side.not_measured.is_empty() {
+        let _ = writeln!(out, "{}", table::not_measured_lines(side));
+    }
+    rounds(side, out);
+}
+
+/// Every round's rates, in the order the configurations ran.
+fn rounds(side: &SideBySide, out: &mut String) {
+    let _ = writeln!(
+        out,
+        "Per round (operations per second; order of the configurations: {}):\n",
+        side.orders
+            .iter()
+            .enumerate()
+            .map(|(i, order)| {
+                let names: Vec<&str> = order.iter().map(|c| c.label()).collect();
+                format!("{}: {}", i + 1, names.join(" → "))
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    let Some(first) = side.storms.first() else {
+        return;
+    };
+    out.push_str("| storm | round |");
+    for c in &first.configs {
+        let _ = write!(out, " {} |", c.config.label());
+    }
+    out.push_str("\n|---|---|");
+    out.push_str(&"---|".repeat(first.configs.len()));
+    out.push('\n');
+    for storm in &side.storms {
+        for round in 0..side.rounds {
+            let _ = write!(out, "| {} | {} |", storm.storm, round + 1);
+            for c in &storm.configs {
+                match c.ops_per_s.get(round).copied().flatten() {
+                    Some(rate) => {
+                        let _ = write!(out, " {rate:.0} |");
+                    }
+                    None => out.push_str(" — |"),
+                }
+            }
+            out.push('\n');
         }
     }
     out.push('\n');
 }
 
 fn programs(r: &Report, out: &mut String) {
-    let Some(costs) = &r.program_cost else { return };
+    if r.program_cost.is_none() && r.program_floor.is_none() {
+        return;
+    }
     let _ = writeln!(
         out,
         "## Kernel programs\n\nBPF run-time statistics on (`BPF_ENABLE_STATS`, as `kernel.bpf_stats_enabled=1`, \
-         released after), each storm once, this agent's programs only (read from its fdinfo):\n"
+         released after), each storm once, this agent's programs only (read from its fdinfo); first \
+         the floor's empty programs (`floor_*`, one per hook of coroner's), measured the same way \
+         with no agent running:\n"
     );
     let _ = writeln!(
         out,
         "| program | storm | runs | average ns |\n|---|---|---|---|"
     );
-    if let Some(f) = &r.program_floor {
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} |",
-            f.program,
-            f.storm,
-            f.runs,
-            f.avg_ns.map_or("—".into(), |a| format!("{a:.0}"))
-        );
-    }
-    for c in costs {
+    for c in r.program_floor.iter().chain(&r.program_cost).flatten() {
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} |",

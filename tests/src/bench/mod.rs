@@ -2,6 +2,7 @@
 //! Each phase is a module; the orchestration and the report live in the `coroner-bench` binary.
 
 pub mod agent;
+pub mod configs;
 pub mod elf;
 pub mod floor;
 pub mod footprint;
@@ -12,8 +13,11 @@ pub mod memcg_reads;
 pub mod overhead;
 pub mod procfs;
 pub mod report;
+pub mod rounds;
 pub mod series;
 pub mod stats;
+pub mod table;
+pub mod trio;
 
 use std::io::Read as _;
 use std::os::fd::AsRawFd as _;

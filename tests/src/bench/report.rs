@@ -5,10 +5,12 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use super::floor;
 use super::footprint::Footprint;
 use super::memcg_reads::MemcgReads;
-use super::overhead::{ProgCost, StormResult};
+use super::overhead::ProgCost;
 use super::procfs::Machine;
+use super::rounds::SideBySide;
 use super::series::SeriesResult;
 use super::stats::Percentiles;
 
@@ -20,12 +22,11 @@ pub struct Report {
     pub machine: Machine,
     pub spawn_program: String,
     pub bench_seconds: f64,
-    pub pairs: usize,
-    pub storm_seconds: f64,
-    pub slowdown: Option<Vec<StormResult>>,
+    /// Side by side: each configuration on each storm, round after round.
+    pub slowdown: Option<SideBySide>,
     pub program_cost: Option<Vec<ProgCost>>,
-    /// An empty program on the same hook, same storm: the machine's floor.
-    pub program_floor: Option<ProgCost>,
+    /// Empty programs on coroner's hooks, same storms: the machine's floor per run.
+    pub program_floor: Option<Vec<ProgCost>>,
     pub footprint: Option<Footprint>,
     pub series: Option<SeriesResult>,
     pub memcg_reads: Option<MemcgReads>,
@@ -43,7 +44,7 @@ pub struct Row {
     pub verdict: String,
 }
 
-fn row(
+pub fn row(
     figure: impl Into<String>,
     measured: impl Into<String>,
     target: impl Into<String>,
@@ -57,12 +58,12 @@ fn row(
     }
 }
 
-const NOT_MEASURED: &str = "not measured";
+pub const NOT_MEASURED: &str = "not measured";
 /// A storm's average for a program counts as "worst" only over this many runs.
 const MIN_RUNS: u64 = 1_000;
 
 /// "met", or how far over an upper bound the value is.
-fn at_most(value: f64, limit: f64, unit: &str) -> String {
+pub fn at_most(value: f64, limit: f64, unit: &str) -> String {
     if value <= limit {
         "met".into()
     } else {
@@ -97,7 +98,7 @@ impl Report {
     /// Fills `rows` from the phases' results.
     pub fn summarise(&mut self) {
         let mut rows = Vec::new();
-        self.slowdown_rows(&mut rows);
+        rows.extend(super::table::summary_rows(self.slowdown.as_ref()));
         self.program_rows(&mut rows);
         self.footprint_rows(&mut rows);
         self.series_rows(&mut rows);
@@ -119,44 +120,6 @@ impl Report {
             ),
         });
         self.rows = rows;
-    }
-
-    fn slowdown_rows(&self, rows: &mut Vec<Row>) {
-        let Some(storms) = &self.slowdown else {
-            rows.push(row(
-                "workload slowdown (all storms)",
-                NOT_MEASURED,
-                "≤1% spawn/fork, ≤3% signals",
-                NOT_MEASURED,
-            ));
-            return;
-        };
-        for s in storms {
-            for (paired, how, unit) in [
-                (&s.throughput, "throughput", "/s"),
-                (&s.cpu_per_op, "CPU time per operation", " ns"),
-            ] {
-                let (measured, verdict) = paired.slowdown.map_or_else(
-                    || (NOT_MEASURED.to_owned(), NOT_MEASURED.to_owned()),
-                    |d| {
-                        let base = paired.without_agent_spread.map_or(f64::NAN, |r| r.median);
-                        (
-                            format!(
-                                "{:+.2}% median ({:+.2}..{:+.2}, n={}); {base:.0}{unit} without agent",
-                                d.median, d.min, d.max, d.n
-                            ),
-                            at_most(d.median, s.target_pct, "pts"),
-                        )
-                    },
-                );
-                rows.push(row(
-                    format!("slowdown, {how}: {} storm ({})", s.storm, s.what),
-                    measured,
-                    format!("≤{}%", s.target_pct),
-                    verdict,
-                ));
-            }
-        }
     }
 
     fn program_rows(&self, rows: &mut Vec<Row>) {
@@ -188,7 +151,14 @@ impl Report {
                 ),
                 None => (NOT_MEASURED.into(), NOT_MEASURED.into()),
             };
-            let measured = match self.program_floor.as_ref().and_then(|f| f.avg_ns) {
+            let floor = floor::floor_of(program).and_then(|name| {
+                self.program_floor
+                    .iter()
+                    .flatten()
+                    .find(|f| f.program == name && f.storm == "all")?
+                    .avg_ns
+            });
+            let measured = match floor {
                 Some(floor) => format!("{measured}; empty-program floor here {floor:.0} ns"),
                 None => measured,
             };
@@ -203,20 +173,8 @@ impl Report {
 
     /// The fastest death rate without loss, against what the machine does without the agent.
     fn loss_row(&self, f: &Footprint) -> Row {
-        let max_spawn = self
-            .slowdown
-            .iter()
-            .flatten()
-            .find(|s| s.storm == "spawn")
-            .and_then(|s| s.throughput.without_agent_spread)
-            .map(|r| r.median);
-        let max_kill = self
-            .slowdown
-            .iter()
-            .flatten()
-            .find(|s| s.storm == "kill")
-            .and_then(|s| s.throughput.without_agent_spread)
-            .map(|r| r.median);
+        let baseline = |kind| self.slowdown.as_ref()?.storm(kind)?.baseline_rate();
+        let (max_spawn, max_kill) = (baseline("spawn"), baseline("kill"));
         let versus = |rate: f64| {
             let mut text = format!("{rate:.0} deaths/s");
             if let Some(spawn) = max_spawn {

@@ -165,6 +165,7 @@ pub fn run(bench: &Bench, targets: &[usize]) -> Result<SeriesResult> {
     let config = AgentConfig {
         kubeconfig: Some(server.kubeconfig().to_path_buf()),
         node: Some(NODE.into()),
+        ..AgentConfig::default()
     };
     let agent = Agent::start(&bench.coroner, &bench.dir, "series", &config)?;
     wait_watch_up(&agent, Duration::from_mins(1))?;

@@ -1,11 +1,15 @@
 //! `cargo xtask bench`: what coroner costs a node, measured here, in one run — workload
-//! slowdown, the kernel programs' own cost, the highest loss-free death rate, memory and CPU,
+//! slowdown side by side with nothing attached, the empty-program floor and the libbpf-tools
+//! trio, the kernel programs' own cost, the highest loss-free death rate, memory and CPU,
 //! record latency, and `/metrics` at 10k and 100k series. Prints the table and writes it as
 //! Markdown and JSON to `bench-results/`.
 //!
 //! `coroner-bench [PATH TO coroner]` (default: `CORONER_BIN`, else `target/release/coroner`).
-//! Knobs (environment): `CORONER_BENCH_PAIRS` (11), `CORONER_BENCH_CHURN_SECS` (280),
-//! `CORONER_BENCH_SERIES` (`10000,100000`; empty: skip). Needs root.
+//! Knobs (environment): `CORONER_BENCH_ROUNDS` (5; each runs every configuration on every
+//! storm; `CORONER_BENCH_PAIRS` is its former name), `CORONER_BENCH_CHURN_SECS` (280),
+//! `CORONER_BENCH_SERIES` (`10000,100000`; empty: skip), `CORONER_BENCH_ONLY` (words, comma
+//! separated: only the phases whose name holds one, e.g. `slowdown`; the others are "not
+//! measured"). Needs root.
 
 #[path = "../bench/mod.rs"]
 #[expect(
@@ -23,7 +27,9 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use bench::report::Report;
-use bench::{Bench, check_interrupted, floor, footprint, markdown, overhead, procfs, series};
+use bench::{
+    Bench, check_interrupted, floor, footprint, markdown, overhead, procfs, rounds, series,
+};
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -38,8 +44,21 @@ fn workspace_root() -> PathBuf {
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
+/// Whether `CORONER_BENCH_ONLY` (comma-separated words; unset: every phase) names the phase.
+fn wanted(phase: &str) -> bool {
+    std::env::var("CORONER_BENCH_ONLY").map_or(true, |only| {
+        only.split(',')
+            .map(str::trim)
+            .any(|word| !word.is_empty() && phase.contains(word))
+    })
+}
+
 /// Runs one phase; a failure is reported, not fatal, so the other figures still come out.
 fn phase<T>(name: &str, errors: &mut Vec<String>, run: impl FnOnce() -> Result<T>) -> Option<T> {
+    if !wanted(name) {
+        eprintln!("== {name}: left out (CORONER_BENCH_ONLY)");
+        return None;
+    }
     if check_interrupted().is_err() {
         errors.push(format!("{name}: skipped (interrupted)"));
         return None;
@@ -91,7 +110,7 @@ fn orchestrate(args: &[String]) -> Result<()> {
             "note: kernel.bpf_stats_enabled is already 1: the slowdown includes the statistics' own cost"
         );
     }
-    let pairs: usize = env_or("CORONER_BENCH_PAIRS", 11).max(1);
+    let rounds: usize = env_or("CORONER_BENCH_ROUNDS", env_or("CORONER_BENCH_PAIRS", 5)).max(1);
     let churn = Duration::from_secs(env_or("CORONER_BENCH_CHURN_SECS", 280));
     let targets: Vec<usize> = std::env::var("CORONER_BENCH_SERIES")
         .unwrap_or_else(|_| "10000,100000".into())
@@ -101,21 +120,19 @@ fn orchestrate(args: &[String]) -> Result<()> {
 
     let bench = Bench::new(coroner)?;
     let mut errors = Vec::new();
-    let slowdown = phase("workload slowdown", &mut errors, || {
-        overhead::slowdown(&bench, pairs)
+    let slowdown = phase("workload slowdown, side by side", &mut errors, || {
+        rounds::run(&bench, rounds)
     });
     let program_cost = phase("kernel program cost", &mut errors, || {
         overhead::program_cost(&bench)
     });
     let program_floor = phase("kernel cost floor", &mut errors, || {
-        floor::empty_program_cost(&bench)
+        floor::empty_program_cost(&bench, &floor::FloorHooks::resolve()?)
     });
     let max_kill = slowdown
-        .iter()
-        .flatten()
-        .find(|s| s.storm == "kill")
-        .and_then(|s| s.throughput.without_agent_spread)
-        .map(|r| r.median);
+        .as_ref()
+        .and_then(|s| s.storm("kill"))
+        .and_then(rounds::StormResult::baseline_rate);
     let footprint = phase("loss, latency, footprint", &mut errors, || {
         footprint::run(&bench, max_kill, churn)
     });
@@ -133,8 +150,6 @@ fn orchestrate(args: &[String]) -> Result<()> {
         machine,
         spawn_program: bench.program.description.clone(),
         bench_seconds: started.elapsed().as_secs_f64(),
-        pairs,
-        storm_seconds: overhead::STORM_DURATION.as_secs_f64(),
         slowdown,
         program_cost,
         program_floor,
